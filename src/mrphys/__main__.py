@@ -1,0 +1,5 @@
+import sys
+
+from mrphys.cli import main
+
+sys.exit(main())

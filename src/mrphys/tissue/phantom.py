@@ -1,0 +1,129 @@
+"""What is imaged: per-voxel tissue maps on a Cartesian grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from mrphys.errors import MrphysError, check, check_finite
+
+
+@dataclass
+class Phantom:
+    """Tissue maps of a 2-D slice (optionally a batch of slices).
+
+    Attributes:
+        rho: proton density, arbitrary units, shape ``(B, Y, X)`` or ``(Y, X)``.
+        t1: longitudinal relaxation time in s, same shape; 0 where there is no tissue.
+        t2: transverse relaxation time in s, same shape; 0 where there is no tissue.
+        fov: field of view ``(fov_y, fov_x)`` in m.
+        b1: relative transmit field (1 = nominal flip angle), same shape, or None.
+        db0: off-resonance in Hz, same shape, or None.
+
+    Voxel ``(i, j)`` sits at ``y = (i - Y//2) * fov_y / Y``, ``x = (j - X//2) * fov_x / X``, the
+    convention under which a centred FFT of Cartesian k-space gives the image back
+    (see :meth:`positions`).
+    """
+
+    rho: torch.Tensor
+    t1: torch.Tensor
+    t2: torch.Tensor
+    fov: tuple[float, float] = (0.064, 0.064)
+    b1: torch.Tensor | None = None
+    db0: torch.Tensor | None = None
+    names: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = self.rho.shape
+        check(self.rho.dim() in (2, 3), f"rho must have shape (B, Y, X) or (Y, X); got {tuple(shape)}.")
+        for name in ("t1", "t2", "b1", "db0"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if not isinstance(v, torch.Tensor):
+                raise MrphysError(f"{name} must be a torch.Tensor; got {type(v).__name__}.")
+            check(v.shape == shape, f"{name} must have the shape of rho {tuple(shape)}; got {tuple(v.shape)}.")
+        for name in ("rho", "t1", "t2"):
+            check_finite(name, getattr(self, name))
+        check(bool((self.t1 >= 0).all()) and bool((self.t2 >= 0).all()), "t1 and t2 must be >= 0 s.")
+        check(len(self.fov) == 2 and min(self.fov) > 0, f"fov must be two positive lengths in m; got {self.fov}.")
+        check(max(self.fov) < 2.0, f"fov is in metres and must be below 2 m; got {self.fov} (mm given?).")
+        if float(self.t1.max()) > 100 or float(self.t2.max()) > 100:
+            raise MrphysError("t1 and t2 are in seconds and must be below 100 s (milliseconds given?).")
+
+    @property
+    def batched(self) -> bool:
+        return self.rho.dim() == 3
+
+    @property
+    def matrix(self) -> tuple[int, int]:
+        return int(self.rho.shape[-2]), int(self.rho.shape[-1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.rho.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rho.dtype
+
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Voxel centres ``(y, x)`` in m, each of shape ``(Y, X)``."""
+        ny, nx = self.matrix
+        dy, dx = self.fov[0] / ny, self.fov[1] / nx
+        iy = torch.arange(ny, device=self.device, dtype=self.dtype) - ny // 2
+        ix = torch.arange(nx, device=self.device, dtype=self.dtype) - nx // 2
+        y, x = torch.meshgrid(iy * dy, ix * dx, indexing="ij")
+        return y, x
+
+    def to(self, device=None, dtype=None) -> Phantom:
+        def mv(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return replace(self, rho=mv(self.rho), t1=mv(self.t1), t2=mv(self.t2), b1=mv(self.b1), db0=mv(self.db0))
+
+    def __getitem__(self, idx) -> Phantom:
+        """Select phantoms of a batch: ``ph[0]``, ``ph[2:5]``."""
+        check(self.batched, "indexing needs a batched phantom of shape (B, Y, X).")
+
+        def sel(t):
+            return None if t is None else t[idx]
+
+        return replace(self, rho=sel(self.rho), t1=sel(self.t1), t2=sel(self.t2), b1=sel(self.b1), db0=sel(self.db0))
+
+    def __len__(self) -> int:
+        return int(self.rho.shape[0]) if self.batched else 1
+
+    def as_batch(self) -> Phantom:
+        """The same phantom with a leading batch dimension."""
+        if self.batched:
+            return self
+
+        def add(t):
+            return None if t is None else t.unsqueeze(0)
+
+        return replace(self, rho=add(self.rho), t1=add(self.t1), t2=add(self.t2), b1=add(self.b1), db0=add(self.db0))
+
+
+def spin_echo_image(
+    ph: Phantom, tr: float | torch.Tensor = 10.0, te: float | torch.Tensor = 0.04, exact: bool = False
+) -> torch.Tensor:
+    """Spin-echo image from tissue maps: the SPIN ground truth.
+
+    ``exact=False``: SPIN Eq. 13, ``rho * (1 - exp(-TR/T1)) * exp(-TE/T2)``.
+    ``exact=True``: the steady state with perfect 90/180 pulses and no transverse carry-over,
+    ``rho * (1 - 2 exp(-(TR - TE/2)/T1) + exp(-TR/T1)) * exp(-TE/T2)``.
+    Times in s; where T1 or T2 is 0 (background) the image is 0. Shape of ``ph.rho``.
+    """
+    t1 = ph.t1
+    t2 = ph.t2
+    tissue = (t1 > 0) & (t2 > 0)
+    t1s = torch.where(tissue, t1, torch.ones_like(t1))
+    t2s = torch.where(tissue, t2, torch.ones_like(t2))
+    if exact:
+        long = 1 - 2 * torch.exp(-(tr - te / 2) / t1s) + torch.exp(-tr / t1s)
+    else:
+        long = 1 - torch.exp(-tr / t1s)
+    img = ph.rho * long * torch.exp(-te / t2s)
+    return torch.where(tissue, img, torch.zeros_like(img))
