@@ -172,7 +172,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def load_mat_array(path: str | os.PathLike, variable: str | None = None) -> np.ndarray:
     """Load one numeric array from a MATLAB ``.mat`` file (v5 via scipy, v7.3 via h5py).
 
-    With ``variable=None`` the file must hold exactly one numeric array of 2 or more dimensions.
+    With ``variable=None`` the file must hold exactly one numeric array with two or more
+    non-singleton dimensions (scalars and vectors beside it are ignored).
     """
     p = Path(path)
     if not p.is_file():
@@ -203,7 +204,8 @@ def load_mat_array(path: str | os.PathLike, variable: str | None = None) -> np.n
                 f"{p} has no numeric variable {variable!r}; it has {sorted(arrays) or 'none'}."
             )
         return arrays[variable]
-    multi = {k: v for k, v in arrays.items() if v.ndim >= 2}
+    # images and series: at least two non-singleton dimensions (MATLAB stores scalars as 1x1)
+    multi = {k: v for k, v in arrays.items() if sum(d > 1 for d in v.shape) >= 2}
     if len(multi) != 1:
         raise MrphysError(
             f"{p} holds {len(multi)} numeric arrays ({sorted(multi)}); name one with --variable."

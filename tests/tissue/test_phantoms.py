@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from mrphys.errors import MrphysError
+from mrphys.tissue import Phantom, gach_shepp_logan, spin_echo_image, spin_shepp_logan
+
+
+def test_spin_phantom_reproducible_and_seeded():
+    a = spin_shepp_logan(4, generator=torch.Generator().manual_seed(3))
+    b = spin_shepp_logan(4, generator=torch.Generator().manual_seed(3))
+    c = spin_shepp_logan(4, generator=torch.Generator().manual_seed(4))
+    assert a.rho.shape == (4, 64, 64)
+    assert torch.equal(a.t1, b.t1)
+    assert not torch.equal(a.t1, c.t1)
+    assert not torch.equal(a.t1[0], a.t1[1])  # phantoms of a batch differ
+
+
+def test_spin_phantom_tissues_and_no_overlap():
+    ph = spin_shepp_logan(16, generator=torch.Generator().manual_seed(0))
+    scale = (64 / 2) ** 2 * math.pi  # pixels per unit ellipse area
+    # all five tumours and the WM ellipse are drawn whole: overlap would lose area
+    tumour_area = (0.08 * 0.08 * 3 + 0.08 * 0.05 * 2) * scale
+    wm_area = 0.18 * 0.22 * scale
+    tum = ((ph.t1 - 0.926).abs() < 1e-6).flatten(1).sum(1).float()
+    wm = ((ph.t1 - 0.583).abs() < 1e-6).flatten(1).sum(1).float()
+    assert torch.all((tum - tumour_area).abs() < 0.25 * tumour_area)
+    assert torch.all((wm - wm_area).abs() < 0.2 * wm_area)
+    # Table 1 values only, in SI units
+    vals = {round(v, 4) for v in torch.unique(ph.t1).tolist()}
+    assert vals == {0.0, 0.324, 0.533, 4.2, 0.857, 0.583, 0.926}
+    assert float(ph.rho.max()) == pytest.approx(0.98)
+
+
+def test_gach_field_dependence():
+    p15 = gach_shepp_logan(64, field_t=1.5)
+    p3 = gach_shepp_logan(64, field_t=3.0)
+    # grey matter T1 = 0.857 * B0^0.376 s (Gach et al. 2008)
+    gm15 = 0.857 * 1.5**0.376
+    gm3 = 0.857 * 3.0**0.376
+    assert torch.any((p15.t1 - gm15).abs() < 1e-5)
+    assert torch.any((p3.t1 - gm3).abs() < 1e-5)
+    assert float(p3.t1.max()) == pytest.approx(4.2)  # CSF is field independent
+    assert gach_shepp_logan(37).matrix == (37, 37)
+
+
+def test_spin_echo_image_closed_forms():
+    ph = Phantom(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.1, 0.0]]))
+    eq13 = spin_echo_image(ph, tr=2.0, te=0.05)
+    assert float(eq13[0, 0]) == pytest.approx((1 - math.exp(-2.0)) * math.exp(-0.5), rel=1e-6)
+    assert float(eq13[0, 1]) == 0.0  # background
+    ex = spin_echo_image(ph, tr=2.0, te=0.05, exact=True)
+    expect = (1 - 2 * math.exp(-(2.0 - 0.025)) + math.exp(-2.0)) * math.exp(-0.5)
+    assert float(ex[0, 0]) == pytest.approx(expect, rel=1e-6)
+
+
+def test_phantom_validates_units_and_shapes():
+    z = torch.zeros(4, 4)
+    with pytest.raises(MrphysError, match="milliseconds"):
+        Phantom(z, z + 900.0, z + 60.0)
+    with pytest.raises(MrphysError, match="shape"):
+        Phantom(z, torch.zeros(4, 5), z)
+    with pytest.raises(MrphysError, match="metres"):
+        Phantom(z, z, z, fov=(64.0, 64.0))
+    with pytest.raises(MrphysError, match="NaN"):
+        Phantom(z, z * float("nan"), z)
