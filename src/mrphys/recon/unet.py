@@ -40,7 +40,8 @@ class FFTUNet(nn.Module):
         self, matrix: int = 64, width: int = 16, penalty: float = 1e-4, zero_last: bool = True
     ) -> None:
         super().__init__()
-        check(matrix % 4 == 0 and matrix >= 8, f"matrix must be a multiple of 4 >= 8; got {matrix}.")
+        ok = matrix % 4 == 0 and matrix >= 8
+        check(ok, f"matrix must be a multiple of 4 >= 8; got {matrix}.")
         check(width >= 1, f"width must be >= 1; got {width}.")
         self.matrix = matrix
         self.penalty = float(penalty)
