@@ -2,7 +2,8 @@
 
 k-space ``(B, N, N)`` complex -> ``[Re, Im]`` flattened to ``2 N^2`` -> FC ``N^2`` tanh ->
 FC ``N^2`` tanh -> reshape ``(N, N)`` -> conv ``C`` filters 5x5 ReLU -> conv ``C`` filters 5x5
-ReLU (the L1 activity penalty acts on this output) -> transposed conv, 1 filter 7x7 -> image ``(B, N, N)``.
+ReLU (the L1 activity penalty acts on this output) -> transposed conv, 1 filter 7x7 ->
+image ``(B, N, N)``.
 For N = 64 and C = 64 this has 50.5 M parameters (the paper's network).
 
 ``init="dft"`` sets the network so that, before training, it returns the real part of the centred
