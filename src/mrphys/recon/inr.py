@@ -1,0 +1,592 @@
+"""Spatiotemporal implicit neural representation (INR) for dynamic radial MRI (Feng et al. 2025).
+
+The image series is a function ``x(r, t)`` represented by a multi-resolution hash encoding of the
+coordinates ``(x, y, t)`` followed by a small ReLU MLP with two linear outputs (real and imaginary
+part of the coil-combined image). Its weights are fitted to the acquired multi-coil radial k-space
+of this one series only (no training data):
+
+    loss = relative_l2(A x, y) + w_tv * temporal_tv(x) + w_nuc * casorati_nuclear(x)
+
+with ``A`` = coil sensitivities then per-frame NUFFT (see ``METHODS.md`` section 4 and
+``docs/inr.md``). Coordinates: spatial ``(i + 0.5) / N`` and time ``(k + 0.5) / N`` (the frame step
+equals the pixel step, so the frames occupy a thin slab of the unit cube and the coarse levels act
+as a static background, as in the paper). Because the representation is continuous, other frame
+counts (``frames_out``) and finer matrices (``matrix_out``) can be rendered.
+
+CPU design (the default :class:`InrConfig`): the paper's setting (16 levels, 2^24 entries per
+level, MLP 5 x 128, 1,600 full-batch iterations) needs a GPU. The defaults here fit a 2-core CPU:
+8 levels with 2^17 entries, MLP 2 x 64, stochastic windows of consecutive frames (the data term
+and temporal TV are separable over frames; the nuclear norm is taken on the window), a fixed
+number of passes over the frames, sparse-matrix interpolation plans for the fixed pixel grid and a
+single-threaded finufft NUFFT. ``InrConfig.paper()`` restores the paper's setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mrphys.errors import MrphysError, check, check_finite
+from mrphys.recon.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
+from mrphys.utils import make_generator, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InrConfig:
+    """All knobs of the INR reconstruction (defaults: the 2-core CPU design).
+
+    Attributes:
+        n_levels: hash-encoding levels ``L``.
+        n_features: features per level ``F``.
+        log2_table_size: ``log2`` of the table entries per level.
+        base_resolution: grid cells per axis of the coarsest level.
+        per_level_scale: resolution growth per level.
+        hidden_width: MLP hidden width.
+        hidden_layers: MLP hidden layers (ReLU after each).
+        epochs: passes over all frames (the iteration count is derived from it when
+            ``iterations`` is None: one iteration = one window of frames).
+        iterations: fixed number of optimisation steps; overrides ``epochs`` when set.
+        frames_per_batch: consecutive frames per step (None: all frames, the paper's full batch).
+        lr: Adam learning rate.
+        lr_halve_at: fraction of the iterations after which the learning rate is halved.
+        coarse_to_fine: switch on one more level every ``1/L`` of the iterations.
+        tv_weight: weight of the temporal total variation.
+        nuclear_weight: weight of the Casorati nuclear norm.
+        eps: the ``1e-4`` in the relative-L2 data term's denominator.
+        nufft_eps: finufft accuracy (CPU backend).
+        init_scale: hash tables start uniform in ``[-init_scale, init_scale]``.
+        log_every: log the loss every this many iterations.
+    """
+
+    n_levels: int = 8
+    n_features: int = 2
+    log2_table_size: int = 17
+    base_resolution: float = 16.0
+    per_level_scale: float = 1.5
+    hidden_width: int = 64
+    hidden_layers: int = 2
+    epochs: int = 100
+    iterations: int | None = None
+    frames_per_batch: int | None = 5
+    lr: float = 1e-3
+    lr_halve_at: float = 0.5
+    coarse_to_fine: bool = True
+    tv_weight: float = 0.02
+    nuclear_weight: float = 2e-4
+    eps: float = 1e-4
+    nufft_eps: float = 1e-4
+    init_scale: float = 1e-4
+    log_every: int = 100
+
+    @classmethod
+    def paper(cls) -> InrConfig:
+        """The published setting (GPU scale): 16 levels x 2^24, MLP 5 x 128, 1,600 full batches."""
+        return cls(
+            n_levels=16,
+            log2_table_size=24,
+            base_resolution=16.0,
+            per_level_scale=2.0,
+            hidden_width=128,
+            hidden_layers=5,
+            iterations=1600,
+            frames_per_batch=None,
+            nufft_eps=1e-6,
+        )
+
+    def n_iterations(self, n_frames: int) -> int:
+        """Optimisation steps for a series of ``n_frames`` frames."""
+        if self.iterations is not None:
+            return int(self.iterations)
+        b = n_frames if self.frames_per_batch is None else min(self.frames_per_batch, n_frames)
+        return int(self.epochs * math.ceil(n_frames / b))
+
+    def validate(self) -> None:
+        check(self.n_levels >= 1, f"n_levels must be >= 1; got {self.n_levels}.")
+        check(self.hidden_layers >= 0, f"hidden_layers must be >= 0; got {self.hidden_layers}.")
+        check(self.hidden_width >= 1, f"hidden_width must be >= 1; got {self.hidden_width}.")
+        check(self.lr > 0, f"lr must be positive; got {self.lr}.")
+        check(0 < self.lr_halve_at <= 1, f"lr_halve_at must be in (0, 1]; got {self.lr_halve_at}.")
+        check(
+            self.frames_per_batch is None or self.frames_per_batch >= 1,
+            f"frames_per_batch must be None or >= 1; got {self.frames_per_batch}.",
+        )
+        check(
+            self.iterations is None or self.iterations >= 1,
+            f"iterations must be None or >= 1; got {self.iterations}.",
+        )
+        check(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}.")
+
+
+# --------------------------------------------------------------------------------------------
+# loss terms
+# --------------------------------------------------------------------------------------------
+
+
+def relative_l2(y_hat: torch.Tensor, y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Relative-L2 k-space data term ``mean((y - y_hat)^2 / (stopgrad(y_hat)^2 + eps))``.
+
+    Taken separately on the real and imaginary parts and averaged over all of them.
+
+    Args:
+        y_hat: predicted k-space, complex, any shape.
+        y: measured k-space, same shape.
+        eps: floor of the denominator (in squared k-space units).
+    """
+    check(
+        y_hat.shape == y.shape, f"k-space shapes differ: {tuple(y_hat.shape)} vs {tuple(y.shape)}."
+    )
+    a = torch.view_as_real(y_hat) if y_hat.is_complex() else y_hat
+    b = torch.view_as_real(y) if y.is_complex() else y
+    return ((b - a) ** 2 / (a.detach() ** 2 + eps)).mean()
+
+
+def temporal_tv(x: torch.Tensor) -> torch.Tensor:
+    """Temporal total variation ``sum(|dRe| + |dIm|) / numel(d) / max|x|`` (max detached).
+
+    ``d = x[1:] - x[:-1]`` are the frame differences; ``numel(d)`` counts complex elements.
+
+    Args:
+        x: image series ``(T, Y, X)`` (complex or real).
+    """
+    check(x.dim() >= 2, f"temporal_tv needs (T, ...); got {tuple(x.shape)}.")
+    if x.shape[0] < 2:
+        return x.real.sum() * 0.0
+    d = x[1:] - x[:-1]
+    dr = torch.view_as_real(d) if d.is_complex() else d[..., None]
+    scale = x.detach().abs().max().clamp_min(1e-12)
+    return dr.abs().sum() / d.numel() / scale
+
+
+def casorati_nuclear(x: torch.Tensor) -> torch.Tensor:
+    """Nuclear norm of the Casorati matrix (frames x pixels) divided by the number of frames.
+
+    Args:
+        x: image series ``(T, Y, X)`` (complex or real).
+    """
+    check(x.dim() >= 2, f"casorati_nuclear needs (T, ...); got {tuple(x.shape)}.")
+    m = x.reshape(x.shape[0], -1)
+    return torch.linalg.svdvals(m).sum() / x.shape[0]
+
+
+# --------------------------------------------------------------------------------------------
+# network
+# --------------------------------------------------------------------------------------------
+
+
+class SpatiotemporalInr(nn.Module):
+    """Hash encoding of ``(x, y, t)`` -> ReLU MLP -> ``(real, imag)``.
+
+    Input points ``(P, 3)`` in ``[0, 1]``; output ``(P, 2)``.
+    """
+
+    def __init__(self, config: InrConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.encoding = HashEncoding(
+            n_levels=config.n_levels,
+            n_features=config.n_features,
+            log2_table_size=config.log2_table_size,
+            base_resolution=config.base_resolution,
+            per_level_scale=config.per_level_scale,
+            n_dims=3,
+            init_scale=config.init_scale,
+            generator=generator,
+        )
+        layers: list[nn.Module] = []
+        width = self.encoding.out_features
+        for _ in range(config.hidden_layers):
+            layers += [nn.Linear(width, config.hidden_width), nn.ReLU()]
+            width = config.hidden_width
+        layers.append(nn.Linear(width, 2))
+        self.mlp = nn.Sequential(*layers)
+        if generator is not None:  # seeded MLP initialisation (default torch scheme)
+            for m in self.mlp:
+                if isinstance(m, nn.Linear):
+                    bound = 1.0 / math.sqrt(m.in_features)
+                    with torch.no_grad():
+                        m.weight.uniform_(-bound, bound, generator=generator)
+                        m.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding(x))
+
+    def forward_planned(self, plan: InterpolationPlan) -> torch.Tensor:
+        """Output ``(P, 2)`` at the plan's points (precomputed interpolation)."""
+        return self.mlp(encode_with_plan(self.encoding, plan))
+
+
+def grid_coordinates(
+    n_frames: int,
+    im_size: tuple[int, int],
+    n_ref: int,
+    frame_positions: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Coordinates ``(T, Y*X, 3)`` of ``(x, y, t)`` for a pixel grid over the unit field of view.
+
+    Pixel ``i`` of ``Y`` along an axis sits at ``(i + 0.5) / Y`` and frame ``k`` at
+    ``(k + 0.5) / n_ref`` where ``n_ref`` is the acquired matrix size (the paper's time scaling).
+    ``frame_positions`` (in acquired-frame units, frame ``k`` at ``k``) replaces ``k`` for frames
+    that were not acquired.
+    """
+    ny, nx = im_size
+    ys = (torch.arange(ny, dtype=torch.float32, device=device) + 0.5) / ny
+    xs = (torch.arange(nx, dtype=torch.float32, device=device) + 0.5) / nx
+    if frame_positions is None:
+        frame_positions = torch.arange(n_frames, dtype=torch.float32, device=device)
+    ts = (frame_positions.to(torch.float32) + 0.5) / n_ref
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    sp = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # (Y*X, 2) as (x, y)
+    t = ts[:, None, None].expand(-1, sp.shape[0], 1)
+    return torch.cat([sp[None].expand(len(ts), -1, -1), t], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# encoding operator: coil maps + per-frame NUFFT on a subset of frames
+# --------------------------------------------------------------------------------------------
+
+
+class _FinufftFrames(torch.autograd.Function):
+    """Coil images ``(B, C, Y, X)`` -> k-space ``(B, C, K)`` for the frames ``idx``.
+
+    Same convention as :class:`mrphys.physics.nufft.RadialNUFFT` (isign -1, centred modes,
+    ``1/sqrt(Y X)`` scaling); single-threaded finufft, which is the fastest choice for many small
+    transforms on a busy CPU. The gradient is the adjoint (type 1).
+    """
+
+    @staticmethod
+    def forward(ctx, xc, enc, idx):  # type: ignore[override]
+        import finufft
+
+        ctx.enc, ctx.idx = enc, idx
+        arr = xc.detach().cpu().numpy()
+        out = np.empty(arr.shape[:2] + (enc.n_k,), dtype=arr.dtype)
+        for b, f in enumerate(idx):
+            ky, kx = enc.coords[f]
+            out[b] = finufft.nufft2d2(
+                ky, kx, np.ascontiguousarray(arr[b]), eps=enc.eps, isign=-1, nthreads=1
+            )
+        return torch.from_numpy(out).to(xc.device) * enc.scale
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        import finufft
+
+        enc, idx = ctx.enc, ctx.idx
+        arr = g.detach().cpu().numpy()
+        out = np.empty(arr.shape[:2] + enc.im_size, dtype=arr.dtype)
+        for b, f in enumerate(idx):
+            ky, kx = enc.coords[f]
+            out[b] = finufft.nufft2d1(
+                ky,
+                kx,
+                np.ascontiguousarray(arr[b]),
+                n_modes=enc.im_size,
+                eps=enc.eps,
+                isign=1,
+                nthreads=1,
+            )
+        return torch.from_numpy(out).to(g.device) * enc.scale, None, None
+
+
+class FrameEncoding:
+    """SENSE radial encoding restricted to chosen frames: image ``(B, Y, X)`` -> ``(B, C, K)``.
+
+    Args:
+        traj: ``(T, K, 2)`` rad/pixel, last axis ``(ky, kx)``.
+        maps: coil sensitivities ``(C, Y, X)`` complex.
+        nufft_eps: finufft accuracy (CPU).
+    """
+
+    def __init__(self, traj: torch.Tensor, maps: torch.Tensor, nufft_eps: float = 1e-4):
+        self.traj = traj
+        self.maps = maps
+        self.im_size = (int(maps.shape[-2]), int(maps.shape[-1]))
+        self.n_k = int(traj.shape[1])
+        self.eps = float(nufft_eps)
+        self.scale = 1.0 / math.sqrt(self.im_size[0] * self.im_size[1])
+        self.use_finufft = maps.device.type == "cpu"
+        if self.use_finufft:
+            tr = traj.detach().cpu().numpy().astype(np.float32)
+            self.coords = [
+                (np.ascontiguousarray(tr[i, :, 0]), np.ascontiguousarray(tr[i, :, 1]))
+                for i in range(tr.shape[0])
+            ]
+
+    def forward(self, x: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        """``x (B, Y, X)`` complex for frames ``idx`` (length B) -> ``(B, C, K)``."""
+        xc = x[:, None] * self.maps[None]  # (B, C, Y, X)
+        if self.use_finufft:
+            return _FinufftFrames.apply(xc.contiguous(), self, list(idx))
+        from mrphys.physics.nufft import RadialNUFFT
+
+        op = RadialNUFFT(self.traj[list(idx)], self.im_size)
+        return op.forward(xc.transpose(0, 1)).transpose(0, 1)  # (C, B, K) -> (B, C, K)
+
+    def adjoint(self, y: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        """``y (B, C, K)`` -> coil-combined ``(B, Y, X)`` (``sum_c conj(S_c) F^H y_c``)."""
+        from mrphys.physics.nufft import RadialNUFFT
+
+        op = RadialNUFFT(self.traj[list(idx)], self.im_size)
+        xc = op.adjoint(y.transpose(0, 1)).transpose(0, 1)  # (B, C, Y, X)
+        return (xc * self.maps.conj()[None]).sum(1)
+
+
+# --------------------------------------------------------------------------------------------
+# fitting
+# --------------------------------------------------------------------------------------------
+
+
+def _get(data: Any, names: tuple[str, ...]) -> Any:
+    for n in names:
+        if isinstance(data, dict) and n in data:
+            return data[n]
+        if hasattr(data, n):
+            return getattr(data, n)
+    return None
+
+
+def _windows(n_frames: int, size: int, gen: torch.Generator) -> list[list[int]]:
+    """One epoch of consecutive-frame windows covering every frame once, in random order."""
+    if size >= n_frames:
+        return [list(range(n_frames))]
+    offset = int(torch.randint(0, size, (1,), generator=gen))
+    starts = list(range(offset - size, n_frames, size))
+    wins = [list(range(max(0, s), min(n_frames, s + size))) for s in starts]
+    wins = [w for w in wins if w]
+    order = torch.randperm(len(wins), generator=gen).tolist()
+    return [wins[i] for i in order]
+
+
+def _intensity_scale(enc: FrameEncoding, kspace: torch.Tensor, dcf: torch.Tensor | None) -> float:
+    """Robust image scale from the time-averaged gridding image (all spokes together)."""
+    if dcf is None:
+        from mrphys.physics.nufft import radial_dcf
+
+        dcf = radial_dcf(enc.traj.cpu(), im_size=enc.im_size).to(kspace.device)
+    t = kspace.shape[0]
+    x = enc.adjoint(kspace * dcf[:, None, :].to(kspace.real.dtype), list(range(t)))
+    norm = (enc.maps.abs() ** 2).sum(0).clamp_min(1e-6)
+    comp = (x / norm).mean(0).abs()  # a fully sampled-like composite
+    s = float(torch.quantile(comp.flatten().float(), 0.99))
+    return s if s > 0 and math.isfinite(s) else 1.0
+
+
+def fit_inr(
+    kspace: torch.Tensor,
+    traj: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    dcf: torch.Tensor | None = None,
+    config: InrConfig | None = None,
+    iterations: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> tuple[SpatiotemporalInr, dict]:
+    """Fit the INR to multi-coil radial k-space.
+
+    Args:
+        kspace: ``(T, C, K)`` complex k-space (any consistent units).
+        traj: ``(T, K, 2)`` trajectory in rad/pixel, last axis ``(ky, kx)``.
+        maps: ``(C, Y, X)`` complex coil sensitivities.
+        dcf: optional ``(T, K)`` density compensation (only used to set the intensity scale).
+        config: :class:`InrConfig` (CPU defaults when None).
+        iterations: fixed number of steps (overrides the config).
+        seed: seed of the initialisation and of the frame windows.
+        device: ``auto|cpu|cuda`` or a device (default: the device of ``kspace``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The fitted model and a dict ``info`` with ``scale`` (image units per network unit),
+        ``n_frames``, ``im_size``, ``iterations``, ``seconds``, ``final_loss`` and ``config``.
+    """
+    config = config or InrConfig()
+    if iterations is not None:
+        config = replace(config, iterations=int(iterations))
+    config.validate()
+    check(
+        kspace.dim() == 3 and kspace.is_complex(),
+        f"kspace must be complex with shape (T, C, K); got {tuple(kspace.shape)} {kspace.dtype}.",
+    )
+    t_frames, n_coils, n_k = kspace.shape
+    check(
+        traj.shape == (t_frames, n_k, 2),
+        f"traj must have shape ({t_frames}, {n_k}, 2) to match kspace; got {tuple(traj.shape)}.",
+    )
+    check(
+        maps.dim() == 3 and maps.shape[0] == n_coils,
+        f"coil maps must have shape ({n_coils}, Y, X); got {tuple(maps.shape)}.",
+    )
+    check_finite("kspace", kspace)
+    dev = resolve_device(device) if device is not None else kspace.device
+    kspace = kspace.to(dev, torch.complex64)
+    maps = maps.to(dev, torch.complex64)
+    traj = traj.to(dev, torch.float32)
+    im_size = (int(maps.shape[1]), int(maps.shape[2]))
+    n_ref = max(im_size)
+    enc = FrameEncoding(traj, maps, config.nufft_eps)
+    scale = _intensity_scale(enc, kspace, None if dcf is None else dcf.to(dev))
+    y = kspace / scale
+
+    gen = make_generator(seed)
+    model = SpatiotemporalInr(config, generator=gen).to(dev)
+    coords = grid_coordinates(t_frames, im_size, n_ref, device=dev)
+    t0 = time.perf_counter()
+    plans = [InterpolationPlan(model.encoding, coords[k]) for k in range(t_frames)]
+    log.info("INR: %d interpolation plans in %.1f s", t_frames, time.perf_counter() - t0)
+
+    n_iter = config.n_iterations(t_frames)
+    batch = t_frames if config.frames_per_batch is None else min(config.frames_per_batch, t_frames)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    halve_at = max(1, int(round(config.lr_halve_at * n_iter)))
+    log.info(
+        "INR: %d frames %s, %d coils, %d iterations of %d frames, %d parameters",
+        t_frames, im_size, n_coils, n_iter, batch, sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
+    queue: list[list[int]] = []
+    loss_val = float("nan")
+    bar = tqdm(range(n_iter), desc="INR", disable=not progress, leave=False)
+    for it in bar:
+        if config.coarse_to_fine:
+            model.encoding.set_active_levels(1 + (it * config.n_levels) // n_iter)
+        if it == halve_at:
+            for g in opt.param_groups:
+                g["lr"] = config.lr / 2
+        if not queue:
+            queue = _windows(t_frames, batch, gen)
+        idx = queue.pop()
+        out = torch.stack([model.forward_planned(plans[k]) for k in idx])  # (B, P, 2)
+        x = torch.complex(out[..., 0], out[..., 1]).reshape(len(idx), *im_size)
+        y_hat = enc.forward(x, idx)
+        loss = relative_l2(y_hat, y[idx], config.eps)
+        if config.tv_weight > 0:
+            loss = loss + config.tv_weight * temporal_tv(x)
+        if config.nuclear_weight > 0:
+            loss = loss + config.nuclear_weight * casorati_nuclear(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_val = float(loss.detach())
+        if not math.isfinite(loss_val):
+            raise MrphysError(f"INR training diverged at iteration {it} (loss {loss_val}).")
+        if (it + 1) % config.log_every == 0 or it + 1 == n_iter:
+            log.info("INR iteration %d/%d loss %.4g", it + 1, n_iter, loss_val)
+            bar.set_postfix(loss=f"{loss_val:.3g}")
+    bar.close()
+    model.encoding.set_active_levels(config.n_levels)
+    info = {
+        "scale": scale,
+        "n_frames": t_frames,
+        "im_size": im_size,
+        "iterations": n_iter,
+        "seconds": time.perf_counter() - t0,
+        "final_loss": loss_val,
+        "config": asdict(config),
+        "_plans": plans,
+    }
+    return model, info
+
+
+@torch.no_grad()
+def render_inr(
+    model: SpatiotemporalInr,
+    info: dict,
+    frames_out: int | None = None,
+    matrix_out: int | tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Query a fitted INR on a frame/pixel grid, ``(T', Y', X')`` complex64 in image units.
+
+    ``frames_out`` frames span the acquired time interval (frame ``k'`` at acquired-frame position
+    ``(k' + 0.5) T / T' - 0.5``); ``matrix_out`` pixels span the same field of view.
+    """
+    t_frames = info["n_frames"]
+    im_size = tuple(info["im_size"])
+    n_ref = max(im_size)
+    t_out = t_frames if frames_out is None else int(frames_out)
+    if matrix_out is None:
+        out_size = im_size
+    elif isinstance(matrix_out, int):
+        out_size = (int(matrix_out), int(matrix_out))
+    else:
+        out_size = (int(matrix_out[0]), int(matrix_out[1]))
+    check(t_out >= 1, f"frames_out must be a positive integer; got {frames_out}.")
+    check(min(out_size) >= 1, f"matrix_out must be positive; got {matrix_out}.")
+    dev = model.encoding.table.device
+    plans = info.get("_plans")
+    frames = []
+    if t_out == t_frames and out_size == im_size and plans is not None:
+        for k in range(t_frames):
+            frames.append(model.forward_planned(plans[k]))
+    else:
+        pos = (torch.arange(t_out, dtype=torch.float32) + 0.5) * t_frames / t_out - 0.5
+        coords = grid_coordinates(t_out, out_size, n_ref, frame_positions=pos, device=dev)
+        for k in range(t_out):
+            frames.append(model(coords[k]))
+    out = torch.stack(frames)
+    x = torch.complex(out[..., 0], out[..., 1]).reshape(t_out, *out_size)
+    return (x * info["scale"]).to(torch.complex64)
+
+
+def reconstruct_inr(
+    data: Any,
+    *,
+    iterations: int | None = None,
+    frames_out: int | None = None,
+    matrix_out: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    config: InrConfig | None = None,
+) -> torch.Tensor:
+    """Spatiotemporal INR reconstruction of a radial acquisition.
+
+    Args:
+        data: a :class:`mrphys.physics.radial.RadialData` (or any object / dict with ``kspace``
+            ``(T, C, K)``, ``traj`` ``(T, K, 2)`` rad/pixel, coil ``maps`` ``(C, Y, X)`` and
+            optionally ``dcf`` ``(T, K)``).
+        iterations: fixed number of optimisation steps (default: from the config).
+        frames_out: frames to render (default: the acquired ``T``); more frames interpolate in time.
+        matrix_out: matrix size to render (default: the acquired ``N``); larger is finer.
+        seed: seed of the initialisation and of the frame windows.
+        device: ``auto|cpu|cuda`` or a device (default: where the data lives).
+        config: :class:`InrConfig` (default: the CPU design).
+
+    Returns:
+        ``(T', Y', X')`` complex64 image series, in the units of the acquisition's truth.
+    """
+    kspace = _get(data, ("kspace", "ksp", "y"))
+    traj = _get(data, ("traj", "trajectory"))
+    maps = _get(data, ("maps", "coil_maps", "smaps", "sens"))
+    dcf = _get(data, ("dcf",))
+    if kspace is None or traj is None or maps is None:
+        raise MrphysError(
+            "reconstruct_inr needs data with kspace (T, C, K), traj (T, K, 2) and coil maps "
+            "(C, Y, X)."
+        )
+    model, info = fit_inr(
+        torch.as_tensor(kspace),
+        torch.as_tensor(traj),
+        torch.as_tensor(maps),
+        dcf=None if dcf is None else torch.as_tensor(dcf),
+        config=config,
+        iterations=iterations,
+        seed=seed,
+        device=device,
+    )
+    x = render_inr(model, info, frames_out=frames_out, matrix_out=matrix_out)
+    log.info("INR: %d iterations in %.1f s", info["iterations"], info["seconds"])
+    return x
