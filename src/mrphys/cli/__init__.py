@@ -1,4 +1,5 @@
-"""The ``mrphys`` command. One module per subcommand; each has ``register(subparsers)``.
+"""The ``mrphys`` command. One module per subcommand; each has ``register(subparsers)``
+(``add_parser(subparsers)`` is accepted as an alias) that adds its parser and sets ``func``.
 
 A subcommand module keeps heavy imports inside its handler so that ``mrphys --help`` stays fast.
 User mistakes (:class:`mrphys.MrphysError`, bad options) print one sentence and exit with status 2.
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name == f"mrphys.cli.{name}":
                 continue  # subcommand not installed in this build
             raise
-        mod.register(sub)
+        hook = getattr(mod, "register", None) or mod.add_parser
+        hook(sub)
     return parser
 
 
