@@ -1,0 +1,573 @@
+"""Pulse sequences as event lists (Pulseq-block-like) with differentiable parameters.
+
+A :class:`Sequence` is a list of :class:`Block` s (and :class:`Loop` s of blocks). A block lasts
+``duration`` seconds and may hold
+
+* a hard RF pulse (:class:`RFPulse`): an instantaneous rotation at the start of the block by
+  ``flip`` rad about the axis ``(cos phase, sin phase, 0)``;
+* constant gradients ``gx``, ``gy`` in T/m over the whole block;
+* an ADC (:class:`ADC`): ``num`` samples at ``delay + (k + 0.5) * dwell`` s after the block start
+  (the Pulseq convention), demodulated by the receiver phase ``phase``;
+* an ideal spoiler (``spoil=True``): the transverse magnetisation is set to 0 at the block end.
+
+Every numeric parameter is a 0-dim torch tensor and may require grad. Builders pass the SAME
+tensor object to every repetition of an event (e.g. one ``flip1`` for all TRs); the simulator
+caches per tensor identity, and gradients accumulate over all uses.
+
+Conventions (see docs/physics.md): angles in rad, times in s, gradients in T/m, fov in m.
+Cartesian builders order ADC samples so that sample ``k`` of line ``n`` has
+``kx = (k - N//2)/fov``, ``ky = (n - N//2)/fov`` with ``k = gammabar * integral(G dt)``, and the
+simulator's precession ``exp(-i 2 pi k.r)``; then ``fftshift(ifft2(ifftshift(kspace)))`` gives the
+image in :class:`~mrphys.tissue.Phantom` orientation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from mrphys.errors import MrphysError, check
+
+__all__ = [
+    "GAMMA",
+    "GAMMABAR",
+    "RX_OFFSET",
+    "RFPulse",
+    "ADC",
+    "Block",
+    "Loop",
+    "Sequence",
+    "spin_echo",
+    "bssfp",
+    "gre",
+]
+
+#: Gyromagnetic ratio of 1H in Hz/T and rad/s/T.
+GAMMABAR = 42.577478e6
+GAMMA = 2 * math.pi * GAMMABAR
+#: Receiver phase relative to the RF phase in the bSSFP and GRE builders: an RF pulse of phase
+#: ``p`` tips +z magnetisation to ``-i e^{ip}``; demodulating by ``p - pi/2`` reads it real positive.
+RX_OFFSET = math.pi / 2
+
+Scalar = float | torch.Tensor
+
+
+def wrapped_multiple(inc: torch.Tensor, r: int) -> torch.Tensor:
+    """``r * inc`` modulo ``2 pi`` computed in float64 (differentiable in ``inc``).
+
+    RF phases of late repetitions (``r`` in the thousands) would lose ~1e-3 rad in float32.
+    """
+    return torch.remainder(inc.to(torch.float64) * int(r), 2 * math.pi).to(inc.dtype)
+
+
+def _t(x: Scalar, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A 0-dim tensor from a float or a 0-dim tensor (kept as is so that its grad flows)."""
+    if isinstance(x, torch.Tensor):
+        check(x.numel() == 1, f"{name} must be a number or a 0-dim tensor; got shape {tuple(x.shape)}.")
+        check(bool(torch.isfinite(x).all()), f"{name} must be finite; got {x.detach().item()}.")
+        return x.reshape(()) if x.dim() else x
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise MrphysError(f"{name} must be a number or a 0-dim tensor; got {type(x).__name__}.") from None
+    check(math.isfinite(v), f"{name} must be finite; got {v}.")
+    return torch.tensor(v, dtype=dtype or torch.get_default_dtype())
+
+
+@dataclass
+class RFPulse:
+    """Hard RF pulse: instantaneous rotation by ``flip`` (rad) about ``(cos phase, sin phase, 0)``.
+
+    ``duration`` (s) is only used for Pulseq export (a block pulse of that length).
+    """
+
+    flip: torch.Tensor
+    phase: torch.Tensor
+    duration: float = 2e-5
+
+
+@dataclass
+class ADC:
+    """``num`` samples at ``delay + (k + 0.5) * dwell`` s from the block start, demodulated by
+    ``exp(-i phase)`` (receiver phase in rad)."""
+
+    num: int
+    dwell: torch.Tensor
+    delay: torch.Tensor
+    phase: torch.Tensor
+
+
+@dataclass
+class Block:
+    """One event block: optional RF at the start, constant gradients, ADC, spoiler at the end."""
+
+    duration: torch.Tensor
+    rf: RFPulse | None = None
+    gx: torch.Tensor | None = None
+    gy: torch.Tensor | None = None
+    adc: ADC | None = None
+    spoil: bool = False
+
+    def tensors(self) -> list[torch.Tensor]:
+        out = [self.duration]
+        if self.rf is not None:
+            out += [self.rf.flip, self.rf.phase]
+        out += [g for g in (self.gx, self.gy) if g is not None]
+        if self.adc is not None:
+            out += [self.adc.dwell, self.adc.delay, self.adc.phase]
+        return out
+
+
+@dataclass
+class Loop:
+    """``blocks`` repeated ``count`` times; repetition ``r`` (0-based) adds ``r * phase_increment``
+    to every RF and receiver phase (RF phase cycling). Used for dummy repetitions: the simulator
+    applies a loop without ADC in one step (power of its per-voxel affine map)."""
+
+    blocks: list[Block]
+    count: int
+    phase_increment: torch.Tensor
+
+    def expand(self) -> list[Block]:
+        """The flat list of blocks (new phase tensors per repetition, differentiable)."""
+        out: list[Block] = []
+        for r in range(self.count):
+            for b in self.blocks:
+                if r == 0:
+                    out.append(b)
+                    continue
+                inc = wrapped_multiple(self.phase_increment, r)
+                rf = None if b.rf is None else RFPulse(b.rf.flip, b.rf.phase + inc, b.rf.duration)
+                adc = None
+                if b.adc is not None:
+                    adc = ADC(b.adc.num, b.adc.dwell, b.adc.delay, b.adc.phase + inc)
+                out.append(Block(b.duration, rf, b.gx, b.gy, adc, b.spoil))
+        return out
+
+
+@dataclass
+class Sequence:
+    """An event list. ``items`` are :class:`Block` or :class:`Loop`.
+
+    Attributes:
+        items: the events in time order.
+        kspace_shape: how the ADC samples (in acquisition order) reshape, e.g. ``(n_pe, n_ro)``
+            for Cartesian, ``(n_cycles,)`` for a bSSFP voxel sequence,
+            ``(n_cycles, n_pe, n_ro)`` for a phase-cycled bSSFP image.
+        name: builder name.
+        params: builder parameters (floats) for :meth:`describe`.
+    """
+
+    items: list[Block | Loop]
+    kspace_shape: tuple[int, ...] = ()
+    name: str = "custom"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.adc_count
+        if not self.kspace_shape:
+            self.kspace_shape = (n,)
+        check(
+            math.prod(self.kspace_shape) == n,
+            f"kspace_shape {self.kspace_shape} does not hold the {n} ADC samples of the sequence.",
+        )
+        for b, _ in self._iter_blocks_counted():
+            check(float(b.duration) >= 0, f"block durations must be >= 0 s; got {float(b.duration)}.")
+            if b.adc is not None:
+                end = float(b.adc.delay) + b.adc.num * float(b.adc.dwell)
+                check(
+                    end <= float(b.duration) * (1 + 1e-9) + 1e-12,
+                    f"an ADC ({end:g} s) must end inside its block ({float(b.duration):g} s).",
+                )
+
+    @property
+    def blocks(self) -> list[Block]:
+        """Flat list of blocks (loops expanded)."""
+        out: list[Block] = []
+        for it in self.items:
+            out += it.expand() if isinstance(it, Loop) else [it]
+        return out
+
+    def _iter_blocks_counted(self) -> Iterator[tuple[Block, int]]:
+        """Each distinct block once (loop bodies once) with its repetition count."""
+        for it in self.items:
+            if isinstance(it, Loop):
+                for b in it.blocks:
+                    yield b, it.count
+            else:
+                yield it, 1
+
+    @property
+    def adc_count(self) -> int:
+        """Total number of ADC samples."""
+        return sum(c * b.adc.num for b, c in self._iter_blocks_counted() if b.adc is not None)
+
+    @property
+    def n_blocks(self) -> int:
+        return sum(c for _, c in self._iter_blocks_counted())
+
+    @property
+    def duration(self) -> float:
+        """Total duration in s."""
+        return sum(c * float(b.duration) for b, c in self._iter_blocks_counted())
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The distinct parameter tensors (by identity) of the sequence."""
+        seen: dict[int, torch.Tensor] = {}
+        for b, _ in self._iter_blocks_counted():
+            for t in b.tensors():
+                seen.setdefault(id(t), t)
+        for it in self.items:
+            if isinstance(it, Loop):
+                seen.setdefault(id(it.phase_increment), it.phase_increment)
+        return list(seen.values())
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Sequence:
+        """A copy on ``device``/``dtype``; shared tensors stay shared (differentiable copy)."""
+        memo: dict[int, torch.Tensor] = {}
+
+        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            if id(t) not in memo:
+                memo[id(t)] = t.to(device=device, dtype=dtype)
+            return memo[id(t)]
+
+        def mvb(b: Block) -> Block:
+            rf = None if b.rf is None else RFPulse(mv(b.rf.flip), mv(b.rf.phase), b.rf.duration)
+            adc = None
+            if b.adc is not None:
+                adc = ADC(b.adc.num, mv(b.adc.dwell), mv(b.adc.delay), mv(b.adc.phase))
+            return Block(mv(b.duration), rf, mv(b.gx), mv(b.gy), adc, b.spoil)
+
+        items: list[Block | Loop] = []
+        for it in self.items:
+            if isinstance(it, Loop):
+                items.append(Loop([mvb(b) for b in it.blocks], it.count, mv(it.phase_increment)))
+            else:
+                items.append(mvb(it))
+        return Sequence(items, tuple(self.kspace_shape), self.name, dict(self.params))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable summary for config files."""
+        return {
+            "name": self.name,
+            "params": {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.params.items()},
+            "n_blocks": self.n_blocks,
+            "adc_count": self.adc_count,
+            "kspace_shape": list(self.kspace_shape),
+            "duration_s": self.duration,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# builders
+
+
+def _check_matrix(matrix: int) -> int:
+    check(isinstance(matrix, int) and matrix >= 1, f"matrix must be a positive integer; got {matrix!r}.")
+    return matrix
+
+
+def spin_echo(
+    matrix: int = 64,
+    fov: float = 0.064,
+    tr: Scalar = 10.0,
+    te: Scalar = 0.04,
+    flip1: Scalar = math.pi / 2,
+    flip2: Scalar = math.pi,
+    readout_dt: float = 1e-4,
+    n_dummy: int = 10,
+    prephase_start: float = 0.0168,
+    phase1: Scalar = math.pi / 2,
+    phase2: Scalar = 0.0,
+    spoil: bool = True,
+    n_ro: int | None = None,
+) -> Sequence:
+    """Cartesian 2-D spin echo, the SPIN acquisition (METHODS section 2).
+
+    Per TR: RF ``flip1`` (phase ``phase1``) at t = 0; phase encode and read prephase from
+    ``prephase_start`` to TE/2 (before the refocusing pulse, so with the sign the 180 flips);
+    RF ``flip2`` (phase ``phase2``) at TE/2; readout of ``n_ro`` samples at ``readout_dt``
+    with sample ``n_ro//2`` exactly at TE (block from ``TE - (n_ro//2 + 0.5) dt``; SPIN:
+    36.75-43.15 ms, samples 36.8..43.1 ms); ideal spoiling at the end of the TR (``spoil``).
+    ``n_dummy`` repetitions without ADC (first line's gradients) reach the steady state
+    (TR 10 s leaves CSF partly saturated). With the default phases (90_y, 180_x) the echo of a
+    voxel at the centre is real and positive: ``rho (1 - 2 e^{-(TR-TE/2)/T1} + e^{-TR/T1}) e^{-TE/T2}``.
+
+    Gradients follow from FOV and matrix: ``gammabar * G * dt = 1/fov``.
+
+    Args:
+        matrix: phase-encode lines (and readout samples unless ``n_ro``).
+        fov: field of view in m (square).
+        tr, te: repetition and echo time in s (float or 0-dim tensor, may require grad).
+        flip1, flip2: flip angles in rad (may require grad).
+        readout_dt: ADC dwell time in s.
+        n_dummy: dummy repetitions before the first line.
+        prephase_start: start of the prephase/phase-encode lobe in s (ends at TE/2).
+        phase1, phase2: RF phases in rad.
+        spoil: ideal spoiling at the end of each TR.
+        n_ro: readout samples (default ``matrix``).
+
+    Returns:
+        a :class:`Sequence` with ``kspace_shape == (matrix, n_ro)``.
+    """
+    n = _check_matrix(matrix)
+    n_ro = n if n_ro is None else _check_matrix(n_ro)
+    check(0 < fov < 2, f"fov must be in m, in (0, 2); got {fov}.")
+    check(int(n_dummy) >= 0, f"n_dummy must be >= 0; got {n_dummy}.")
+    trt, tet = _t(tr, "tr"), _t(te, "te")
+    dtype = trt.dtype if trt.is_floating_point() else torch.get_default_dtype()
+
+    def c(x: float) -> torch.Tensor:
+        return torch.tensor(float(x), dtype=dtype)
+
+    f1, f2 = _t(flip1, "flip1"), _t(flip2, "flip2")
+    p1, p2 = _t(phase1, "phase1"), _t(phase2, "phase2")
+    dt = float(readout_dt)
+    check(dt > 0, f"readout_dt must be > 0 s; got {dt}.")
+    te_f, tr_f = float(tet), float(trt)
+    ro_start_f = te_f - (n_ro // 2 + 0.5) * dt
+    check(
+        0 < prephase_start < te_f / 2,
+        f"prephase_start must lie in (0, TE/2) = (0, {te_f / 2:g}) s; got {prephase_start}.",
+    )
+    check(ro_start_f > te_f / 2, f"the readout ({n_ro} x {dt:g} s) must start after TE/2; TE too short.")
+    check(ro_start_f + n_ro * dt < tr_f, f"TR {tr_f:g} s is too short for TE {te_f:g} s and the readout.")
+
+    # durations (derived tensors, shared by every TR)
+    d1 = c(prephase_start)
+    d2 = tet / 2 - prephase_start
+    ro_start = tet - (n_ro // 2 + 0.5) * dt
+    d3 = ro_start - tet / 2
+    d4 = c(n_ro * dt)
+    d5 = trt - ro_start - n_ro * dt
+
+    dk_x = 1.0 / fov
+    dk_y = 1.0 / fov
+    g_ro = c(dk_x / (GAMMABAR * dt))
+    # after the 180 the phase is conjugated, k -> -k: prephase to +(n_ro//2 + 0.5) dk so that
+    # sample k sits at (k - n_ro//2) dk; phase encode of line m to -(m - n//2) dk.
+    g_pre = (n_ro // 2 + 0.5) * dk_x / (GAMMABAR * d2)
+    lines = []
+    for m in range(n):
+        gy = -(m - n // 2) * dk_y / (GAMMABAR * d2)
+        lines.append(gy)
+    zero = c(0.0)
+    adc = ADC(n_ro, c(dt), zero, zero)
+    rf1 = RFPulse(f1, p1)
+    rf2 = RFPulse(f2, p2)
+
+    def tr_blocks(gy: torch.Tensor, with_adc: bool) -> list[Block]:
+        return [
+            Block(d1, rf=rf1),
+            Block(d2, gx=g_pre, gy=gy),
+            Block(d3, rf=rf2),
+            Block(d4, gx=g_ro, adc=adc if with_adc else None),
+            Block(d5, spoil=spoil),
+        ]
+
+    items: list[Block | Loop] = []
+    if n_dummy > 0:
+        items.append(Loop(tr_blocks(lines[0], False), int(n_dummy), zero))
+    for gy in lines:
+        items += tr_blocks(gy, True)
+    params = dict(
+        matrix=n, fov=fov, tr=tr_f, te=te_f, flip1=float(f1), flip2=float(f2), readout_dt=dt,
+        n_dummy=int(n_dummy), prephase_start=prephase_start, phase1=float(p1), phase2=float(p2),
+        spoil=spoil, n_ro=n_ro,
+    )
+    return Sequence(items, (n, n_ro), "spin_echo", params)
+
+
+def bssfp(
+    tr: Scalar = 4.8e-3,
+    te: Scalar | None = None,
+    flip: Scalar = math.radians(15.0),
+    n_cycles: int | None = 12,
+    phase_increment: Scalar | None = None,
+    n_dummy: int = 2000,
+    matrix: int | None = None,
+    fov: float = 0.064,
+    readout_dt: float = 1e-5,
+    phase0: Scalar = math.pi / 2,
+) -> Sequence:
+    """Phase-cycled balanced SSFP (METHODS section 3).
+
+    Phase cycle ``j = 1..N`` is a separate steady state: RF pulse ``n`` has phase
+    ``phase0 + n * phi_j`` with ``phi_j = pi (2j - 1)/N`` (or the single ``phase_increment``),
+    and the receiver phase follows the RF phase (minus :data:`RX_OFFSET`). ``n_dummy`` repetitions without ADC precede
+    the acquired ones of each cycle (the simulator applies them in one step).
+
+    ``matrix=None`` (voxel/relaxometry mode): no gradients, one ADC sample at TE per cycle,
+    ``kspace_shape == (n_cycles,)``. ``matrix=N``: Cartesian balanced imaging, one line per TR,
+    sample ``N//2`` at TE, all gradient moments rewound in every TR,
+    ``kspace_shape == (n_cycles, N, N)``.
+
+    For any ``phase0`` the signal equals :func:`mrphys.physics.ssfp.pc_bssfp_signal` at
+    ``theta = -2 pi db0 TR`` (tested; docs/physics.md).
+
+    Args:
+        tr, te: repetition and echo time in s (``te`` default ``tr/2``).
+        flip: flip angle in rad.
+        n_cycles: number of phase cycles N (ignored when ``phase_increment`` is given).
+        phase_increment: one RF phase increment in rad instead of N cycles.
+        n_dummy: dummy repetitions per cycle.
+        matrix: None for one ADC per cycle, or the Cartesian matrix size.
+        fov: field of view in m.
+        readout_dt: dwell time in s (imaging mode; the voxel mode uses a 1 us sample).
+        phase0: RF phase of pulse 0 in rad.
+    """
+    trt = _t(tr, "tr")
+    tet = trt / 2 if te is None else _t(te, "te")
+    dtype = trt.dtype if trt.is_floating_point() else torch.get_default_dtype()
+    ft, p0 = _t(flip, "flip"), _t(phase0, "phase0")
+    check(int(n_dummy) >= 0, f"n_dummy must be >= 0; got {n_dummy}.")
+
+    def c(x: float) -> torch.Tensor:
+        return torch.tensor(float(x), dtype=dtype)
+
+    if phase_increment is not None:
+        incs = [_t(phase_increment, "phase_increment")]
+    else:
+        check(
+            n_cycles is not None and int(n_cycles) >= 1,
+            f"n_cycles must be a positive integer; got {n_cycles!r}.",
+        )
+        ncyc = int(n_cycles)
+        incs = [c(math.pi * (2 * j - 1) / ncyc) for j in range(1, ncyc + 1)]
+    tr_f, te_f = float(trt), float(tet)
+    check(0 < te_f < tr_f, f"te must lie in (0, tr) = (0, {tr_f:g}) s; got {te_f:g}.")
+    zero = c(0.0)
+    items: list[Block | Loop] = []
+    if matrix is None:
+        sdt = 2e-6  # one sample centred at TE; delay te - 1 us stays on the 1 us Pulseq raster
+        check(te_f > sdt / 2, "te is too short.")
+        adc_delay = tet - sdt / 2
+        for inc in incs:
+            rf = RFPulse(ft, p0)
+            if n_dummy > 0:
+                items.append(Loop([Block(trt, rf=rf)], int(n_dummy), inc))
+            ph = p0 + wrapped_multiple(inc, int(n_dummy))
+            items.append(Block(trt, rf=RFPulse(ft, ph), adc=ADC(1, c(sdt), adc_delay, ph - RX_OFFSET)))
+        shape: tuple[int, ...] = (len(incs),)
+    else:
+        n = _check_matrix(matrix)
+        check(0 < fov < 2, f"fov must be in m, in (0, 2); got {fov}.")
+        dt = float(readout_dt)
+        dk = 1.0 / fov
+        tp = tet - (n // 2 + 0.5) * dt
+        t_ro = c(n * dt)
+        t_rw = trt - tp - n * dt
+        check(float(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
+        check(float(t_rw) > 0, "tr is too short for te and the readout.")
+        g_ro = c(dk / (GAMMABAR * dt))
+        g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
+        # rewind the whole readout moment: -(pre + ro)
+        g_rw_x = -(g_pre * tp + g_ro * n * dt) / t_rw
+        gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
+        adc_t = ADC(n, c(dt), zero, zero)
+        for inc in incs:
+            def tr_blocks(r: int, gy: torch.Tensor, with_adc: bool, inc=inc) -> list[Block]:
+                ph = p0 + wrapped_multiple(inc, r)
+                adc = ADC(n, adc_t.dwell, zero, ph - RX_OFFSET) if with_adc else None
+                return [
+                    Block(tp, rf=RFPulse(ft, ph), gx=g_pre, gy=gy),
+                    Block(t_ro, gx=g_ro, adc=adc),
+                    Block(t_rw, gx=g_rw_x, gy=-gy * tp / t_rw),
+                ]
+
+            if n_dummy > 0:
+                items.append(Loop(tr_blocks(0, gys[n // 2], False), int(n_dummy), inc))
+            for m, gy in enumerate(gys):
+                items += tr_blocks(n_dummy + m, gy, True)
+        shape = (len(incs), n, n)
+    params = dict(
+        tr=tr_f, te=te_f, flip=float(ft), n_cycles=len(incs),
+        phase_increments=[float(i) for i in incs], n_dummy=int(n_dummy), matrix=matrix, fov=fov,
+        readout_dt=readout_dt, phase0=float(p0),
+    )
+    return Sequence(items, shape, "bssfp", params)
+
+
+def gre(
+    tr: Scalar = 0.01,
+    te: Scalar = 0.005,
+    flip: Scalar = math.radians(15.0),
+    matrix: int = 64,
+    fov: float = 0.064,
+    spoiling: str = "ideal",
+    readout_dt: float = 2e-5,
+    n_dummy: int = 100,
+    rf_spoil_increment: float = math.radians(117.0),
+    phase0: Scalar = math.pi / 2,
+) -> Sequence:
+    """Cartesian spoiled (or unspoiled) gradient echo.
+
+    Per TR: RF (phase ``phase0`` plus the RF-spoiling phase), prephase + phase encode lobe,
+    readout with sample ``matrix//2`` at TE, then a rest block. ``spoiling``:
+
+    * ``"ideal"``: transverse magnetisation set to 0 at the end of each TR;
+    * ``"rf"``: quadratic RF phase ``phase0 + inc * r (r + 1) / 2`` (receiver follows) plus a
+      readout spoiler lobe of 4 cycles per voxel in the rest block: realistic, needs several
+      isochromats per voxel (``simulate(..., isochromats=...)``) to spoil;
+    * ``"none"``: no spoiling (gradient moments not rewound).
+
+    The receiver follows the RF phase minus :data:`RX_OFFSET`: a voxel at the centre gives a real
+    positive echo.
+    ``n_dummy`` repetitions without ADC (first line) precede the lines.
+    Returns a :class:`Sequence` with ``kspace_shape == (matrix, matrix)``.
+    """
+    n = _check_matrix(matrix)
+    check(spoiling in ("ideal", "rf", "none"), f"spoiling must be 'ideal', 'rf' or 'none'; got {spoiling!r}.")
+    check(0 < fov < 2, f"fov must be in m, in (0, 2); got {fov}.")
+    trt, tet = _t(tr, "tr"), _t(te, "te")
+    dtype = trt.dtype if trt.is_floating_point() else torch.get_default_dtype()
+    ft, p0 = _t(flip, "flip"), _t(phase0, "phase0")
+
+    def c(x: float) -> torch.Tensor:
+        return torch.tensor(float(x), dtype=dtype)
+
+    dt = float(readout_dt)
+    dk = 1.0 / fov
+    tp = tet - (n // 2 + 0.5) * dt
+    check(float(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
+    t_rest = trt - tp - n * dt
+    check(float(t_rest) > 0, "tr is too short for te and the readout.")
+    g_ro = c(dk / (GAMMABAR * dt))
+    g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
+    gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
+    zero = c(0.0)
+    g_sp = c(4 * n * dk / GAMMABAR) / t_rest if spoiling == "rf" else None
+    items: list[Block | Loop] = []
+
+    def rf_phase(r: int) -> torch.Tensor:
+        if spoiling == "rf":
+            return p0 + (rf_spoil_increment * r * (r + 1) / 2) % (2 * math.pi)
+        return p0
+
+    def tr_blocks(r: int, gy: torch.Tensor, with_adc: bool) -> list[Block]:
+        ph = rf_phase(r)
+        adc = ADC(n, c(dt), zero, ph - RX_OFFSET) if with_adc else None
+        return [
+            Block(tp, rf=RFPulse(ft, ph), gx=g_pre, gy=gy),
+            Block(c(n * dt), gx=g_ro, adc=adc),
+            Block(t_rest, gx=g_sp, spoil=spoiling == "ideal"),
+        ]
+
+    if spoiling == "rf":
+        for r in range(int(n_dummy)):
+            items += tr_blocks(r, gys[0], False)
+    elif n_dummy > 0:
+        items.append(Loop(tr_blocks(0, gys[0], False), int(n_dummy), zero))
+    for m, gy in enumerate(gys):
+        items += tr_blocks(int(n_dummy) + m, gy, True)
+    params = dict(
+        tr=float(trt), te=float(tet), flip=float(ft), matrix=n, fov=fov, spoiling=spoiling,
+        readout_dt=dt, n_dummy=int(n_dummy), phase0=float(p0),
+    )
+    return Sequence(items, (n, n), "gre", params)
