@@ -1,0 +1,459 @@
+"""SPIN sequence optimisation: the published finite-difference loop and exact-gradient joint learning.
+
+Two ways to learn the acquisition (paper 000, METHODS section 2):
+
+* :func:`finite_difference` (as published): a reconstruction network trained on 90 deg data is
+  kept fixed; the first flip angle starts at 30 deg and is updated by
+  ``alpha <- alpha - step * (L(alpha + delta) - L(alpha)) / delta`` with ``L`` the test-set MSE
+  relative to its value at the start (so that ``step``, in deg^2, does not depend on the image
+  scale; the paper's ``eta = 0.001`` cannot be transferred, its loss scale is unknown). Every
+  iteration costs two test-set simulations.
+* :func:`autograd_flip`: the same problem with the exact derivative through the Bloch simulator and
+  the network (one forward and one backward pass per step, on random minibatches of phantoms).
+* :func:`joint`: network weights and sequence parameters learned together by exact gradients:
+  both flip angles, TE, and a soft mask over phase-encode lines (a sigmoid per line with a budget
+  penalty; the lines with the largest weights are kept at the end), from a random start.
+
+Compute is counted in simulated phantoms (forward-equivalents; a backward pass through the
+simulator is counted separately) and in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from mrphys.design.data import Normalisation, SpinData, acquire, bloch_simulator
+from mrphys.design.train import TrainConfig, build_model, image_metrics
+from mrphys.errors import check
+
+log = logging.getLogger(__name__)
+
+#: keep example images of this many test phantoms per iteration (for the figures)
+N_SHOW = 4
+
+
+def _centred_ifft(k: torch.Tensor) -> torch.Tensor:
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
+
+
+def evaluate(
+    model: nn.Module,
+    norm: Normalisation,
+    data: SpinData,
+    flip1: float,
+    flip2: float | None = None,
+    te: float | None = None,
+    mask: torch.Tensor | None = None,
+    batch: int = 100,
+    simulator: Callable = bloch_simulator,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Test-set metrics of the network at a sequence (flips rad, TE s, line ``mask`` ``(N,)``).
+
+    Returns ``(metrics, net_images, fft_images)``: means of mse, ssim, psnr (network) and
+    fft_mse, fft_ssim, fft_psnr (real part of the inverse FFT of the normalised input); the
+    images ``(N_SHOW, N, N)`` of the first test phantoms.
+    """
+    dev = next(model.parameters()).device
+    model.eval()
+    outs, ffts = [], []
+    with torch.no_grad():
+        for s in range(0, len(data), batch):
+            sl = slice(s, s + batch)
+            k = norm.apply(acquire(data, flip1, flip2, te, sl, simulator))
+            if mask is not None:
+                k = k * mask.to(k.device)[None, :, None]
+            outs.append(model(k.to(dev)).float().cpu())
+            ffts.append(_centred_ifft(k).real.float().cpu())
+    net, fft = torch.cat(outs), torch.cat(ffts)
+    m = image_metrics(net, data.target)
+    m.update({f"fft_{key}": v for key, v in image_metrics(fft, data.target).items()})
+    return m, net[:N_SHOW].clone(), fft[:N_SHOW].clone()
+
+
+@dataclass
+class FDConfig:
+    """Settings of the published finite-difference loop (angles in deg)."""
+
+    start_deg: float = 30.0
+    iterations: int = 7
+    delta_deg: float = 1.0
+    step: float = 1500.0  # deg^2 per unit of relative loss: alpha -= step * dL_rel/dalpha
+
+    def check(self) -> None:
+        check(0 < self.start_deg < 180, f"start flip angle must lie in (0, 180) deg; got {self.start_deg}.")
+        check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
+        check(0 < abs(self.delta_deg) < 20, f"delta must lie in (0, 20) deg; got {self.delta_deg}.")
+        check(self.step > 0, f"step must be > 0; got {self.step}.")
+
+
+def finite_difference(
+    model: nn.Module,
+    norm: Normalisation,
+    test: SpinData,
+    cfg: FDConfig,
+    simulator: Callable = bloch_simulator,
+    progress: bool = True,
+) -> dict:
+    """The published loop: first flip angle by finite differences of the test loss, network fixed.
+
+    Returns a history dict of equal-length lists (start included): ``flip_angle_deg``, ``mse``,
+    ``ssim``, ``psnr``, ``fft_*``, ``simulated`` (cumulative simulated phantoms), ``seconds``
+    (cumulative), ``grad`` (relative loss per deg, NaN for the last entry), and ``images`` /
+    ``fft_images`` ``(K+1, N_SHOW, N, N)``.
+    """
+    cfg.check()
+    t0 = time.perf_counter()
+    hist: dict[str, list] = {k: [] for k in ("flip_angle_deg", "mse", "ssim", "psnr", "fft_mse",
+                                             "fft_ssim", "fft_psnr", "simulated", "seconds",
+                                             "grad")}
+    imgs, ffts = [], []
+    alpha = float(cfg.start_deg)
+    n_sim = 0
+    m0, net, fft = evaluate(model, norm, test, math.radians(alpha), simulator=simulator)
+    n_sim += len(test)
+    ref = m0["mse"]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, desc="finite-difference flip angle", unit="it")
+    for it in range(cfg.iterations + 1):
+        for key in ("mse", "ssim", "psnr", "fft_mse", "fft_ssim", "fft_psnr"):
+            hist[key].append(m0[key])
+        hist["flip_angle_deg"].append(alpha)
+        imgs.append(net)
+        ffts.append(fft)
+        if it == cfg.iterations:
+            hist["grad"].append(float("nan"))
+            hist["simulated"].append(n_sim)
+            hist["seconds"].append(time.perf_counter() - t0)
+            break
+        m1, _, _ = evaluate(model, norm, test, math.radians(alpha + cfg.delta_deg),
+                            simulator=simulator)
+        n_sim += len(test)
+        grad = (m1["mse"] - m0["mse"]) / (cfg.delta_deg * ref)
+        hist["grad"].append(grad)
+        hist["simulated"].append(n_sim)
+        hist["seconds"].append(time.perf_counter() - t0)
+        alpha = min(max(alpha - cfg.step * grad, 1.0), 179.0)
+        m0, net, fft = evaluate(model, norm, test, math.radians(alpha), simulator=simulator)
+        n_sim += len(test)
+        log.info("FD iteration %d: flip %.2f deg, mse %.5g", it + 1, alpha, m0["mse"])
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(flip=f"{alpha:.1f}", mse=f"{m0['mse']:.3g}")
+    if bar is not None:
+        bar.close()
+    hist["images"] = torch.stack(imgs)
+    hist["fft_images"] = torch.stack(ffts)
+    return hist
+
+
+def loss_at(
+    model: nn.Module,
+    norm: Normalisation,
+    data: SpinData,
+    flip1: torch.Tensor,
+    flip2: torch.Tensor | float | None = None,
+    te: torch.Tensor | float | None = None,
+    idx: slice | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    simulator: Callable = bloch_simulator,
+    penalty: bool = False,
+) -> torch.Tensor:
+    """Mean squared error of the network on (a subset of) ``data`` at a sequence; differentiable
+    w.r.t. ``flip1``, ``flip2`` (rad), ``te`` (s), ``mask`` ``(N,)`` and the network weights.
+    With ``penalty`` the network's L1 activity penalty is added (the training loss)."""
+    dev = next(model.parameters()).device
+    sel = slice(None) if idx is None else idx
+    k = norm.apply(acquire(data, flip1, flip2, te, sel, simulator)).to(dev)
+    if mask is not None:
+        k = k * mask.to(k.real.dtype)[None, :, None]
+    pred, pen = model.forward_with_penalty(k)
+    loss = (pred - data.target[sel].to(dev, pred.dtype)).square().mean()
+    return loss + pen if penalty else loss
+
+
+@dataclass
+class AutogradConfig:
+    """Exact-gradient optimisation of the first flip angle with the network fixed (deg)."""
+
+    start_deg: float = 30.0
+    steps: int = 30
+    batch: int = 16
+    lr_deg: float = 6.0  # Adam step size in deg
+    tolerance_deg: float = 5.0  # stop when |alpha - 90| < tolerance (0: run all steps)
+    seed: int = 0
+
+
+def autograd_flip(
+    model: nn.Module,
+    norm: Normalisation,
+    train: SpinData,
+    cfg: AutogradConfig,
+    simulator: Callable = bloch_simulator,
+) -> dict:
+    """First flip angle by exact gradients (Adam on random minibatches of ``train``), network fixed.
+
+    Returns lists per step (start included): ``flip_angle_deg``, ``loss`` (minibatch MSE),
+    ``simulated`` (cumulative phantoms simulated; each also back-propagated), ``seconds``.
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    alpha = torch.tensor(math.radians(cfg.start_deg), dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([alpha], lr=math.radians(cfg.lr_deg))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    hist: dict[str, list] = {"flip_angle_deg": [cfg.start_deg], "loss": [float("nan")],
+                             "simulated": [0], "seconds": [0.0]}
+    t0 = time.perf_counter()
+    n_sim = 0
+    try:
+        for _ in range(cfg.steps):
+            idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
+            loss = loss_at(model, norm, train, alpha, idx=idx, simulator=simulator)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                alpha.clamp_(math.radians(1.0), math.radians(179.0))
+            n_sim += len(idx)
+            deg = math.degrees(float(alpha))
+            hist["flip_angle_deg"].append(deg)
+            hist["loss"].append(float(loss))
+            hist["simulated"].append(n_sim)
+            hist["seconds"].append(time.perf_counter() - t0)
+            if cfg.tolerance_deg > 0 and abs(deg - 90.0) < cfg.tolerance_deg:
+                break
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return hist
+
+
+@dataclass
+class JointConfig:
+    """Joint learning of network and sequence by exact gradients (angles deg, TE ms).
+
+    ``learn`` lists what the sequence may change: ``flip1``, ``flip2``, ``te``, ``lines``
+    (phase-encode subset). ``budget`` is the fraction of phase-encode lines kept (1: all).
+    ``target`` is ``se`` (Eq. 13 at TR 10 s, TE 40 ms) or ``t1`` (Eq. 13 with TR ``t1_tr_ms``:
+    a T1-weighted contrast the network has to produce).
+    """
+
+    start_flip1_deg: float | None = None  # None: random in [10, 170]
+    start_flip2_deg: float | None = None  # None: random in [60, 180]
+    start_te_ms: float | None = None  # None: random in [20, 80]
+    learn: tuple[str, ...] = ("flip1", "flip2", "te", "lines")
+    budget: float = 1.0
+    target: str = "se"
+    t1_tr_ms: float = 600.0
+    iterations: int = 10
+    steps_per_iteration: int = 20
+    batch: int = 16
+    lr_net: float = 5e-4
+    lr_seq: float = 0.05  # Adam step on the unconstrained sequence parameters
+    budget_weight: float = 1.0
+    te_min_ms: float = 12.0
+    te_max_ms: float = 120.0
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(net="automap", init="dft"))
+
+    def check(self) -> None:
+        ok = set(self.learn) <= {"flip1", "flip2", "te", "lines"}
+        check(ok, f"learn must be a subset of flip1, flip2, te, lines; got {','.join(self.learn)}.")
+        check(0 < self.budget <= 1, f"line budget must lie in (0, 1]; got {self.budget}.")
+        check(self.target in ("se", "t1"), f"target must be se or t1; got {self.target!r}.")
+        check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
+        check(self.steps_per_iteration >= 1, "steps per iteration must be >= 1.")
+        check(self.batch >= 1, f"batch must be >= 1; got {self.batch}.")
+        check(0 < self.te_min_ms < self.te_max_ms, "TE range must satisfy 0 < min < max (ms).")
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+class SequenceParams(nn.Module):
+    """Learnable spin-echo parameters in unconstrained form.
+
+    ``flip1 = pi * sigmoid(u1)``, ``flip2 = pi * sigmoid(u2)`` (rad), ``te = te_min + (te_max -
+    te_min) * sigmoid(u3)`` (s), line weights ``sigmoid(w)`` ``(N,)``. Parameters not learned
+    are frozen buffers.
+    """
+
+    def __init__(self, matrix: int, flip1: float, flip2: float, te: float, te_range: tuple,
+                 learn: tuple[str, ...], lines0: torch.Tensor) -> None:
+        super().__init__()
+        self.te_min, self.te_max = te_range
+        vals = {
+            "flip1": torch.tensor(_logit(flip1 / math.pi)),
+            "flip2": torch.tensor(_logit(flip2 / math.pi)),
+            "te": torch.tensor(_logit((te - self.te_min) / (self.te_max - self.te_min))),
+            "lines": lines0.float(),
+        }
+        for name, v in vals.items():
+            if name in learn:
+                setattr(self, name, nn.Parameter(v))
+            else:
+                self.register_buffer(name, v)
+
+    def values(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(flip1 rad, flip2 rad, te s, line weights (N,))``."""
+        f1 = math.pi * torch.sigmoid(self.flip1)
+        f2 = math.pi * torch.sigmoid(self.flip2)
+        te = self.te_min + (self.te_max - self.te_min) * torch.sigmoid(self.te)
+        return f1, f2, te, torch.sigmoid(self.lines)
+
+
+def hard_mask(weights: torch.Tensor, budget: float) -> torch.Tensor:
+    """The ``round(budget * N)`` lines of largest weight as a 0/1 mask ``(N,)``."""
+    n = weights.numel()
+    keep = max(1, round(budget * n))
+    m = torch.zeros(n)
+    m[torch.topk(weights.detach().cpu(), keep).indices] = 1.0
+    return m
+
+
+def joint(
+    cfg: JointConfig,
+    train: SpinData,
+    test: SpinData,
+    norm: Normalisation,
+    model: nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    simulator: Callable = bloch_simulator,
+    progress: bool = True,
+    on_iteration: Callable[[int, dict], None] | None = None,
+) -> tuple[nn.Module, SequenceParams, dict]:
+    """Learn network weights and sequence parameters together by exact gradients.
+
+    Each step simulates a random minibatch of training phantoms at the current sequence,
+    reconstructs, and back-propagates MSE (+ activity penalty + budget penalty) into both the
+    network and the sequence (RMSProp for the network, as in training; Adam for the sequence).
+    After each iteration (``steps_per_iteration`` steps) the test set is evaluated at the current
+    sequence with the hard line mask. Returns ``(model, seq, history)``; the history has
+    equal-length lists (start included): ``flip_angle_deg``, ``flip2_deg``, ``te_ms``,
+    ``lines_kept``, ``mse``, ``ssim``, ``psnr``, ``fft_*``, ``simulated``, ``seconds``, and
+    ``images`` / ``fft_images`` ``(K+1, N_SHOW, N, N)``, ``line_weights`` ``(K+1, N)``.
+    """
+    cfg.check()
+    n = train.acq.matrix
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def draw(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+    f1 = cfg.start_flip1_deg if cfg.start_flip1_deg is not None else draw(10, 170)
+    f2 = cfg.start_flip2_deg if cfg.start_flip2_deg is not None else draw(60, 180)
+    te = cfg.start_te_ms if cfg.start_te_ms is not None else draw(20, 80)
+    te = min(max(te, cfg.te_min_ms + 0.5), cfg.te_max_ms - 0.5)
+    lines0 = torch.full((n,), _logit(min(cfg.budget, 0.99)))
+    lines0 += 0.01 * torch.randn(n, generator=gen)
+    seq = SequenceParams(n, math.radians(min(f1, 179.0)), math.radians(min(f2, 179.5)), te * 1e-3,
+                         (cfg.te_min_ms * 1e-3, cfg.te_max_ms * 1e-3), cfg.learn, lines0)
+    if model is None:
+        model = build_model(replace_matrix(cfg.train, n))
+    model = model.to(device)
+    tcfg = cfg.train
+    opt_net = torch.optim.RMSprop(model.parameters(), lr=cfg.lr_net, alpha=tcfg.alpha)
+    seq_params = [p for p in seq.parameters()]
+    opt_seq = torch.optim.Adam(seq_params, lr=cfg.lr_seq) if seq_params else None
+    tgt_train, tgt_test = train.target, test.target
+    if cfg.target == "t1":
+        from mrphys.design.data import target_image
+        from mrphys.design.data import Acquisition as _Acq
+
+        acq_t1 = _Acq(matrix=n, fov=train.acq.fov, tr=cfg.t1_tr_ms * 1e-3, te=train.acq.te)
+        tgt_train = target_image(train.phantom(), acq_t1)
+        tgt_test = target_image(test.phantom(), acq_t1)
+    train_t = _with_target(train, tgt_train)
+    test_t = _with_target(test, tgt_test)
+
+    keys = ("flip_angle_deg", "flip2_deg", "te_ms", "lines_kept", "mse", "ssim", "psnr",
+            "fft_mse", "fft_ssim", "fft_psnr", "simulated", "seconds", "train_loss")
+    hist: dict[str, list] = {k: [] for k in keys}
+    imgs, ffts, weights = [], [], []
+    t0 = time.perf_counter()
+    n_sim = 0
+
+    def record(train_loss: float) -> None:
+        with torch.no_grad():
+            a1, a2, te_s, w = seq.values()
+        mask = hard_mask(w, cfg.budget) if cfg.budget < 1 else None
+        m, net, fft = evaluate(model, norm, test_t, float(a1), float(a2), float(te_s), mask,
+                               simulator=simulator)
+        hist["flip_angle_deg"].append(math.degrees(float(a1)))
+        hist["flip2_deg"].append(math.degrees(float(a2)))
+        hist["te_ms"].append(float(te_s) * 1e3)
+        hist["lines_kept"].append(int(n if mask is None else mask.sum()))
+        for key in ("mse", "ssim", "psnr", "fft_mse", "fft_ssim", "fft_psnr"):
+            hist[key].append(m[key])
+        hist["simulated"].append(n_sim)
+        hist["seconds"].append(time.perf_counter() - t0)
+        hist["train_loss"].append(train_loss)
+        imgs.append(net)
+        ffts.append(fft)
+        weights.append(w.detach().cpu().clone())
+
+    record(float("nan"))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, desc="joint sequence + network", unit="it")
+    for it in range(cfg.iterations):
+        model.train()
+        tot = 0.0
+        for _ in range(cfg.steps_per_iteration):
+            idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
+            a1, a2, te_s, w = seq.values()
+            mask = w if cfg.budget < 1 else None
+            loss = loss_at(model, norm, train_t, a1, a2, te_s, idx, mask, simulator, penalty=True)
+            if cfg.budget < 1:
+                loss = loss + cfg.budget_weight * (w.mean() - cfg.budget).square()
+            opt_net.zero_grad(set_to_none=True)
+            if opt_seq is not None:
+                opt_seq.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_net.step()
+            if opt_seq is not None:
+                opt_seq.step()
+            n_sim += len(idx)
+            tot += float(loss)
+        record(tot / cfg.steps_per_iteration)
+        if on_iteration is not None:
+            on_iteration(it + 1, hist)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(flip=f"{hist['flip_angle_deg'][-1]:.1f}",
+                            psnr=f"{hist['psnr'][-1]:.1f}")
+        log.info("joint iteration %d: %s", it + 1, {k: v[-1] for k, v in hist.items()})
+    if bar is not None:
+        bar.close()
+    hist["images"] = torch.stack(imgs)
+    hist["fft_images"] = torch.stack(ffts)
+    hist["line_weights"] = torch.stack(weights)
+    model.eval()
+    return model, seq, hist
+
+
+def replace_matrix(cfg: TrainConfig, matrix: int) -> TrainConfig:
+    """``cfg`` with its matrix set to ``matrix``."""
+    d = asdict(cfg)
+    d["matrix"] = matrix
+    return TrainConfig(**d)
+
+
+def _with_target(data: SpinData, target: torch.Tensor) -> SpinData:
+    from dataclasses import replace
+
+    return replace(data, target=target)
