@@ -126,7 +126,9 @@ class _Ctx:
         return self._w[k]
 
 
-def _rf_apply(mxy: torch.Tensor, mz: torch.Tensor, coef: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+def _rf_apply(
+    mxy: torch.Tensor, mz: torch.Tensor, coef: tuple
+) -> tuple[torch.Tensor, torch.Tensor]:
     c2, s2e2p, mie1psa, ca, sacp, sasp = coef
     new_mxy = c2 * mxy + s2e2p * mxy.conj() + mie1psa * mz
     new_mz = ca * mz + (sacp * mxy.imag - sasp * mxy.real)
@@ -256,7 +258,10 @@ def simulate(
     if not isinstance(phantom, Phantom):
         raise MrphysError(f"phantom must be a mrphys Phantom; got {type(phantom).__name__}.")
     rdt = phantom.dtype
-    check(rdt in (torch.float32, torch.float64), f"phantom maps must be float32 or float64; got {rdt}.")
+    check(
+        rdt in (torch.float32, torch.float64),
+        f"phantom maps must be float32 or float64; got {rdt}.",
+    )
     cdt = torch.complex64 if rdt == torch.float32 else torch.complex128
     dev = phantom.device
     params = seq.parameters()
@@ -340,4 +345,3 @@ def simulate_kspace(
     ``fftshift(ifft2(ifftshift(k)))`` over the last two axes gives the image."""
     sig = simulate(seq, phantom, isochromats=isochromats, chunk=chunk)
     return sig.reshape(*sig.shape[:-1], *seq.kspace_shape)
-

@@ -24,8 +24,8 @@ image in :class:`~mrphys.tissue.Phantom` orientation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -49,8 +49,9 @@ __all__ = [
 #: Gyromagnetic ratio of 1H in Hz/T and rad/s/T.
 GAMMABAR = 42.577478e6
 GAMMA = 2 * math.pi * GAMMABAR
-#: Receiver phase relative to the RF phase in the bSSFP and GRE builders: an RF pulse of phase
-#: ``p`` tips +z magnetisation to ``-i e^{ip}``; demodulating by ``p - pi/2`` reads it real positive.
+#: Receiver phase relative to the RF phase in the bSSFP and GRE builders: an RF pulse of
+#: phase ``p`` tips +z magnetisation to ``-i e^{ip}``; demodulating by ``p - pi/2`` reads it
+#: real positive.
 RX_OFFSET = math.pi / 2
 
 Scalar = float | torch.Tensor
@@ -67,13 +68,18 @@ def wrapped_multiple(inc: torch.Tensor, r: int) -> torch.Tensor:
 def _t(x: Scalar, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A 0-dim tensor from a float or a 0-dim tensor (kept as is so that its grad flows)."""
     if isinstance(x, torch.Tensor):
-        check(x.numel() == 1, f"{name} must be a number or a 0-dim tensor; got shape {tuple(x.shape)}.")
+        check(
+            x.numel() == 1,
+            f"{name} must be a number or a 0-dim tensor; got shape {tuple(x.shape)}.",
+        )
         check(bool(torch.isfinite(x).all()), f"{name} must be finite; got {x.detach().item()}.")
         return x.reshape(()) if x.dim() else x
     try:
         v = float(x)
     except (TypeError, ValueError):
-        raise MrphysError(f"{name} must be a number or a 0-dim tensor; got {type(x).__name__}.") from None
+        raise MrphysError(
+            f"{name} must be a number or a 0-dim tensor; got {type(x).__name__}."
+        ) from None
     check(math.isfinite(v), f"{name} must be finite; got {v}.")
     return torch.tensor(v, dtype=dtype or torch.get_default_dtype())
 
@@ -176,7 +182,9 @@ class Sequence:
             f"kspace_shape {self.kspace_shape} does not hold the {n} ADC samples of the sequence.",
         )
         for b, _ in self._iter_blocks_counted():
-            check(float(b.duration) >= 0, f"block durations must be >= 0 s; got {float(b.duration)}.")
+            check(
+                float(b.duration) >= 0, f"block durations must be >= 0 s; got {float(b.duration)}."
+            )
             if b.adc is not None:
                 end = float(b.adc.delay) + b.adc.num * float(b.adc.dwell)
                 check(
@@ -226,7 +234,9 @@ class Sequence:
                 seen.setdefault(id(it.phase_increment), it.phase_increment)
         return list(seen.values())
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Sequence:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Sequence:
         """A copy on ``device``/``dtype``; shared tensors stay shared (differentiable copy)."""
         memo: dict[int, torch.Tensor] = {}
 
@@ -256,7 +266,9 @@ class Sequence:
         """A JSON-serialisable summary for config files."""
         return {
             "name": self.name,
-            "params": {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.params.items()},
+            "params": {
+                k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.params.items()
+            },
             "n_blocks": self.n_blocks,
             "adc_count": self.adc_count,
             "kspace_shape": list(self.kspace_shape),
@@ -269,7 +281,10 @@ class Sequence:
 
 
 def _check_matrix(matrix: int) -> int:
-    check(isinstance(matrix, int) and matrix >= 1, f"matrix must be a positive integer; got {matrix!r}.")
+    check(
+        isinstance(matrix, int) and matrix >= 1,
+        f"matrix must be a positive integer; got {matrix!r}.",
+    )
     return matrix
 
 
@@ -282,7 +297,7 @@ def spin_echo(
     flip2: Scalar = math.pi,
     readout_dt: float = 1e-4,
     n_dummy: int = 10,
-    prephase_start: float = 0.0168,
+    prephase_start: float | None = None,
     phase1: Scalar = math.pi / 2,
     phase2: Scalar = 0.0,
     spoil: bool = True,
@@ -297,7 +312,8 @@ def spin_echo(
     36.75-43.15 ms, samples 36.8..43.1 ms); ideal spoiling at the end of the TR (``spoil``).
     ``n_dummy`` repetitions without ADC (first line's gradients) reach the steady state
     (TR 10 s leaves CSF partly saturated). With the default phases (90_y, 180_x) the echo of a
-    voxel at the centre is real and positive: ``rho (1 - 2 e^{-(TR-TE/2)/T1} + e^{-TR/T1}) e^{-TE/T2}``.
+    voxel at the centre is real and positive:
+    ``rho (1 - 2 e^{-(TR-TE/2)/T1} + e^{-TR/T1}) e^{-TE/T2}``.
 
     Gradients follow from FOV and matrix: ``gammabar * G * dt = 1/fov``.
 
@@ -308,7 +324,8 @@ def spin_echo(
         flip1, flip2: flip angles in rad (may require grad).
         readout_dt: ADC dwell time in s.
         n_dummy: dummy repetitions before the first line.
-        prephase_start: start of the prephase/phase-encode lobe in s (ends at TE/2).
+        prephase_start: start of the prephase/phase-encode lobe in s (ends at TE/2); default
+            ``TE/2 - 3.2 ms`` (SPIN: 16.8 ms), or ``TE/4`` when TE/2 is below 6.4 ms.
         phase1, phase2: RF phases in rad.
         spoil: ideal spoiling at the end of each TR.
         n_ro: readout samples (default ``matrix``).
@@ -331,13 +348,21 @@ def spin_echo(
     dt = float(readout_dt)
     check(dt > 0, f"readout_dt must be > 0 s; got {dt}.")
     te_f, tr_f = float(tet), float(trt)
+    if prephase_start is None:
+        prephase_start = te_f / 2 - 3.2e-3 if te_f / 2 >= 6.4e-3 else te_f / 4
     ro_start_f = te_f - (n_ro // 2 + 0.5) * dt
     check(
         0 < prephase_start < te_f / 2,
         f"prephase_start must lie in (0, TE/2) = (0, {te_f / 2:g}) s; got {prephase_start}.",
     )
-    check(ro_start_f > te_f / 2, f"the readout ({n_ro} x {dt:g} s) must start after TE/2; TE too short.")
-    check(ro_start_f + n_ro * dt < tr_f, f"TR {tr_f:g} s is too short for TE {te_f:g} s and the readout.")
+    check(
+        ro_start_f > te_f / 2,
+        f"the readout ({n_ro} x {dt:g} s) must start after TE/2; TE too short.",
+    )
+    check(
+        ro_start_f + n_ro * dt < tr_f,
+        f"TR {tr_f:g} s is too short for TE {te_f:g} s and the readout.",
+    )
 
     # durations (derived tensors, shared by every TR)
     d1 = c(prephase_start)
@@ -377,9 +402,19 @@ def spin_echo(
     for gy in lines:
         items += tr_blocks(gy, True)
     params = dict(
-        matrix=n, fov=fov, tr=tr_f, te=te_f, flip1=float(f1), flip2=float(f2), readout_dt=dt,
-        n_dummy=int(n_dummy), prephase_start=prephase_start, phase1=float(p1), phase2=float(p2),
-        spoil=spoil, n_ro=n_ro,
+        matrix=n,
+        fov=fov,
+        tr=tr_f,
+        te=te_f,
+        flip1=float(f1),
+        flip2=float(f2),
+        readout_dt=dt,
+        n_dummy=int(n_dummy),
+        prephase_start=prephase_start,
+        phase1=float(p1),
+        phase2=float(p2),
+        spoil=spoil,
+        n_ro=n_ro,
     )
     return Sequence(items, (n, n_ro), "spin_echo", params)
 
@@ -400,8 +435,9 @@ def bssfp(
 
     Phase cycle ``j = 1..N`` is a separate steady state: RF pulse ``n`` has phase
     ``phase0 + n * phi_j`` with ``phi_j = pi (2j - 1)/N`` (or the single ``phase_increment``),
-    and the receiver phase follows the RF phase (minus :data:`RX_OFFSET`). ``n_dummy`` repetitions without ADC precede
-    the acquired ones of each cycle (the simulator applies them in one step).
+    and the receiver phase follows the RF phase (minus :data:`RX_OFFSET`). ``n_dummy``
+    repetitions without ADC precede the acquired ones of each cycle (the simulator applies them
+    in one step).
 
     ``matrix=None`` (voxel/relaxometry mode): no gradients, one ADC sample at TE per cycle,
     ``kspace_shape == (n_cycles,)``. ``matrix=N``: Cartesian balanced imaging, one line per TR,
@@ -453,7 +489,9 @@ def bssfp(
             if n_dummy > 0:
                 items.append(Loop([Block(trt, rf=rf)], int(n_dummy), inc))
             ph = p0 + wrapped_multiple(inc, int(n_dummy))
-            items.append(Block(trt, rf=RFPulse(ft, ph), adc=ADC(1, c(sdt), adc_delay, ph - RX_OFFSET)))
+            items.append(
+                Block(trt, rf=RFPulse(ft, ph), adc=ADC(1, c(sdt), adc_delay, ph - RX_OFFSET))
+            )
         shape: tuple[int, ...] = (len(incs),)
     else:
         n = _check_matrix(matrix)
@@ -472,6 +510,7 @@ def bssfp(
         gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
         adc_t = ADC(n, c(dt), zero, zero)
         for inc in incs:
+
             def tr_blocks(r: int, gy: torch.Tensor, with_adc: bool, inc=inc) -> list[Block]:
                 ph = p0 + wrapped_multiple(inc, r)
                 adc = ADC(n, adc_t.dwell, zero, ph - RX_OFFSET) if with_adc else None
@@ -487,9 +526,16 @@ def bssfp(
                 items += tr_blocks(n_dummy + m, gy, True)
         shape = (len(incs), n, n)
     params = dict(
-        tr=tr_f, te=te_f, flip=float(ft), n_cycles=len(incs),
-        phase_increments=[float(i) for i in incs], n_dummy=int(n_dummy), matrix=matrix, fov=fov,
-        readout_dt=readout_dt, phase0=float(p0),
+        tr=tr_f,
+        te=te_f,
+        flip=float(ft),
+        n_cycles=len(incs),
+        phase_increments=[float(i) for i in incs],
+        n_dummy=int(n_dummy),
+        matrix=matrix,
+        fov=fov,
+        readout_dt=readout_dt,
+        phase0=float(p0),
     )
     return Sequence(items, shape, "bssfp", params)
 
@@ -523,7 +569,10 @@ def gre(
     Returns a :class:`Sequence` with ``kspace_shape == (matrix, matrix)``.
     """
     n = _check_matrix(matrix)
-    check(spoiling in ("ideal", "rf", "none"), f"spoiling must be 'ideal', 'rf' or 'none'; got {spoiling!r}.")
+    check(
+        spoiling in ("ideal", "rf", "none"),
+        f"spoiling must be 'ideal', 'rf' or 'none'; got {spoiling!r}.",
+    )
     check(0 < fov < 2, f"fov must be in m, in (0, 2); got {fov}.")
     trt, tet = _t(tr, "tr"), _t(te, "te")
     dtype = trt.dtype if trt.is_floating_point() else torch.get_default_dtype()
@@ -567,7 +616,14 @@ def gre(
     for m, gy in enumerate(gys):
         items += tr_blocks(int(n_dummy) + m, gy, True)
     params = dict(
-        tr=float(trt), te=float(tet), flip=float(ft), matrix=n, fov=fov, spoiling=spoiling,
-        readout_dt=dt, n_dummy=int(n_dummy), phase0=float(p0),
+        tr=float(trt),
+        te=float(tet),
+        flip=float(ft),
+        matrix=n,
+        fov=fov,
+        spoiling=spoiling,
+        readout_dt=dt,
+        n_dummy=int(n_dummy),
+        phase0=float(p0),
     )
     return Sequence(items, (n, n), "gre", params)
