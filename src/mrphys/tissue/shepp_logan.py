@@ -191,7 +191,7 @@ def spin_shepp_logan(
         generator: a CPU ``torch.Generator`` for reproducible phantoms (same seed, same phantoms).
     """
     check(batch >= 1, f"batch must be >= 1; got {batch}.")
-    check(matrix >= 16, f"matrix must be >= 16 pixels for the SPIN phantom; got {matrix}.")
+    check(matrix >= 32, f"matrix must be >= 32 pixels for the SPIN phantom; got {matrix}.")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     # paint tissue labels, then look the maps up (cheaper than painting three float maps)
