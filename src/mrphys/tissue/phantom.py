@@ -36,21 +36,37 @@ class Phantom:
 
     def __post_init__(self) -> None:
         shape = self.rho.shape
-        check(self.rho.dim() in (2, 3), f"rho must have shape (B, Y, X) or (Y, X); got {tuple(shape)}.")
+        check(
+            self.rho.dim() in (2, 3),
+            f"rho must have shape (B, Y, X) or (Y, X); got {tuple(shape)}.",
+        )
         for name in ("t1", "t2", "b1", "db0"):
             v = getattr(self, name)
             if v is None:
                 continue
             if not isinstance(v, torch.Tensor):
                 raise MrphysError(f"{name} must be a torch.Tensor; got {type(v).__name__}.")
-            check(v.shape == shape, f"{name} must have the shape of rho {tuple(shape)}; got {tuple(v.shape)}.")
+            check(
+                v.shape == shape,
+                f"{name} must have the shape of rho {tuple(shape)}; got {tuple(v.shape)}.",
+            )
         for name in ("rho", "t1", "t2"):
             check_finite(name, getattr(self, name))
-        check(bool((self.t1 >= 0).all()) and bool((self.t2 >= 0).all()), "t1 and t2 must be >= 0 s.")
-        check(len(self.fov) == 2 and min(self.fov) > 0, f"fov must be two positive lengths in m; got {self.fov}.")
-        check(max(self.fov) < 2.0, f"fov is in metres and must be below 2 m; got {self.fov} (mm given?).")
+        check(
+            bool((self.t1 >= 0).all()) and bool((self.t2 >= 0).all()), "t1 and t2 must be >= 0 s."
+        )
+        check(
+            len(self.fov) == 2 and min(self.fov) > 0,
+            f"fov must be two positive lengths in m; got {self.fov}.",
+        )
+        check(
+            max(self.fov) < 2.0,
+            f"fov is in metres and must be below 2 m; got {self.fov} (mm given?).",
+        )
         if float(self.t1.max()) > 100 or float(self.t2.max()) > 100:
-            raise MrphysError("t1 and t2 are in seconds and must be below 100 s (milliseconds given?).")
+            raise MrphysError(
+                "t1 and t2 are in seconds and must be below 100 s (milliseconds given?)."
+            )
 
     @property
     def batched(self) -> bool:
@@ -81,7 +97,9 @@ class Phantom:
         def mv(t):
             return None if t is None else t.to(device=device, dtype=dtype)
 
-        return replace(self, rho=mv(self.rho), t1=mv(self.t1), t2=mv(self.t2), b1=mv(self.b1), db0=mv(self.db0))
+        return replace(
+            self, rho=mv(self.rho), t1=mv(self.t1), t2=mv(self.t2), b1=mv(self.b1), db0=mv(self.db0)
+        )
 
     def __getitem__(self, idx) -> Phantom:
         """Select phantoms of a batch: ``ph[0]``, ``ph[2:5]``."""
@@ -90,7 +108,14 @@ class Phantom:
         def sel(t):
             return None if t is None else t[idx]
 
-        return replace(self, rho=sel(self.rho), t1=sel(self.t1), t2=sel(self.t2), b1=sel(self.b1), db0=sel(self.db0))
+        return replace(
+            self,
+            rho=sel(self.rho),
+            t1=sel(self.t1),
+            t2=sel(self.t2),
+            b1=sel(self.b1),
+            db0=sel(self.db0),
+        )
 
     def __len__(self) -> int:
         return int(self.rho.shape[0]) if self.batched else 1
@@ -103,11 +128,21 @@ class Phantom:
         def add(t):
             return None if t is None else t.unsqueeze(0)
 
-        return replace(self, rho=add(self.rho), t1=add(self.t1), t2=add(self.t2), b1=add(self.b1), db0=add(self.db0))
+        return replace(
+            self,
+            rho=add(self.rho),
+            t1=add(self.t1),
+            t2=add(self.t2),
+            b1=add(self.b1),
+            db0=add(self.db0),
+        )
 
 
 def spin_echo_image(
-    ph: Phantom, tr: float | torch.Tensor = 10.0, te: float | torch.Tensor = 0.04, exact: bool = False
+    ph: Phantom,
+    tr: float | torch.Tensor = 10.0,
+    te: float | torch.Tensor = 0.04,
+    exact: bool = False,
 ) -> torch.Tensor:
     """Spin-echo image from tissue maps: the SPIN ground truth.
 
