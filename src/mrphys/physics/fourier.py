@@ -1,0 +1,91 @@
+"""Cartesian Fourier encoding: the centred orthonormal 2-D FFT with an optional sampling mask.
+
+Convention (shared with :mod:`mrphys.physics.nufft`): the image index ``n`` runs over
+``0..N-1`` with the centre at ``N // 2``; k-space index ``m`` likewise, so that
+
+    y[m] = 1/sqrt(Ny*Nx) * sum_n x[n] * exp(-i * 2*pi * (m - N//2) . (n - N//2) / N)
+
+which is ``fftshift(fft2(ifftshift(x), norm="ortho"))``. The operator is unitary without a mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mrphys.errors import MrphysError, check
+from mrphys.physics.linop import Linop
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal 2-D FFT over the last two dims: ``(..., Y, X) -> (..., Y, X)``."""
+    x = torch.fft.ifftshift(x, dim=(-2, -1))
+    x = torch.fft.fft2(x, norm="ortho")
+    return torch.fft.fftshift(x, dim=(-2, -1))
+
+
+def ifft2c(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2c` (also its adjoint): ``(..., Y, X) -> (..., Y, X)``."""
+    y = torch.fft.ifftshift(y, dim=(-2, -1))
+    y = torch.fft.ifft2(y, norm="ortho")
+    return torch.fft.fftshift(y, dim=(-2, -1))
+
+
+class CartesianFFT(Linop):
+    """``A = M F``: centred orthonormal 2-D FFT ``F`` followed by a sampling mask ``M``.
+
+    Args:
+        shape: image shape ``(Y, X)``.
+        mask: optional sampling mask broadcastable to ``(..., Y, X)`` (bool or 0/1 real); masked
+            k-space is set to zero (the output keeps the full ``(Y, X)`` grid). A mask with
+            leading dims (e.g. ``(T, 1, Y, X)`` for a per-frame mask beside a coil dim) broadcasts
+            against the data.
+
+    Shapes: image ``(..., Y, X)`` complex -> k-space ``(..., Y, X)`` complex; any leading batch,
+    frame or coil dims pass through. Device and dtype follow the input.
+    """
+
+    def __init__(self, shape: tuple[int, int], mask: torch.Tensor | None = None):
+        check(
+            len(shape) == 2 and all(int(s) > 0 for s in shape),
+            f"CartesianFFT shape must be two positive sizes (Y, X); got {tuple(shape)}.",
+        )
+        self.shape = (int(shape[0]), int(shape[1]))
+        if mask is not None:
+            mask = torch.as_tensor(mask)
+            if tuple(mask.shape[-2:]) != self.shape:
+                raise MrphysError(
+                    f"CartesianFFT mask must end in the image shape {self.shape}; "
+                    f"got {tuple(mask.shape)}."
+                )
+        self.mask = mask
+        self.ishape = self.shape
+        self.oshape = self.shape
+
+    def _check(self, x: torch.Tensor, what: str) -> None:
+        check(
+            x.ndim >= 2 and tuple(x.shape[-2:]) == self.shape,
+            f"CartesianFFT {what} must have shape (..., {self.shape[0]}, {self.shape[1]}); "
+            f"got {tuple(x.shape)}.",
+        )
+
+    def _apply_mask(self, y: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            return y
+        m = self.mask.to(device=y.device)
+        if m.dtype == torch.bool:
+            return torch.where(m, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        return y * m.to(dtype=y.real.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image ``(..., Y, X)`` -> masked k-space ``(..., Y, X)``."""
+        self._check(x, "input")
+        if not x.is_complex():
+            x = x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        return self._apply_mask(fft2c(x))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """k-space ``(..., Y, X)`` -> image ``(..., Y, X)`` (mask applied first)."""
+        self._check(y, "k-space")
+        if not y.is_complex():
+            y = y.to(torch.complex128 if y.dtype == torch.float64 else torch.complex64)
+        return ifft2c(self._apply_mask(y))
