@@ -56,21 +56,44 @@ class _Ctx:
         self._pos: dict[tuple, torch.Tensor] = {}
         self._rf: dict[tuple, tuple] = {}
         self._w: dict[tuple, torch.Tensor] = {}
+        self._prec: dict[tuple, torch.Tensor] = {}
+        self.uses: dict[tuple, int] = {}  # how often each (duration, gx, gy) occurs
         self._keep: list = []  # keep keyed tensors alive so that ids stay unique
 
     # free precession and relaxation over d, tissue part (N, V)
     def tissue(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(p2, e1, rec)``: transverse factor (real, or complex with off-resonance),
+        longitudinal decay and recovery over ``d`` s, each ``(N, V)``."""
         k = id(d)
         if k not in self._tis:
             self._keep.append(d)
-            e1 = torch.exp(-self.r1 * d)
+            e1 = _exp_neg(self.r1 * d)
             rec = self.rho - self.rho * e1
-            if self.dw is None:
-                p2 = torch.exp(-self.r2 * d)
-            else:
-                p2 = torch.exp(torch.complex(-self.r2 * d, -self.dw * d))
+            p2 = _exp_neg(self.r2 * d)
+            if self.dw is not None:
+                ang = -self.dw * d
+                p2 = torch.complex(p2 * torch.cos(ang), p2 * torch.sin(ang))
             self._tis[k] = (p2, e1, rec)
         return self._tis[k]
+
+    def precession(self, b: Block) -> torch.Tensor:
+        """Transverse factor of a block, ``(N, V)`` (or ``(V,)``-broadcastable), cached when the
+        same (duration, gx, gy) tensors recur."""
+        key = (id(b.duration), id(b.gx), id(b.gy))
+        hit = self._prec.get(key)
+        if hit is not None:
+            return hit
+        p2 = self.tissue(b.duration)[0]
+        pos = self.position(b)
+        if pos is None:
+            f = p2
+        elif p2.is_complex():
+            f = p2 * pos
+        else:
+            f = torch.view_as_complex(p2.unsqueeze(-1) * torch.view_as_real(pos))
+        if self.uses.get(key, 0) > 1:
+            self._prec[key] = f
+        return f
 
     # gradient phase factor exp(-i gamma G.r d), shape (V,), or None without gradients
     def position(self, b: Block) -> torch.Tensor | None:
@@ -88,18 +111,23 @@ class _Ctx:
             self._pos[k] = torch.complex(torch.cos(ph), torch.sin(ph))
         return self._pos[k]
 
-    def rf(self, rf: RFPulse) -> tuple:
+    def rf(self, rf: RFPulse) -> list[list[torch.Tensor]]:
+        """Rotation matrix entries ``R[i][j]``, 0-dim (or ``(N, V)`` with a B1 map), acting on
+        (Mx, My, Mz): angle ``flip * b1`` about ``(cos phase, sin phase, 0)``."""
         k = (id(rf.flip), id(rf.phase))
         if k not in self._rf:
             self._keep.append(rf)
             a = rf.flip if self.b1 is None else rf.flip * self.b1
-            c2 = torch.cos(a / 2) ** 2
-            s2 = torch.sin(a / 2) ** 2
-            sa, ca = torch.sin(a), torch.cos(a)
+            ca, sa = torch.cos(a), torch.sin(a)
             cp, sp = torch.cos(rf.phase), torch.sin(rf.phase)
-            e2p = torch.complex(torch.cos(2 * rf.phase), torch.sin(2 * rf.phase))
-            mie1p = torch.complex(sp, -cp)  # -i e^{ip}
-            self._rf[k] = (c2, s2 * e2p, mie1p * sa, ca, sa * cp, sa * sp)
+            ca, sa, cp, sp = torch.broadcast_tensors(ca, sa, cp, sp)
+            oc = 1 - ca
+            rows = [
+                [ca + oc * cp * cp, oc * cp * sp, sa * sp],
+                [oc * cp * sp, ca + oc * sp * sp, -sa * cp],
+                [-sa * sp, sa * cp, ca],
+            ]
+            self._rf[k] = rows
         return self._rf[k]
 
     # closed-form ADC matrix (N, V, K)
@@ -117,8 +145,9 @@ class _Ctx:
                 gr = gr + b.gy * self.y
             ph = (-GAMMA * gr)[:, None] * t[None, :]  # (V, K)
             if self.dw is None:
-                decay = torch.exp(-self.r2[..., None] * t)  # (N, V, K)
-                w = torch.complex(torch.cos(ph), torch.sin(ph)) * decay
+                decay = torch.exp(-(self.r2[..., None] * t).clamp(max=80.0))  # (N, V, K)
+                pk = torch.stack([torch.cos(ph), torch.sin(ph)], dim=-1)  # (V, K, 2)
+                w = torch.view_as_complex(decay.unsqueeze(-1) * pk)
             else:
                 tot = ph - self.dw[..., None] * t
                 w = torch.exp(torch.complex(-self.r2[..., None] * t, tot))
@@ -126,52 +155,76 @@ class _Ctx:
         return self._w[k]
 
 
+def _exp_neg(x: torch.Tensor) -> torch.Tensor:
+    """``exp(-x)`` for ``x >= 0``, exactly 0 beyond ``x = 80`` (no denormal slow paths; the
+    gradient there is below 1e-34 and is dropped)."""
+    big = x > 80.0
+    return torch.where(big, torch.zeros_like(x), torch.exp(-torch.where(big, 0.0, x)))
+
+
 def _rf_apply(
-    mxy: torch.Tensor, mz: torch.Tensor, coef: tuple
+    mxy: torch.Tensor | None, mz: torch.Tensor, r: list[list[torch.Tensor]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    c2, s2e2p, mie1psa, ca, sacp, sasp = coef
-    new_mxy = c2 * mxy + s2e2p * mxy.conj() + mie1psa * mz
-    new_mz = ca * mz + (sacp * mxy.imag - sasp * mxy.real)
-    return new_mxy, new_mz
+    """Rotate (Re mxy, Im mxy, mz) by the matrix ``r`` (entries 0-dim or ``(N, V)``);
+    ``mxy=None`` means no transverse magnetisation (after a spoiler), which saves most work."""
+    if mxy is None:
+        return torch.complex(mz * r[0][2], mz * r[1][2]), mz * r[2][2]
+    mx, my = mxy.real, mxy.imag
+    new = []
+    for i in range(3):
+        acc = torch.addcmul(mx * r[i][0], my, r[i][1])
+        new.append(torch.addcmul(acc, mz, r[i][2]))
+    return torch.complex(new[0], new[1]), new[2]
+
+
+def _precess(mxy: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``mxy * f`` without promoting a real ``f`` to complex."""
+    if f.is_complex():
+        return mxy * f
+    return torch.view_as_complex(torch.view_as_real(mxy) * f.unsqueeze(-1))
 
 
 def _run_blocks(
     blocks: list[Block],
-    mxy: torch.Tensor,
+    mxy: torch.Tensor | None,
     mz: torch.Tensor,
     ctx: _Ctx,
     record: list | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advance the state through ``blocks``; ``record`` collects (block, m at ADC start)."""
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Advance the state through ``blocks``; ``record`` collects (block, m at ADC start).
+
+    ``mxy`` is ``(..., N, V)`` complex, or None for zero transverse magnetisation."""
     for b in blocks:
         if b.rf is not None:
             mxy, mz = _rf_apply(mxy, mz, ctx.rf(b.rf))
         if b.adc is not None:
             if record is None:
                 raise MrphysError("internal: an ADC inside a collapsed loop.")
-            record.append((b, mxy))
-        p2, e1, rec = ctx.tissue(b.duration)
-        pos = ctx.position(b)
+            record.append((b, torch.zeros_like(mz, dtype=ctx.cdtype) if mxy is None else mxy))
+        _, e1, rec = ctx.tissue(b.duration)
         if b.spoil:
-            mxy = torch.zeros_like(mxy)
-        else:
-            mxy = mxy * p2
-            if pos is not None:
-                mxy = mxy * pos
-        mz = mz * e1 + rec
+            mxy = None
+        elif mxy is not None:
+            mxy = _precess(mxy, ctx.precession(b))
+        mz = torch.addcmul(rec, mz, e1)
     return mxy, mz
 
 
-def _run_loop(loop: Loop, mxy: torch.Tensor, mz: torch.Tensor, ctx: _Ctx) -> tuple:
+def _run_loop(loop: Loop, mxy: torch.Tensor | None, mz: torch.Tensor, ctx: _Ctx) -> tuple:
     """Apply ``loop.count`` repetitions at once through the power of their affine map."""
-    cd = mxy.dtype
+    cd = ctx.cdtype
     rd = mz.dtype
+    if mxy is None:
+        mxy = torch.zeros(mz.shape, dtype=cd, device=mz.device)
     shape = mz.shape
     e = torch.tensor([0, 1, 1j, 0], dtype=cd, device=mz.device).view(4, *([1] * mz.dim()))
     z = torch.tensor([0, 0, 0, 1], dtype=rd, device=mz.device).view(4, *([1] * mz.dim()))
     m4 = e.expand(4, *shape)
     z4 = z.expand(4, *shape)
     m4, z4 = _run_blocks(loop.blocks, m4, z4, ctx, None)
+    if m4 is None:  # the loop ends with a spoiler
+        m4 = torch.zeros((4, *shape), dtype=cd, device=mz.device)
+    z4 = z4.expand(4, *shape)
     inc = loop.phase_increment
     m4 = m4 * torch.complex(torch.cos(inc), -torch.sin(inc))
     out = torch.stack([m4.real, m4.imag, z4], dim=-1)  # (4, N, V, 3)
@@ -272,8 +325,9 @@ def simulate(
     n_adc = sq.adc_count
     kmax = max([b.adc.num for b, _ in sq._iter_blocks_counted() if b.adc is not None] + [1])
     if chunk is None:
-        per = nv * max(kmax, 64) * 8 * 2
-        chunk = max(1, int(256e6 // per))
+        # ~32 MB of ADC matrices per chunk: fastest on CPU (cache), bounded memory on GPU
+        per = nv * max(kmax, 16) * (8 if cdt == torch.complex64 else 16)
+        chunk = max(1, int(32e6 // per)) if dev.type == "cpu" else max(1, int(1e9 // per))
     check(int(chunk) >= 1, f"chunk must be >= 1; got {chunk}.")
     outs = []
     for s in range(0, bsz, int(chunk)):
@@ -288,8 +342,11 @@ def _simulate_chunk(
     seq: Sequence, m: dict, xs: torch.Tensor, ys: torch.Tensor, cdt: torch.dtype, n_adc: int
 ) -> torch.Tensor:
     ctx = _Ctx(m["rho"], m["r1"], m["r2"], m["dw"], m["b1"], xs, ys, cdt)
+    for b, count in seq._iter_blocks_counted():
+        key = (id(b.duration), id(b.gx), id(b.gy))
+        ctx.uses[key] = ctx.uses.get(key, 0) + count
     mz = m["rho"]
-    mxy = torch.zeros(mz.shape, dtype=cdt, device=mz.device)
+    mxy: torch.Tensor | None = None  # no transverse magnetisation at equilibrium
     record: list[tuple[Block, torch.Tensor]] = []
     for it in seq.items:
         if isinstance(it, Loop):
