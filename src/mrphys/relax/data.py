@@ -1,0 +1,253 @@
+"""Training and test data for pc-bSSFP relaxometry: protocol, parameter distributions, features.
+
+Everything is simulated on the fly from the analytic signal model (:mod:`mrphys.physics.ssfp`);
+nothing is read from disk. Units: s and rad inside (ms only in names that say so).
+
+Distributions (METHODS section 3):
+
+- ``uniform``: T1 ~ U(360, 2080) ms, T2 ~ U(20, 120) ms.
+- ``extended``: T1 ~ U(360, 5000) ms, T2 ~ U(20, 2500) ms, pairs with T1 < T2 dropped.
+- ``invivo``: a brain-like (T1, T2) density over the uniform box. The paper's density map is not
+  published, so it is built here as a mixture, truncated to the uniform box (3 T literature values,
+  bSSFP-era relaxometry, approximate):
+
+  ===============  ======  =================  =================
+  component        weight  T1 mean / sd (ms)  T2 mean / sd (ms)
+  ===============  ======  =================  =================
+  white matter     0.35    850 / 80           62 / 6
+  cortical GM      0.25    1350 / 130         85 / 9
+  deep GM          0.10    1150 / 100         68 / 7
+  WM-GM ridge      0.25    on the segment WM mean -> GM mean, uniform position, sd 50 / 5
+  floor            0.05    uniform over the box
+  ===============  ======  =================  =================
+
+  The ridge stands for partial-volume voxels between WM and GM, which give the in vivo histogram
+  its elongated shape; the floor keeps every point of the box reachable. Draws outside the box
+  are redrawn.
+
+B1 ~ U(0.7, 1.3) for every distribution; theta ~ U(-0.9 pi, 0.9 pi) for complex models and 0 for
+magnitude models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from mrphys.errors import check
+from mrphys.physics.ssfp import add_noise, configurations, pc_bssfp_signal
+
+__all__ = [
+    "Protocol",
+    "DISTRIBUTIONS",
+    "METHODS_LIST",
+    "THETA_MAX",
+    "parameter_box",
+    "sample_parameters",
+    "simulate_signals",
+    "features",
+    "n_features",
+    "is_complex_method",
+    "test_grid",
+]
+
+DISTRIBUTIONS = ("uniform", "extended", "invivo")
+METHODS_LIST = ("miracle", "svnn", "pinn", "svnn-complex", "pinn-complex")
+THETA_MAX = 0.9 * math.pi
+
+_UNIFORM = ((0.360, 2.080), (0.020, 0.120))
+_EXTENDED = ((0.360, 5.000), (0.020, 2.500))
+B1_RANGE = (0.7, 1.3)
+
+# (weight, T1 mean, T1 sd, T2 mean, T2 sd) in s; see module docstring
+_INVIVO_BLOBS = (
+    (0.35, 0.850, 0.080, 0.062, 0.006),
+    (0.25, 1.350, 0.130, 0.085, 0.009),
+    (0.10, 1.150, 0.100, 0.068, 0.007),
+)
+_RIDGE_W, _RIDGE_SD = 0.25, (0.050, 0.005)
+_FLOOR_W = 0.05
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """pc-bSSFP protocol; times in s, flip in rad. Defaults: the paper (TR 4.8, TE 2.4, 15 deg)."""
+
+    n_cycles: int = 12
+    tr: float = 4.8e-3
+    te: float = 2.4e-3
+    flip: float = math.radians(15.0)
+
+    def __post_init__(self) -> None:
+        check(
+            int(self.n_cycles) >= 3,
+            f"the number of phase cycles must be >= 3; got {self.n_cycles}.",
+        )
+        check(0 < self.te < self.tr, f"TE must lie in (0, TR); got TE {self.te} s, TR {self.tr} s.")
+        check(0 < self.flip < math.pi, f"flip angle must lie in (0, pi) rad; got {self.flip}.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Short text key (used for cache file names)."""
+        return (
+            f"N{self.n_cycles}-tr{self.tr * 1e3:.3f}-te{self.te * 1e3:.3f}"
+            f"-fa{math.degrees(self.flip):.2f}"
+        )
+
+
+def is_complex_method(method: str) -> bool:
+    return method.endswith("-complex")
+
+
+def n_features(complex_: bool) -> int:
+    """4 for magnitude models (|F-1|, |F0|, |F1|, B1), 6 for complex ones."""
+    return 6 if complex_ else 4
+
+
+def parameter_box(
+    distribution: str, complex_: bool, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds of the network outputs ``(T1 s, T2 s[, theta rad])``."""
+    check(
+        distribution in DISTRIBUTIONS,
+        f"distribution must be one of {DISTRIBUTIONS}; got {distribution!r}.",
+    )
+    (t1lo, t1hi), (t2lo, t2hi) = _EXTENDED if distribution == "extended" else _UNIFORM
+    lo, hi = [t1lo, t2lo], [t1hi, t2hi]
+    if complex_:
+        lo.append(-THETA_MAX)
+        hi.append(THETA_MAX)
+    return torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, dtype, device) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g, dtype=dtype, device=device)
+
+
+def _invivo_draw(n: int, g: torch.Generator, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = torch.tensor(
+        [b[0] for b in _INVIVO_BLOBS] + [_RIDGE_W, _FLOOR_W], dtype=torch.float64
+    )
+    comp = torch.multinomial(
+        weights, n, replacement=True, generator=g if g.device.type == "cpu" else None
+    )
+    comp = comp.to(device)
+    z1 = torch.randn(n, generator=g, dtype=dtype, device=device)
+    z2 = torch.randn(n, generator=g, dtype=dtype, device=device)
+    u = torch.rand(n, generator=g, dtype=dtype, device=device)
+    t1 = torch.empty(n, dtype=dtype, device=device)
+    t2 = torch.empty(n, dtype=dtype, device=device)
+    for k, (_, m1, s1, m2, s2) in enumerate(_INVIVO_BLOBS):
+        sel = comp == k
+        t1[sel] = m1 + s1 * z1[sel]
+        t2[sel] = m2 + s2 * z2[sel]
+    wm, gm = _INVIVO_BLOBS[0], _INVIVO_BLOBS[1]
+    sel = comp == len(_INVIVO_BLOBS)
+    t1[sel] = wm[1] + (gm[1] - wm[1]) * u[sel] + _RIDGE_SD[0] * z1[sel]
+    t2[sel] = wm[3] + (gm[3] - wm[3]) * u[sel] + _RIDGE_SD[1] * z2[sel]
+    sel = comp == len(_INVIVO_BLOBS) + 1
+    (a, b), (c, d) = _UNIFORM
+    t1[sel] = a + (b - a) * u[sel]
+    t2[sel] = c + (d - c) * torch.rand(int(sel.sum()), generator=g, dtype=dtype, device=device)
+    return t1, t2
+
+
+def _draw_t1_t2(n: int, distribution: str, g: torch.Generator, dtype, device):
+    (t1lo, t1hi), (t2lo, t2hi) = _EXTENDED if distribution == "extended" else _UNIFORM
+    t1_parts, t2_parts, have = [], [], 0
+    while have < n:  # rejection: a few passes at most
+        m = max(2 * (n - have), 1024)
+        if distribution == "invivo":
+            t1, t2 = _invivo_draw(m, g, dtype, device)
+        else:
+            t1 = _uniform(m, t1lo, t1hi, g, dtype, device)
+            t2 = _uniform(m, t2lo, t2hi, g, dtype, device)
+        ok = (t1 >= t1lo) & (t1 <= t1hi) & (t2 >= t2lo) & (t2 <= t2hi) & (t1 > t2)
+        t1_parts.append(t1[ok])
+        t2_parts.append(t2[ok])
+        have += int(ok.sum())
+    return torch.cat(t1_parts)[:n], torch.cat(t2_parts)[:n]
+
+
+def sample_parameters(
+    n: int,
+    distribution: str,
+    complex_: bool,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Draw ``n`` tissue/field samples.
+
+    Returns:
+        ``{"t1": (n,) s, "t2": (n,) s, "b1": (n,), "theta": (n,) rad}`` on ``generator.device``.
+    """
+    check(
+        distribution in DISTRIBUTIONS,
+        f"distribution must be one of {DISTRIBUTIONS}; got {distribution!r}.",
+    )
+    device = generator.device
+    t1, t2 = _draw_t1_t2(n, distribution, generator, dtype, device)
+    b1 = _uniform(n, *B1_RANGE, generator, dtype, device)
+    if complex_:
+        theta = _uniform(n, -THETA_MAX, THETA_MAX, generator, dtype, device)
+    else:
+        theta = torch.zeros(n, dtype=dtype, device=device)
+    return {"t1": t1, "t2": t2, "b1": b1, "theta": theta}
+
+
+def simulate_signals(params: dict[str, torch.Tensor], protocol: Protocol) -> torch.Tensor:
+    """Phase-corrected pc-bSSFP signals ``(n, N)`` (complex) for parameter dict of ``(n,)``."""
+    return pc_bssfp_signal(
+        params["t1"],
+        params["t2"],
+        params["b1"],
+        params["theta"],
+        tr=protocol.tr,
+        te=protocol.te,
+        flip=protocol.flip,
+        n_cycles=protocol.n_cycles,
+        remove_common_phase=True,
+    )
+
+
+def features(
+    signals: torch.Tensor,
+    b1: torch.Tensor,
+    n_cycles: int,
+    complex_: bool,
+    *,
+    snr: float | torch.Tensor = math.inf,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Network input features from phase-corrected signals.
+
+    Args:
+        signals: complex ``(..., N)`` (common phase removed).
+        b1: ``(...)`` relative transmit field.
+        complex_: complex features ``Re F-1, Re F0, Re F1, -Im F-1, Im F1, B1`` instead of
+            magnitudes ``|F-1|, |F0|, |F1|, B1``.
+        snr: noise added to the signals first (``inf``: none).
+    Returns:
+        real ``(..., 4)`` or ``(..., 6)``.
+    """
+    if not (isinstance(snr, float) and math.isinf(snr)):
+        signals = add_noise(signals, snr, generator)
+    f = configurations(signals, n_cycles)
+    b1 = b1.to(f.real.dtype).unsqueeze(-1)
+    if complex_:
+        return torch.cat([f.real, -f.imag[..., :1], f.imag[..., 2:], b1], dim=-1)
+    return torch.cat([f.abs(), b1], dim=-1)
+
+
+def test_grid(
+    size: int = 200, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation grid: ``size x size`` T1 in [0.36, 2.08] s (rows) and T2 in [0.02, 0.12] s
+    (columns); returns ``(t1, t2)`` each ``(size, size)``."""
+    t1 = torch.linspace(*_UNIFORM[0], size, dtype=dtype, device=device)
+    t2 = torch.linspace(*_UNIFORM[1], size, dtype=dtype, device=device)
+    return torch.meshgrid(t1, t2, indexing="ij")
