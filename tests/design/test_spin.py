@@ -1,0 +1,166 @@
+"""SPIN design: data, exact vs finite-difference flip-angle gradient, training, optimisation loops."""
+
+import math
+
+import pytest
+import torch
+
+from mrphys.design.data import (
+    Acquisition,
+    Normalisation,
+    acquire,
+    fit_normalisation,
+    make_data,
+    settings_key,
+)
+from mrphys.design.optimize import (
+    AutogradConfig,
+    FDConfig,
+    JointConfig,
+    autograd_flip,
+    finite_difference,
+    hard_mask,
+    loss_at,
+    joint,
+)
+from mrphys.design.train import TrainConfig, build_model, load_checkpoint, train
+from mrphys.errors import MrphysError
+from mrphys.recon.unet import FFTUNet
+
+ACQ = Acquisition(matrix=16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """40 training and 8 test phantoms of 16 x 16 (Bloch-simulated)."""
+    return make_data(40, 0, ACQ), make_data(8, 1, ACQ)
+
+
+def _double(d):
+    from dataclasses import replace
+
+    return replace(d, rho=d.rho.double(), t1=d.t1.double(), t2=d.t2.double(),
+                   sigma=d.sigma.double(), z=d.z.to(torch.complex128), target=d.target.double())
+
+
+def test_data_shapes_noise_and_target(tiny):
+    tr, _ = tiny
+    assert tr.kspace.shape == (40, 16, 16) and tr.kspace.dtype == torch.complex64
+    # noise: 2.5 % of max |k| of the reference acquisition, per phantom
+    clean = acquire(tr, math.pi / 2, idx=slice(0, 4)) - tr.sigma[:4, None, None] * tr.z[:4]
+    torch.testing.assert_close(tr.sigma[:4], 0.025 * clean.abs().flatten(1).amax(1), rtol=1e-4,
+                               atol=0)
+    # the stored k-space is the re-acquisition at the reference (common random numbers)
+    torch.testing.assert_close(acquire(tr, math.pi / 2, idx=slice(0, 4)), tr.kspace[:4])
+    # the normalised inverse FFT is the Eq. 13 target up to noise and Gibbs ringing
+    norm = fit_normalisation(tr)
+    k = norm.apply(tr.kspace)
+    img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
+    rel = (img.real - tr.target).norm() / tr.target.norm()
+    assert rel < 0.5
+    assert img.imag.abs().mean() < 0.3 * img.real.abs().mean()
+
+
+def test_data_is_seeded_and_cached(tmp_path):
+    a = make_data(3, 5, ACQ, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("spin-*.pt"))) == 1
+    b = make_data(3, 5, ACQ, cache_dir=tmp_path)  # from the cache
+    torch.testing.assert_close(a.kspace, b.kspace)
+    c = make_data(3, 6, ACQ)
+    assert not torch.allclose(a.rho, c.rho)
+    assert settings_key({"n": 3, "seed": 5}) != settings_key({"n": 3, "seed": 6})
+    with pytest.raises(MrphysError):
+        make_data(0, 0, ACQ)
+
+
+def test_flip_gradient_matches_finite_difference(tiny):
+    """d(test MSE)/d(flip1) through Bloch simulator and network = central difference (float64)."""
+    _, te = tiny
+    te64 = _double(te.subset(4))
+    torch.manual_seed(0)
+    model = FFTUNet(16, 2, zero_last=False).double()
+    norm = Normalisation(scale=50.0)
+    a = torch.tensor(math.radians(50.0), dtype=torch.float64, requires_grad=True)
+    loss = loss_at(model, norm, te64, a)
+    (g,) = torch.autograd.grad(loss, a)
+    h = 1e-5
+    with torch.no_grad():
+        lp = loss_at(model, norm, te64, torch.tensor(float(a) + h, dtype=torch.float64))
+        lm = loss_at(model, norm, te64, torch.tensor(float(a) - h, dtype=torch.float64))
+    fd = (lp - lm) / (2 * h)
+    assert abs(float(g)) > 1e-6  # not trivially zero
+    assert abs(float(g) - float(fd)) < 1e-5 * max(1.0, abs(float(fd))) + 1e-6 * abs(float(fd))
+
+
+def test_gradcheck_flips_and_te(tiny):
+    """gradcheck of the loss w.r.t. both flip angles and TE (float64, 2 phantoms, 16 x 16)."""
+    _, te = tiny
+    te64 = _double(te.subset(2))
+    torch.manual_seed(1)
+    model = FFTUNet(16, 2, zero_last=False).double()
+    norm = Normalisation(scale=50.0)
+
+    def f(a1, a2, t):
+        return loss_at(model, norm, te64, a1, a2, t)
+
+    x = tuple(torch.tensor(v, dtype=torch.float64, requires_grad=True)
+              for v in (math.radians(70), math.radians(160), 0.045))
+    assert torch.autograd.gradcheck(f, x, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_tiny_training_lowers_loss_and_resumes(tiny, tmp_path):
+    tr, te = tiny
+    norm = fit_normalisation(tr)
+    cfg = TrainConfig(net="unet", matrix=16, width=4, epochs=3, batch_size=10, lr=1e-3)
+    model, hist = train(cfg, tr, te, norm, out=tmp_path, progress=False)
+    assert len(hist) == 3
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    # resume one more epoch from the checkpoint; the history continues
+    cfg4 = TrainConfig(**{**cfg.__dict__, "epochs": 4})
+    _, hist4 = train(cfg4, tr, te, norm, resume=tmp_path / "checkpoint.pt", progress=False)
+    assert [h["epoch"] for h in hist4] == [1, 2, 3, 4]
+    loaded, lcfg, lnorm, _ = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert lcfg.net == "unet" and lnorm.scale == pytest.approx(norm.scale)
+    with pytest.raises(MrphysError):
+        train(TrainConfig(net="unet", matrix=16, width=8, epochs=4), tr, te, norm,
+              resume=tmp_path / "checkpoint.pt", progress=False)
+
+
+def test_finite_difference_moves_flip_towards_90(tiny):
+    """With the inverse FFT as 'network' the test loss falls from 30 deg towards 90 deg."""
+    _, te = tiny
+    norm = fit_normalisation(te)
+    model = build_model(TrainConfig(net="unet", matrix=16, width=2))  # = inverse FFT
+    h = finite_difference(model, norm, te, FDConfig(iterations=2, step=800.0), progress=False)
+    f = h["flip_angle_deg"]
+    assert len(f) == len(h["mse"]) == len(h["ssim"]) == len(h["psnr"]) == 3
+    assert f[0] == 30.0 and f[1] > 30.0 and f[2] > f[1]
+    assert h["mse"][-1] < h["mse"][0]
+    assert h["images"].shape[0] == 3
+
+
+def test_autograd_flip_moves_towards_90(tiny):
+    tr, _ = tiny
+    norm = fit_normalisation(tr)
+    model = build_model(TrainConfig(net="unet", matrix=16, width=2))
+    h = autograd_flip(model, norm, tr, AutogradConfig(steps=3, batch=4, tolerance_deg=0))
+    assert h["flip_angle_deg"][-1] > 40.0
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_joint_learns_sequence_and_network(tiny):
+    tr, te = tiny
+    norm = fit_normalisation(tr)
+    cfg = JointConfig(start_flip1_deg=40.0, start_flip2_deg=150.0, start_te_ms=50.0, budget=0.5,
+                      iterations=1, steps_per_iteration=2, batch=4, lr_seq=0.1,
+                      train=TrainConfig(net="unet", matrix=16, width=2))
+    model, seq, h = joint(cfg, tr, te, norm, progress=False)
+    assert len(h["flip_angle_deg"]) == len(h["psnr"]) == 2
+    assert h["flip_angle_deg"][1] != pytest.approx(40.0)
+    assert h["lines_kept"] == [8, 8]
+    assert h["te_ms"][0] == pytest.approx(50.0, rel=1e-4)
+
+
+def test_hard_mask_budget():
+    w = torch.tensor([0.1, 0.9, 0.5, 0.7])
+    assert hard_mask(w, 0.5).tolist() == [0.0, 1.0, 0.0, 1.0]
