@@ -1,0 +1,272 @@
+"""Relaxometry maps from phase-cycled bSSFP volumes, default models, and a simulated test volume.
+
+Arrays here are in NIfTI axis order, ``(X, Y, Z)`` for maps and ``(X, Y, Z, N)`` for the phase
+cycles (4th axis in METHODS order ``phi_j = pi (2j - 1) / N``). Maps are returned in SI units
+(T1, T2 in s; off-resonance in Hz); the CLI writes ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from mrphys.errors import MrphysError, check
+from mrphys.physics.ssfp import add_noise, pc_bssfp_signal, remove_common_phase
+from mrphys.relax.data import METHODS_LIST, Protocol, features, is_complex_method
+from mrphys.relax.miracle import miracle_fit
+from mrphys.relax.networks import RelaxNet
+from mrphys.relax.train import TrainConfig, load_model, train
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "fit_signals",
+    "fit_volume",
+    "default_model",
+    "cache_dir",
+    "simulate_volume",
+    "DEFAULT_MODEL_EPOCHS",
+]
+
+#: epochs for a default model trained on first use (early stopping may end it sooner)
+DEFAULT_MODEL_EPOCHS = 60
+
+
+def fit_signals(
+    signals: torch.Tensor,
+    b1: torch.Tensor,
+    method: str,
+    protocol: Protocol,
+    model: RelaxNet | None = None,
+    *,
+    chunk: int = 1 << 18,
+    correct_phase: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Fit T1, T2 (and off-resonance for complex methods) voxel by voxel, vectorised.
+
+    Args:
+        signals: complex ``(M, N)`` phase-cycle signals (any common phase; it is removed here).
+        b1: ``(M,)`` relative transmit field.
+        method: miracle, svnn, pinn, svnn-complex or pinn-complex.
+        model: the trained network for network methods.
+        chunk: voxels per batch (bounds memory).
+        correct_phase: remove each voxel's common phase first (off only for signals that are
+            already corrected, as in the Monte Carlo evaluation).
+    Returns:
+        ``{"t1": (M,) s, "t2": (M,) s}`` plus ``"db0": (M,) Hz`` for complex methods.
+    """
+    check(method in METHODS_LIST, f"method must be one of {METHODS_LIST}; got {method!r}.")
+    n = protocol.n_cycles
+    check(signals.shape[-1] == n, f"signals have {signals.shape[-1]} phase cycles; expected {n}.")
+    cplx = is_complex_method(method)
+    out: dict[str, list[torch.Tensor]] = {"t1": [], "t2": []}
+    if cplx:
+        out["db0"] = []
+    for s in range(0, signals.shape[0], chunk):
+        sig = signals[s : s + chunk]
+        if correct_phase:
+            sig = remove_common_phase(sig)
+        bb = b1[s : s + chunk]
+        if method == "miracle":
+            f = features(sig.to(torch.complex128), bb.double(), n, False)
+            t1, t2 = miracle_fit(f[:, :3], f[:, 3], tr=protocol.tr, flip=protocol.flip)
+            out["t1"].append(t1.float())
+            out["t2"].append(t2.float())
+            continue
+        check(model is not None, f"method {method} needs a trained model.")
+        dev = model.lo.device
+        f = features(sig.to(dev, torch.complex64), bb.to(dev, torch.float32), n, cplx)
+        with torch.no_grad():
+            p = model(f)
+        out["t1"].append(p[:, 0].to(signals.device))
+        out["t2"].append(p[:, 1].to(signals.device))
+        if cplx:
+            out["db0"].append((p[:, 2] / (2 * math.pi * protocol.tr)).to(signals.device))
+    return {k: torch.cat(v) if v else torch.zeros(0) for k, v in out.items()}
+
+
+def fit_volume(
+    signals: torch.Tensor,
+    b1: torch.Tensor,
+    method: str,
+    protocol: Protocol,
+    model: RelaxNet | None = None,
+    mask: torch.Tensor | None = None,
+    *,
+    chunk: int = 1 << 18,
+) -> dict[str, torch.Tensor]:
+    """Fit every voxel of a volume (inside ``mask``).
+
+    Args:
+        signals: complex ``(*S, N)``.
+        b1: real ``(*S)``.
+        mask: bool ``(*S)`` or None (all voxels).
+    Returns:
+        maps of shape ``S``: ``t1``, ``t2`` (s), for complex methods ``db0`` (Hz); 0 outside the
+        mask.
+    """
+    shape = signals.shape[:-1]
+    check(b1.shape == shape, f"B1 has shape {tuple(b1.shape)}; expected {tuple(shape)}.")
+    flat = signals.reshape(-1, signals.shape[-1])
+    b1f = b1.reshape(-1)
+    idx = mask.reshape(-1).nonzero().squeeze(1) if mask is not None else None
+    if idx is not None:
+        flat, b1f = flat[idx], b1f[idx]
+    fit = fit_signals(flat, b1f, method, protocol, model, chunk=chunk)
+    maps = {}
+    for k, v in fit.items():
+        full = torch.zeros(shape.numel(), dtype=torch.float32, device=signals.device)
+        if idx is not None:
+            full[idx] = v.float()
+        else:
+            full = v.float()
+        maps[k] = full.reshape(shape)
+    return maps
+
+
+def cache_dir() -> Path:
+    """Folder for default models: ``$MRPHYS_CACHE``, else ``$XDG_CACHE_HOME/mrphys``, else
+    ``~/.cache/mrphys``."""
+    if os.environ.get("MRPHYS_CACHE"):
+        return Path(os.environ["MRPHYS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mrphys"
+
+
+def default_model(
+    method: str,
+    protocol: Protocol,
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[RelaxNet, Path]:
+    """The cached default network for a protocol, trained on first use (uniform distribution,
+    noise-free, at most :data:`DEFAULT_MODEL_EPOCHS` epochs). Returns ``(model, checkpoint path)``.
+    """
+    path = cache_dir() / "relax" / f"{method}-{protocol.key()}-uniform-s{seed}.pt"
+    if path.is_file():
+        try:
+            import mrphys
+
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+            if ck.get("stop_reason") and ck.get("version") == mrphys.__version__:
+                model, _ = load_model(path, device)
+                return model, path
+        except Exception:  # broken cache file: retrain
+            log.warning("default model %s unreadable; training a new one", path)
+    log.warning(
+        "training the default %s model for %s (first use; cached in %s)",
+        method,
+        protocol.key(),
+        path,
+    )
+    cfg = TrainConfig(
+        method=method,
+        n_cycles=protocol.n_cycles,
+        tr=protocol.tr,
+        te=protocol.te,
+        flip=protocol.flip,
+        distribution="uniform",
+        max_epochs=DEFAULT_MODEL_EPOCHS,
+        seed=seed,
+    )
+    res = train(cfg, path, device=device, progress=progress)
+    return res.model, path
+
+
+def _smooth_fields(
+    nx: int, ny: int, nz: int, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = torch.linspace(-1, 1, nx, dtype=dtype)[:, None, None]
+    y = torch.linspace(-1, 1, ny, dtype=dtype)[None, :, None]
+    z = torch.linspace(-1, 1, nz, dtype=dtype)[None, None, :] if nz > 1 else torch.zeros(1, 1, 1)
+    # transmit field: centre-bright bowl, 0.77 .. 1.15 (typical 3 T head)
+    b1 = 1.15 - 0.15 * (x**2 + y**2) - 0.04 * (z + 1)
+    # off-resonance: linear + quadratic shim residual, within +-75 Hz (|theta| < 0.73 pi)
+    db0 = 35.0 * x - 20.0 * y + 20.0 * (x**2 - y**2) + 10.0 * z
+    # receive phase: smooth, removed by the common-phase correction
+    rx = 0.8 * x + 0.5 * y * y
+    return b1.expand(nx, ny, nz), db0.expand(nx, ny, nz), rx.expand(nx, ny, nz)
+
+
+def simulate_volume(
+    protocol: Protocol,
+    *,
+    matrix: int = 128,
+    n_slices: int = 4,
+    snr: float = 50.0,
+    seed: int = 0,
+    field_t: float = 3.0,
+) -> dict[str, torch.Tensor]:
+    """A brain-like pc-bSSFP test volume from the Gach MR Shepp-Logan phantom.
+
+    The central slice is repeated ``n_slices`` times; the B1, B0 and receive-phase fields vary
+    smoothly in all three directions. Noise: ``sigma = 0.074 / (sqrt(2) SNR)`` per channel on the
+    M0 = 1 scale (METHODS 3), also in the background.
+
+    Returns (NIfTI order):
+        ``signals`` complex64 ``(X, Y, Z, N)``; ``b1`` ``(X, Y, Z)``; true ``t1``, ``t2`` (s),
+        ``db0`` (Hz), ``rho`` and the tissue ``mask`` (bool), all ``(X, Y, Z)``.
+    """
+    from mrphys.tissue import gach_shepp_logan
+
+    check(snr > 0, f"SNR must be positive; got {snr}.")
+    ph = gach_shepp_logan(matrix, field_t=field_t, dtype=torch.float64)
+    # phantom maps are (Y, X); NIfTI order is (X, Y)
+    rho2, t12, t22 = (m.transpose(0, 1) for m in (ph.rho, ph.t1, ph.t2))
+    nx, ny, nz = matrix, matrix, n_slices
+    rho = rho2[:, :, None].expand(nx, ny, nz)
+    t1 = t12[:, :, None].expand(nx, ny, nz)
+    t2 = t22[:, :, None].expand(nx, ny, nz)
+    b1, db0, rx = _smooth_fields(nx, ny, nz, torch.float64)
+    mask = (rho > 0) & (t1 > 0) & (t2 > 0)
+    theta = 2 * math.pi * db0 * protocol.tr
+    s = pc_bssfp_signal(
+        torch.where(mask, t1, torch.ones_like(t1)),
+        torch.where(mask, t2, torch.full_like(t2, 0.1)),
+        b1,
+        theta,
+        tr=protocol.tr,
+        te=protocol.te,
+        flip=protocol.flip,
+        n_cycles=protocol.n_cycles,
+        m0=torch.where(mask, rho, torch.zeros_like(rho)),
+    )
+    s = s * torch.polar(torch.ones_like(rx), rx).unsqueeze(-1)
+    g = torch.Generator().manual_seed(seed)
+    s = add_noise(s, snr, g)
+    return {
+        "signals": s.to(torch.complex64),
+        "b1": b1.float().contiguous(),
+        "t1": torch.where(mask, t1, 0).float(),
+        "t2": torch.where(mask, t2, 0).float(),
+        "db0": torch.where(mask, db0, 0).float(),
+        "rho": rho.float().contiguous(),
+        "mask": mask,
+    }
+
+
+def check_model_protocol(cfg: TrainConfig, method: str, protocol: Protocol, where: str) -> None:
+    """Raise if a checkpoint does not fit the method and protocol of the data."""
+    if cfg.method != method:
+        raise MrphysError(f"model {where} is a {cfg.method} network, not {method}.")
+    if cfg.n_cycles != protocol.n_cycles:
+        raise MrphysError(
+            f"model {where} was trained for {cfg.n_cycles} phase cycles but the input has "
+            f"{protocol.n_cycles}."
+        )
+    for name, a, b, unit in (
+        ("TR", cfg.tr * 1e3, protocol.tr * 1e3, "ms"),
+        ("TE", cfg.te * 1e3, protocol.te * 1e3, "ms"),
+        ("flip angle", math.degrees(cfg.flip), math.degrees(protocol.flip), "deg"),
+    ):
+        if abs(a - b) > 1e-3 * max(abs(b), 1e-9):
+            raise MrphysError(
+                f"model {where} was trained for {name} {a:g} {unit} but the protocol has "
+                f"{b:g} {unit}."
+            )
