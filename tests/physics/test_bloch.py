@@ -269,3 +269,13 @@ def test_cuda_matches_cpu():
     kg = bloch.simulate_kspace(seq, ph.to(device="cuda"))
     assert kg.device.type == "cuda"
     assert (kg.cpu() - kc).abs().max() < 1e-4 * kc.abs().max()
+
+
+def test_gradients_wrt_b1_and_off_resonance_maps():
+    ph = voxels(db0=[3.0, -8.0, 0.5, 12.0], b1=[0.9, 1.1, 1.0, 0.8])
+    ph.db0.requires_grad_(True)
+    ph.b1.requires_grad_(True)
+    s = bloch.simulate(bssfp(tr=5e-3, flip=0.6, n_cycles=2, n_dummy=200), ph, isochromats=2)
+    s.abs().sum().backward()
+    for t in (ph.db0, ph.b1):
+        assert t.grad is not None and bool(torch.isfinite(t.grad).all()) and t.grad.abs().sum() > 0

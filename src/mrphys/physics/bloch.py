@@ -2,8 +2,8 @@
 
 One step per event, never per clock tick:
 
-* RF (hard pulse, at the start of a block): rotation by ``flip * B1`` about
-  ``(cos phase, sin phase, 0)``, in complex form with ``m = Mx + i My``
+* RF (hard pulse, at the start of a block): the 3x3 rotation by ``a = flip * B1`` about
+  ``(cos p, sin p, 0)`` applied to (Mx, My, Mz); in complex form with ``m = Mx + i My``
   ``m' = cos^2(a/2) m + sin^2(a/2) e^{2ip} conj(m) - i e^{ip} sin(a) Mz``,
   ``Mz' = cos(a) Mz + sin(a) Im(m e^{-ip})``.
 * Free precession over a block of duration ``d`` with constant gradient ``G``:
@@ -12,7 +12,8 @@ One step per event, never per clock tick:
 * ADC: all samples of a block in closed form, ``s_k = sum_v m_v W[v, k]``,
   ``W = exp(-i (gamma G.r_v + dw_v) t_k - t_k/T2_v)``; W is built once per distinct readout and
   the samples of all repetitions come from one batched matmul. Demodulated by ``exp(-i phase)``.
-* Spoiler: ``m = 0`` at the end of a block.
+* Spoiler: ``m = 0`` at the end of a block; the zero transverse state is tracked exactly and
+  costs nothing until the next RF pulse.
 * A :class:`~mrphys.physics.sequence.Loop` without ADC (dummy repetitions) is applied in one step:
   its per-voxel affine map (in the frame that follows the RF phase increment) is raised to the
   power ``count`` by repeated squaring.
