@@ -364,7 +364,12 @@ def joint(
         model = build_model(replace_matrix(cfg.train, n))
     model = model.to(device)
     tcfg = cfg.train
-    opt_net = torch.optim.RMSprop(model.parameters(), lr=cfg.lr_net, alpha=tcfg.alpha)
+    from mrphys.design.train import param_groups
+
+    groups = param_groups(model, replace_matrix(tcfg, n))
+    for g in groups:
+        g["lr"] = cfg.lr_net * g["lr_scale"]
+    opt_net = torch.optim.RMSprop(groups, lr=cfg.lr_net, alpha=tcfg.alpha)
     seq_params = [p for p in seq.parameters()]
     opt_seq = torch.optim.Adam(seq_params, lr=cfg.lr_seq) if seq_params else None
     tgt_train, tgt_test = train.target, test.target
@@ -428,7 +433,7 @@ def joint(
             if opt_seq is not None:
                 opt_seq.step()
             n_sim += len(idx)
-            tot += float(loss)
+            tot += float(loss.detach())
         record(tot / cfg.steps_per_iteration)
         if on_iteration is not None:
             on_iteration(it + 1, hist)

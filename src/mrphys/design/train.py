@@ -44,6 +44,9 @@ class TrainConfig:
     decay: float = 1.01
     penalty: float = 1e-4
     seed: int = 0
+    #: AUTOMAP FC1 learning-rate factor; None: 1 for Glorot, 1/N^2 for the DFT initialisation,
+    #: whose FC1 weights are ~c/N^2 and would be wiped out by RMSProp's ~lr-sized first steps
+    fc1_lr_scale: float | None = None
 
     def check(self) -> None:
         check(self.net in ("automap", "unet"), f"net must be automap or unet; got {self.net!r}.")
@@ -62,6 +65,20 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     from mrphys.recon.unet import FFTUNet
 
     return FFTUNet(cfg.matrix, cfg.width, penalty=cfg.penalty)
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Optimiser parameter groups, each with its ``lr_scale`` (see ``fc1_lr_scale``)."""
+    scale = cfg.fc1_lr_scale
+    if scale is None:
+        scale = 1.0 / cfg.matrix**2 if (cfg.net == "automap" and cfg.init == "dft") else 1.0
+    fc1 = getattr(model, "fc1", None)
+    if fc1 is None or scale == 1.0:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    ids = {id(p) for p in fc1.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": list(fc1.parameters()), "lr_scale": float(scale)},
+            {"params": rest, "lr_scale": 1.0}]
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -157,7 +174,7 @@ def train(
           f"data matrix {train_data.acq.matrix} differs from the network matrix {cfg.matrix}.")
     device = torch.device(device)
     model = (model if model is not None else build_model(cfg)).to(device)
-    opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=cfg.alpha, momentum=0.0)
+    opt = torch.optim.RMSprop(param_groups(model, cfg), lr=cfg.lr, alpha=cfg.alpha, momentum=0.0)
     start, history = 0, []
     if resume is not None:
         p = Path(resume)
@@ -190,7 +207,7 @@ def train(
     for epoch in epochs:
         t0 = time.perf_counter()
         for g in opt.param_groups:
-            g["lr"] = lr_at(epoch, cfg)
+            g["lr"] = lr_at(epoch, cfg) * g.get("lr_scale", 1.0)
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(n, generator=gen)
@@ -204,7 +221,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot += float(loss)
+            tot += float(loss.detach())
             nb += 1
         rec = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "train_loss": tot / max(nb, 1)}
         if test_data is not None:

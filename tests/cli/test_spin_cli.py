@@ -1,0 +1,87 @@
+"""`mrphys spin`: bad input gives one sentence and exit 2 with nothing written; a tiny run works."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mrphys.cli import main
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse errors
+        return int(e.code)
+
+
+BAD = [
+    ["optimize", "--method", "genetic", "--iterations", "2"],
+    ["optimize", "--method", "finite-difference", "--phantoms", "0"],
+    ["optimize", "--method", "finite-difference", "--iterations", "0"],
+    ["optimize", "--method", "finite-difference", "--matrix", "30"],
+    ["optimize", "--method", "finite-difference", "--start-flip-deg", "200"],
+    ["optimize", "--method", "finite-difference", "--checkpoint", "/nonexistent/ck.pt"],
+    ["optimize", "--method", "autograd", "--learn", "flip1,gradients"],
+    ["optimize", "--method", "autograd", "--line-fraction", "1.5"],
+    ["train", "--epochs", "0"],
+    ["train", "--resume", "/nonexistent/ck.pt"],
+    ["optimize", "--method", "autograd", "--iterations", "two"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=[" ".join(a[:3]) for a in BAD])
+def test_bad_input_exit_2_nothing_written(argv, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = _run(["spin", *argv, "--out", str(out)])
+    assert rc == 2
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err.strip()
+    assert err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc = _run(["spin", "optimize", "--method", "finite-difference", "--out", str(out)])
+    assert rc == 2
+    assert (out / "keep.txt").read_text() == "x"
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_no_action_is_an_error(capsys):
+    assert _run(["spin"]) == 2
+    assert "action" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_finite_difference_run(tmp_path):
+    out = tmp_path / "fd"
+    rc = _run(["spin", "optimize", "--method", "finite-difference", "--phantoms", "20",
+               "--test-phantoms", "4", "--matrix", "16", "--epochs", "1", "--batch-size", "10",
+               "--iterations", "2", "--width", "2", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    n = len(m["flip_angle_deg"])
+    assert n == 3 and len(m["mse"]) == len(m["ssim"]) == len(m["psnr"]) == n
+    assert m["flip_angle_deg"][0] == 30.0
+    for name in ("fft_images.png", "network_images.png", "ssim_psnr.png", "mse_vs_flip.png",
+                 "reference/checkpoint.pt", "config.json"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_tiny_autograd_run(tmp_path):
+    out = tmp_path / "ag"
+    rc = _run(["spin", "optimize", "--method", "autograd", "--phantoms", "12",
+               "--test-phantoms", "4", "--matrix", "16", "--iterations", "1", "--width", "2",
+               "--steps-per-iteration", "2", "--minibatch", "4", "--line-fraction", "0.5",
+               "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["flip_angle_deg"]) == len(m["psnr"]) == 2
+    assert m["lines_kept"][-1] == 8
+    assert (out / "joint_checkpoint.pt").is_file()
