@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -397,6 +397,8 @@ def fit_inr(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
+    callback: Callable[[int, SpatiotemporalInr, dict], None] | None = None,
+    callback_every: int = 100,
 ) -> tuple[SpatiotemporalInr, dict]:
     """Fit the INR to multi-coil radial k-space.
 
@@ -410,6 +412,9 @@ def fit_inr(
         seed: seed of the initialisation and of the frame windows.
         device: ``auto|cpu|cuda`` or a device (default: the device of ``kspace``).
         progress: show a tqdm progress bar.
+        callback: called as ``callback(iteration, model, info)`` every ``callback_every`` steps
+            (monitoring only, e.g. a convergence curve; the result is always the last iterate).
+        callback_every: steps between callback calls.
 
     Returns:
         The fitted model and a dict ``info`` with ``scale`` (image units per network unit),
@@ -487,6 +492,11 @@ def fit_inr(
         if (it + 1) % config.log_every == 0 or it + 1 == n_iter:
             log.info("INR iteration %d/%d loss %.4g", it + 1, n_iter, loss_val)
             bar.set_postfix(loss=f"{loss_val:.3g}")
+        if callback is not None and ((it + 1) % callback_every == 0 or it + 1 == n_iter):
+            cb_info = {"scale": scale, "n_frames": t_frames, "im_size": im_size, "_plans": plans}
+            was = model.encoding.level_mask.clone()
+            callback(it + 1, model, cb_info)
+            model.encoding.level_mask.copy_(was)
     bar.close()
     model.encoding.set_active_levels(config.n_levels)
     info = {
@@ -572,6 +582,14 @@ def reconstruct_inr(
     traj = _get(data, ("traj", "trajectory"))
     maps = _get(data, ("maps", "coil_maps", "smaps", "sens"))
     dcf = _get(data, ("dcf",))
+    check(
+        frames_out is None or (isinstance(frames_out, int) and frames_out >= 1),
+        f"frames_out must be a positive integer; got {frames_out}.",
+    )
+    check(
+        matrix_out is None or (isinstance(matrix_out, int) and matrix_out >= 1),
+        f"matrix_out must be a positive integer; got {matrix_out}.",
+    )
     if kspace is None or traj is None or maps is None:
         raise MrphysError(
             "reconstruct_inr needs data with kspace (T, C, K), traj (T, K, 2) and coil maps "
