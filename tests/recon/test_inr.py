@@ -1,4 +1,4 @@
-"""Tests of the spatiotemporal INR reconstruction (loss terms, encoding operator, fit, rendering)."""
+"""Tests of the spatiotemporal INR reconstruction (losses, encoding, fit, rendering, errors)."""
 
 from __future__ import annotations
 
