@@ -60,26 +60,79 @@ def test_no_action_is_an_error(capsys):
 @pytest.mark.slow
 def test_tiny_finite_difference_run(tmp_path):
     out = tmp_path / "fd"
-    rc = _run(["spin", "optimize", "--method", "finite-difference", "--phantoms", "20",
-               "--test-phantoms", "4", "--matrix", "16", "--epochs", "1", "--batch-size", "10",
-               "--iterations", "2", "--width", "2", "--device", "cpu", "--out", str(out)])
+    rc = _run(
+        [
+            "spin",
+            "optimize",
+            "--method",
+            "finite-difference",
+            "--phantoms",
+            "20",
+            "--test-phantoms",
+            "4",
+            "--matrix",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--iterations",
+            "2",
+            "--width",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     n = len(m["flip_angle_deg"])
     assert n == 3 and len(m["mse"]) == len(m["ssim"]) == len(m["psnr"]) == n
     assert m["flip_angle_deg"][0] == 30.0
-    for name in ("fft_images.png", "network_images.png", "ssim_psnr.png", "mse_vs_flip.png",
-                 "reference/checkpoint.pt", "config.json"):
+    for name in (
+        "fft_images.png",
+        "network_images.png",
+        "ssim_psnr.png",
+        "mse_vs_flip.png",
+        "reference/checkpoint.pt",
+        "config.json",
+    ):
         assert (out / name).is_file(), name
 
 
 @pytest.mark.slow
 def test_tiny_autograd_run(tmp_path):
     out = tmp_path / "ag"
-    rc = _run(["spin", "optimize", "--method", "autograd", "--phantoms", "12",
-               "--test-phantoms", "4", "--matrix", "16", "--iterations", "1", "--width", "2",
-               "--steps-per-iteration", "2", "--minibatch", "4", "--line-fraction", "0.5",
-               "--device", "cpu", "--out", str(out)])
+    rc = _run(
+        [
+            "spin",
+            "optimize",
+            "--method",
+            "autograd",
+            "--phantoms",
+            "12",
+            "--test-phantoms",
+            "4",
+            "--matrix",
+            "16",
+            "--iterations",
+            "1",
+            "--width",
+            "2",
+            "--steps-per-iteration",
+            "2",
+            "--minibatch",
+            "4",
+            "--line-fraction",
+            "0.5",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["flip_angle_deg"]) == len(m["psnr"]) == 2

@@ -1,4 +1,4 @@
-"""SPIN design: data, exact vs finite-difference flip-angle gradient, training, optimisation loops."""
+"""SPIN design: data, exact vs finite-difference flip gradient, training, optimisation loops."""
 
 import math
 
@@ -20,8 +20,8 @@ from mrphys.design.optimize import (
     autograd_flip,
     finite_difference,
     hard_mask,
-    loss_at,
     joint,
+    loss_at,
 )
 from mrphys.design.train import TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
@@ -39,8 +39,15 @@ def tiny():
 def _double(d):
     from dataclasses import replace
 
-    return replace(d, rho=d.rho.double(), t1=d.t1.double(), t2=d.t2.double(),
-                   sigma=d.sigma.double(), z=d.z.to(torch.complex128), target=d.target.double())
+    return replace(
+        d,
+        rho=d.rho.double(),
+        t1=d.t1.double(),
+        t2=d.t2.double(),
+        sigma=d.sigma.double(),
+        z=d.z.to(torch.complex128),
+        target=d.target.double(),
+    )
 
 
 def test_data_shapes_noise_and_target(tiny):
@@ -48,8 +55,9 @@ def test_data_shapes_noise_and_target(tiny):
     assert tr.kspace.shape == (40, 16, 16) and tr.kspace.dtype == torch.complex64
     # noise: 2.5 % of max |k| of the reference acquisition, per phantom
     clean = acquire(tr, math.pi / 2, idx=slice(0, 4)) - tr.sigma[:4, None, None] * tr.z[:4]
-    torch.testing.assert_close(tr.sigma[:4], 0.025 * clean.abs().flatten(1).amax(1), rtol=1e-4,
-                               atol=0)
+    torch.testing.assert_close(
+        tr.sigma[:4], 0.025 * clean.abs().flatten(1).amax(1), rtol=1e-4, atol=0
+    )
     # the stored k-space is the re-acquisition at the reference (common random numbers)
     torch.testing.assert_close(acquire(tr, math.pi / 2, idx=slice(0, 4)), tr.kspace[:4])
     # the normalised inverse FFT is the Eq. 13 target up to noise and Gibbs ringing
@@ -103,8 +111,10 @@ def test_gradcheck_flips_and_te(tiny):
     def f(a1, a2, t):
         return loss_at(model, norm, te64, a1, a2, t)
 
-    x = tuple(torch.tensor(v, dtype=torch.float64, requires_grad=True)
-              for v in (math.radians(70), math.radians(160), 0.045))
+    x = tuple(
+        torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for v in (math.radians(70), math.radians(160), 0.045)
+    )
     assert torch.autograd.gradcheck(f, x, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
@@ -122,8 +132,14 @@ def test_tiny_training_lowers_loss_and_resumes(tiny, tmp_path):
     loaded, lcfg, lnorm, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     assert lcfg.net == "unet" and lnorm.scale == pytest.approx(norm.scale)
     with pytest.raises(MrphysError):
-        train(TrainConfig(net="unet", matrix=16, width=8, epochs=4), tr, te, norm,
-              resume=tmp_path / "checkpoint.pt", progress=False)
+        train(
+            TrainConfig(net="unet", matrix=16, width=8, epochs=4),
+            tr,
+            te,
+            norm,
+            resume=tmp_path / "checkpoint.pt",
+            progress=False,
+        )
 
 
 def test_finite_difference_moves_flip_towards_90(tiny):
@@ -151,9 +167,17 @@ def test_autograd_flip_moves_towards_90(tiny):
 def test_joint_learns_sequence_and_network(tiny):
     tr, te = tiny
     norm = fit_normalisation(tr)
-    cfg = JointConfig(start_flip1_deg=40.0, start_flip2_deg=150.0, start_te_ms=50.0, budget=0.5,
-                      iterations=1, steps_per_iteration=2, batch=4, lr_seq=0.1,
-                      train=TrainConfig(net="unet", matrix=16, width=2))
+    cfg = JointConfig(
+        start_flip1_deg=40.0,
+        start_flip2_deg=150.0,
+        start_te_ms=50.0,
+        budget=0.5,
+        iterations=1,
+        steps_per_iteration=2,
+        batch=4,
+        lr_seq=0.1,
+        train=TrainConfig(net="unet", matrix=16, width=2),
+    )
     model, seq, h = joint(cfg, tr, te, norm, progress=False)
     assert len(h["flip_angle_deg"]) == len(h["psnr"]) == 2
     assert h["flip_angle_deg"][1] != pytest.approx(40.0)

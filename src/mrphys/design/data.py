@@ -97,7 +97,12 @@ def bloch_simulator(
     pre = min(0.0168, 0.5 * te_f - 0.0032)
     check(pre > 0, f"te must exceed 6.4 ms for the spin-echo timing; got {te_f * 1e3:g} ms.")
     seq = sequence.spin_echo(
-        matrix=acq.matrix, fov=acq.fov, tr=acq.tr, te=te, flip1=flip1, flip2=flip2,
+        matrix=acq.matrix,
+        fov=acq.fov,
+        tr=acq.tr,
+        te=te,
+        flip1=flip1,
+        flip2=flip2,
         prephase_start=pre,
     )
     k = bloch.simulate_kspace(seq, ph)
@@ -141,8 +146,14 @@ class SpinData:
         """The first ``n`` phantoms."""
         check(1 <= n <= len(self), f"subset size must lie in [1, {len(self)}]; got {n}.")
         return replace(
-            self, rho=self.rho[:n], t1=self.t1[:n], t2=self.t2[:n], sigma=self.sigma[:n],
-            z=self.z[:n], kspace=self.kspace[:n], target=self.target[:n],
+            self,
+            rho=self.rho[:n],
+            t1=self.t1[:n],
+            t2=self.t2[:n],
+            sigma=self.sigma[:n],
+            z=self.z[:n],
+            kspace=self.kspace[:n],
+            target=self.target[:n],
         )
 
 
@@ -152,8 +163,12 @@ def random_phantoms(n: int, acq: Acquisition, generator: torch.Generator) -> Pha
         ph = spin_shepp_logan(n, matrix=64, fov=acq.fov, generator=generator)
         f = 64 // acq.matrix
         # voxel 2j of the fine grid sits where voxel j of the coarse grid does (Phantom convention)
-        return Phantom(ph.rho[:, ::f, ::f].contiguous(), ph.t1[:, ::f, ::f].contiguous(),
-                       ph.t2[:, ::f, ::f].contiguous(), fov=(acq.fov, acq.fov))
+        return Phantom(
+            ph.rho[:, ::f, ::f].contiguous(),
+            ph.t1[:, ::f, ::f].contiguous(),
+            ph.t2[:, ::f, ::f].contiguous(),
+            fov=(acq.fov, acq.fov),
+        )
     return spin_shepp_logan(n, matrix=acq.matrix, fov=acq.fov, generator=generator)
 
 
@@ -194,7 +209,10 @@ def make_data(
     check(n >= 1, f"number of phantoms must be >= 1; got {n}.")
     acq.check()
     settings = {
-        "n": n, "seed": seed, "acq": asdict(acq), "version": DATA_VERSION,
+        "n": n,
+        "seed": seed,
+        "acq": asdict(acq),
+        "version": DATA_VERSION,
         "simulator": f"{simulator.__module__}.{simulator.__qualname__}",
     }
     path = None
@@ -206,8 +224,9 @@ def make_data(
             return SpinData(**d["tensors"], acq=acq, seed=seed)
     gen_ph = torch.Generator().manual_seed(int(seed))
     gen_z = torch.Generator().manual_seed(int(seed) + 7919)
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("rho", "t1", "t2", "sigma", "z",
-                                                             "kspace", "target")}
+    parts: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("rho", "t1", "t2", "sigma", "z", "kspace", "target")
+    }
     chunks = range(0, n, CHUNK)
     if progress:
         from tqdm import tqdm
@@ -221,8 +240,11 @@ def make_data(
         with torch.no_grad():
             k_ref = simulator(ph, REFERENCE.flip1, REFERENCE.flip2, REFERENCE.te, acq)
             sigma = acq.noise * k_ref.abs().flatten(1).amax(1)
-            same = (acq.flip1, acq.flip2, acq.te) == (REFERENCE.flip1, REFERENCE.flip2,
-                                                      REFERENCE.te)
+            same = (acq.flip1, acq.flip2, acq.te) == (
+                REFERENCE.flip1,
+                REFERENCE.flip2,
+                REFERENCE.te,
+            )
             k = k_ref if same else simulator(ph, acq.flip1, acq.flip2, acq.te, acq)
         parts["rho"].append(ph.rho)
         parts["t1"].append(ph.t1)

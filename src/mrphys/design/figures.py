@@ -30,8 +30,13 @@ def _pick(k: int, n_show: int = 5) -> list[int]:
     return sorted(set(idx))
 
 
-def image_rows(path: Path, images: torch.Tensor, flips: list[float], title: str,
-               target: torch.Tensor | None = None) -> None:
+def image_rows(
+    path: Path,
+    images: torch.Tensor,
+    flips: list[float],
+    title: str,
+    target: torch.Tensor | None = None,
+) -> None:
     """Images ``(K, N, N)`` (one phantom, per iteration) in a row, labelled by flip angle."""
     plt = _plt()
     sel = _pick(images.shape[0])
@@ -91,10 +96,20 @@ def mse_vs_flip(path: Path, hist: dict) -> None:
 def write_all(out: Path, hist: dict, target: torch.Tensor | None = None) -> list[str]:
     """Write the four figures of ``hist`` (from an optimisation) into ``out``; returns names."""
     flips = hist["flip_angle_deg"]
-    image_rows(out / "fft_images.png", hist["fft_images"][:, 0], flips,
-               "inverse FFT per iteration (Fig. 6)", target)
-    image_rows(out / "network_images.png", hist["images"][:, 0], flips,
-               "network per iteration (Fig. 7)", target)
+    image_rows(
+        out / "fft_images.png",
+        hist["fft_images"][:, 0],
+        flips,
+        "inverse FFT per iteration (Fig. 6)",
+        target,
+    )
+    image_rows(
+        out / "network_images.png",
+        hist["images"][:, 0],
+        flips,
+        "network per iteration (Fig. 7)",
+        target,
+    )
     curves(out / "ssim_psnr.png", hist)
     mse_vs_flip(out / "mse_vs_flip.png", hist)
     return ["fft_images.png", "network_images.png", "ssim_psnr.png", "mse_vs_flip.png"]

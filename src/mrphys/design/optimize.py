@@ -1,4 +1,4 @@
-"""SPIN sequence optimisation: the published finite-difference loop and exact-gradient joint learning.
+"""SPIN sequence optimisation: the published finite-difference loop and exact-gradient learning.
 
 Two ways to learn the acquisition (paper 000, METHODS section 2):
 
@@ -87,7 +87,10 @@ class FDConfig:
     step: float = 1500.0  # deg^2 per unit of relative loss: alpha -= step * dL_rel/dalpha
 
     def check(self) -> None:
-        check(0 < self.start_deg < 180, f"start flip angle must lie in (0, 180) deg; got {self.start_deg}.")
+        check(
+            0 < self.start_deg < 180,
+            f"start flip angle must lie in (0, 180) deg; got {self.start_deg}.",
+        )
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
         check(0 < abs(self.delta_deg) < 20, f"delta must lie in (0, 20) deg; got {self.delta_deg}.")
         check(self.step > 0, f"step must be > 0; got {self.step}.")
@@ -110,9 +113,21 @@ def finite_difference(
     """
     cfg.check()
     t0 = time.perf_counter()
-    hist: dict[str, list] = {k: [] for k in ("flip_angle_deg", "mse", "ssim", "psnr", "fft_mse",
-                                             "fft_ssim", "fft_psnr", "simulated", "seconds",
-                                             "grad")}
+    hist: dict[str, list] = {
+        k: []
+        for k in (
+            "flip_angle_deg",
+            "mse",
+            "ssim",
+            "psnr",
+            "fft_mse",
+            "fft_ssim",
+            "fft_psnr",
+            "simulated",
+            "seconds",
+            "grad",
+        )
+    }
     imgs, ffts = [], []
     alpha = float(cfg.start_deg)
     n_sim = 0
@@ -135,8 +150,9 @@ def finite_difference(
             hist["simulated"].append(n_sim)
             hist["seconds"].append(time.perf_counter() - t0)
             break
-        m1, _, _ = evaluate(model, norm, test, math.radians(alpha + cfg.delta_deg),
-                            simulator=simulator)
+        m1, _, _ = evaluate(
+            model, norm, test, math.radians(alpha + cfg.delta_deg), simulator=simulator
+        )
         n_sim += len(test)
         grad = (m1["mse"] - m0["mse"]) / (cfg.delta_deg * ref)
         hist["grad"].append(grad)
@@ -211,8 +227,12 @@ def autograd_flip(
     alpha = torch.tensor(math.radians(cfg.start_deg), dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=math.radians(cfg.lr_deg))
     gen = torch.Generator().manual_seed(cfg.seed)
-    hist: dict[str, list] = {"flip_angle_deg": [cfg.start_deg], "loss": [float("nan")],
-                             "simulated": [0], "seconds": [0.0]}
+    hist: dict[str, list] = {
+        "flip_angle_deg": [cfg.start_deg],
+        "loss": [float("nan")],
+        "simulated": [0],
+        "seconds": [0.0],
+    }
     t0 = time.perf_counter()
     n_sim = 0
     try:
@@ -290,8 +310,16 @@ class SequenceParams(nn.Module):
     are frozen buffers.
     """
 
-    def __init__(self, matrix: int, flip1: float, flip2: float, te: float, te_range: tuple,
-                 learn: tuple[str, ...], lines0: torch.Tensor) -> None:
+    def __init__(
+        self,
+        matrix: int,
+        flip1: float,
+        flip2: float,
+        te: float,
+        te_range: tuple,
+        learn: tuple[str, ...],
+        lines0: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.te_min, self.te_max = te_range
         vals = {
@@ -358,8 +386,15 @@ def joint(
     te = min(max(te, cfg.te_min_ms + 0.5), cfg.te_max_ms - 0.5)
     lines0 = torch.full((n,), _logit(min(cfg.budget, 0.99)))
     lines0 += 0.01 * torch.randn(n, generator=gen)
-    seq = SequenceParams(n, math.radians(min(f1, 179.0)), math.radians(min(f2, 179.5)), te * 1e-3,
-                         (cfg.te_min_ms * 1e-3, cfg.te_max_ms * 1e-3), cfg.learn, lines0)
+    seq = SequenceParams(
+        n,
+        math.radians(min(f1, 179.0)),
+        math.radians(min(f2, 179.5)),
+        te * 1e-3,
+        (cfg.te_min_ms * 1e-3, cfg.te_max_ms * 1e-3),
+        cfg.learn,
+        lines0,
+    )
     if model is None:
         model = build_model(replace_matrix(cfg.train, n))
     model = model.to(device)
@@ -374,8 +409,8 @@ def joint(
     opt_seq = torch.optim.Adam(seq_params, lr=cfg.lr_seq) if seq_params else None
     tgt_train, tgt_test = train.target, test.target
     if cfg.target == "t1":
-        from mrphys.design.data import target_image
         from mrphys.design.data import Acquisition as _Acq
+        from mrphys.design.data import target_image
 
         acq_t1 = _Acq(matrix=n, fov=train.acq.fov, tr=cfg.t1_tr_ms * 1e-3, te=train.acq.te)
         tgt_train = target_image(train.phantom(), acq_t1)
@@ -383,8 +418,21 @@ def joint(
     train_t = _with_target(train, tgt_train)
     test_t = _with_target(test, tgt_test)
 
-    keys = ("flip_angle_deg", "flip2_deg", "te_ms", "lines_kept", "mse", "ssim", "psnr",
-            "fft_mse", "fft_ssim", "fft_psnr", "simulated", "seconds", "train_loss")
+    keys = (
+        "flip_angle_deg",
+        "flip2_deg",
+        "te_ms",
+        "lines_kept",
+        "mse",
+        "ssim",
+        "psnr",
+        "fft_mse",
+        "fft_ssim",
+        "fft_psnr",
+        "simulated",
+        "seconds",
+        "train_loss",
+    )
     hist: dict[str, list] = {k: [] for k in keys}
     imgs, ffts, weights = [], [], []
     t0 = time.perf_counter()
@@ -394,8 +442,9 @@ def joint(
         with torch.no_grad():
             a1, a2, te_s, w = seq.values()
         mask = hard_mask(w, cfg.budget) if cfg.budget < 1 else None
-        m, net, fft = evaluate(model, norm, test_t, float(a1), float(a2), float(te_s), mask,
-                               simulator=simulator)
+        m, net, fft = evaluate(
+            model, norm, test_t, float(a1), float(a2), float(te_s), mask, simulator=simulator
+        )
         hist["flip_angle_deg"].append(math.degrees(float(a1)))
         hist["flip2_deg"].append(math.degrees(float(a2)))
         hist["te_ms"].append(float(te_s) * 1e3)
@@ -439,8 +488,9 @@ def joint(
             on_iteration(it + 1, hist)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(flip=f"{hist['flip_angle_deg'][-1]:.1f}",
-                            psnr=f"{hist['psnr'][-1]:.1f}")
+            bar.set_postfix(
+                flip=f"{hist['flip_angle_deg'][-1]:.1f}", psnr=f"{hist['psnr'][-1]:.1f}"
+            )
         log.info("joint iteration %d: %s", it + 1, {k: v[-1] for k, v in hist.items()})
     if bar is not None:
         bar.close()

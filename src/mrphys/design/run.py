@@ -54,8 +54,7 @@ def train_reference(
     ``train_metrics.json`` into ``out``. Returns model, normalisation, history and the data."""
     tr, te = datasets if datasets is not None else data.make(progress)
     norm = fit_normalisation(tr)
-    model, hist = train(cfg, tr, te, norm, out=out, resume=resume, device=device,
-                        progress=progress)
+    model, hist = train(cfg, tr, te, norm, out=out, resume=resume, device=device, progress=progress)
     return model, norm, hist, (tr, te)
 
 
@@ -65,8 +64,11 @@ class OptimizeConfig:
 
     method: str = "finite-difference"
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        net="unet", matrix=32, width=16, epochs=8, batch_size=50))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            net="unet", matrix=32, width=16, epochs=8, batch_size=50
+        )
+    )
     fd: FDConfig = field(default_factory=FDConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     checkpoint: str | None = None
@@ -76,8 +78,9 @@ def _plain(hist: dict) -> dict:
     return {k: v for k, v in hist.items() if not isinstance(v, torch.Tensor)}
 
 
-def run_optimize(out: Path, cfg: OptimizeConfig, device: torch.device | str = "cpu",
-                 progress: bool = True) -> dict:
+def run_optimize(
+    out: Path, cfg: OptimizeConfig, device: torch.device | str = "cpu", progress: bool = True
+) -> dict:
     """Run a sequence optimisation into ``out``; returns the metrics written to ``metrics.json``.
 
     ``finite-difference``: the published loop on a network trained on 90 deg data (loaded from
@@ -95,13 +98,16 @@ def run_optimize(out: Path, cfg: OptimizeConfig, device: torch.device | str = "c
         if tcfg.matrix != cfg.data.matrix:
             from mrphys.errors import MrphysError
 
-            raise MrphysError(f"the checkpoint is for matrix {tcfg.matrix}, the data for "
-                              f"{cfg.data.matrix}; pass --matrix {tcfg.matrix}.")
+            raise MrphysError(
+                f"the checkpoint is for matrix {tcfg.matrix}, the data for "
+                f"{cfg.data.matrix}; pass --matrix {tcfg.matrix}."
+            )
     elif cfg.method == "finite-difference":
         ref = out / "reference"
         ref.mkdir()
-        model, norm, ref_hist, _ = train_reference(ref, cfg.data, cfg.train, device,
-                                                   progress=progress, datasets=(tr, te))
+        model, norm, ref_hist, _ = train_reference(
+            ref, cfg.data, cfg.train, device, progress=progress, datasets=(tr, te)
+        )
     else:
         norm = fit_normalisation(tr)
         model = build_model(cfg.train).to(device)
@@ -110,40 +116,72 @@ def run_optimize(out: Path, cfg: OptimizeConfig, device: torch.device | str = "c
         hist = finite_difference(model, norm, te, cfg.fd, progress=progress)
         extra: dict = {}
     else:
-        def save(it: int, h: dict) -> None:
-            torch.save({"model": model.state_dict(), "iteration": it,
-                        "normalisation": norm.as_dict(), "history": _plain(h),
-                        "config": asdict(cfg.joint)}, out / "joint_checkpoint.pt")
 
-        model, seq, hist = joint(cfg.joint, tr, te, norm, model=model, device=device,
-                                 progress=progress, on_iteration=save)
+        def save(it: int, h: dict) -> None:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "iteration": it,
+                    "normalisation": norm.as_dict(),
+                    "history": _plain(h),
+                    "config": asdict(cfg.joint),
+                },
+                out / "joint_checkpoint.pt",
+            )
+
+        model, seq, hist = joint(
+            cfg.joint,
+            tr,
+            te,
+            norm,
+            model=model,
+            device=device,
+            progress=progress,
+            on_iteration=save,
+        )
         extra = {"line_weights": hist["line_weights"][-1].tolist()}
     names = figures.write_all(out, hist, te.target[0])
     metrics = _plain(hist)
     metrics.update(extra)
-    metrics.update({
-        "method": cfg.method,
-        "reference_training": ref_hist,
-        "seconds_reference": round(t_ref, 2),
-        "seconds_total": round(time.perf_counter() - t0, 2),
-        "n_train": len(tr), "n_test": len(te), "matrix": cfg.data.matrix,
-        "figures": names,
-    })
+    metrics.update(
+        {
+            "method": cfg.method,
+            "reference_training": ref_hist,
+            "seconds_reference": round(t_ref, 2),
+            "seconds_total": round(time.perf_counter() - t0, 2),
+            "n_train": len(tr),
+            "n_test": len(te),
+            "matrix": cfg.data.matrix,
+            "figures": names,
+        }
+    )
     save_json(out / "metrics.json", metrics)
     save_json(out / "config.json", asdict(cfg))
-    torch.save({"images": hist["images"], "fft_images": hist["fft_images"],
-                "target": te.target[: hist["images"].shape[1]]}, out / "images.pt")
-    log.info("SPIN %s: flip %.1f -> %.1f deg", cfg.method, metrics["flip_angle_deg"][0],
-             metrics["flip_angle_deg"][-1])
+    torch.save(
+        {
+            "images": hist["images"],
+            "fft_images": hist["fft_images"],
+            "target": te.target[: hist["images"].shape[1]],
+        },
+        out / "images.pt",
+    )
+    log.info(
+        "SPIN %s: flip %.1f -> %.1f deg",
+        cfg.method,
+        metrics["flip_angle_deg"][0],
+        metrics["flip_angle_deg"][-1],
+    )
     return metrics
 
 
 def summary(m: dict) -> str:
     """One line: flip angle and test metrics at the start and the end."""
     f, s, p, e = m["flip_angle_deg"], m["ssim"], m["psnr"], m["mse"]
-    return (f"flip {f[0]:.1f} -> {f[-1]:.1f} deg, MSE {e[0]:.5f} -> {e[-1]:.5f}, "
-            f"SSIM {s[0]:.3f} -> {s[-1]:.3f}, PSNR {p[0]:.2f} -> {p[-1]:.2f} dB "
-            f"({len(f) - 1} iterations)")
+    return (
+        f"flip {f[0]:.1f} -> {f[-1]:.1f} deg, MSE {e[0]:.5f} -> {e[-1]:.5f}, "
+        f"SSIM {s[0]:.3f} -> {s[-1]:.3f}, PSNR {p[0]:.2f} -> {p[-1]:.2f} dB "
+        f"({len(f) - 1} iterations)"
+    )
 
 
 def _deg(x: float) -> float:

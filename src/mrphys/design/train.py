@@ -77,8 +77,10 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]
     ids = {id(p) for p in fc1.parameters()}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    return [{"params": list(fc1.parameters()), "lr_scale": float(scale)},
-            {"params": rest, "lr_scale": 1.0}]
+    return [
+        {"params": list(fc1.parameters()), "lr_scale": float(scale)},
+        {"params": rest, "lr_scale": 1.0},
+    ]
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -108,8 +110,15 @@ def image_metrics(x: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     }
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                    epoch: int, norm: Normalisation, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    epoch: int,
+    norm: Normalisation,
+    extra: dict | None = None,
+) -> None:
     """Atomically write a checkpoint (``epoch`` = epochs completed)."""
     from mrphys.io import atomic_file
 
@@ -126,8 +135,9 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, cf
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"
-                    ) -> tuple[nn.Module, TrainConfig, Normalisation, dict]:
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, TrainConfig, Normalisation, dict]:
     """Model (eval mode), config, normalisation and the raw checkpoint dict from ``path``."""
     p = Path(path)
     if not p.is_file():
@@ -170,8 +180,10 @@ def train(
     from mrphys.io import save_json
 
     cfg.check()
-    check(train_data.acq.matrix == cfg.matrix,
-          f"data matrix {train_data.acq.matrix} differs from the network matrix {cfg.matrix}.")
+    check(
+        train_data.acq.matrix == cfg.matrix,
+        f"data matrix {train_data.acq.matrix} differs from the network matrix {cfg.matrix}.",
+    )
     device = torch.device(device)
     model = (model if model is not None else build_model(cfg)).to(device)
     opt = torch.optim.RMSprop(param_groups(model, cfg), lr=cfg.lr, alpha=cfg.alpha, momentum=0.0)
@@ -187,7 +199,9 @@ def train(
         new.pop("epochs")
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new[k])
-            raise MrphysError(f"checkpoint {p} was trained with other settings ({', '.join(diff)}).")
+            raise MrphysError(
+                f"checkpoint {p} was trained with other settings ({', '.join(diff)})."
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
@@ -229,8 +243,9 @@ def train(
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         history.append(rec)
         if out is not None:
-            save_checkpoint(out / "checkpoint.pt", model, opt, cfg, epoch + 1, norm,
-                            {"history": history})
+            save_checkpoint(
+                out / "checkpoint.pt", model, opt, cfg, epoch + 1, norm, {"history": history}
+            )
             save_json(out / "train_metrics.json", history)
         if bar is not None:
             bar.update(1)

@@ -42,9 +42,7 @@ def centred_idft_matrix(n: int, dtype: torch.dtype = torch.complex128) -> torch.
 
 def centred_ifft2(k: torch.Tensor) -> torch.Tensor:
     """Centred 2-D inverse FFT over the last two axes: k-space centre at index ``N//2``."""
-    return torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1)
-    )
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
 
 
 class Automap(nn.Module):
