@@ -1,0 +1,240 @@
+"""Dynamic radial MRI benchmark: gridding, CG-SENSE, GRASP, L+S, INR on PINCAT and the rat cine.
+
+Usage (prints ONE JSON object on stdout; ``--markdown FILE`` also writes the table)::
+
+    .venv/bin/python benchmarks/dynamic.py                      # the whole table (long on a CPU)
+    .venv/bin/python benchmarks/dynamic.py --quick              # small subset, < 2 min
+    .venv/bin/python benchmarks/dynamic.py --only data=pincat,spokes=5
+    .venv/bin/python benchmarks/dynamic.py --only method=inr+ls --threads 1
+
+Protocol (fixed in advance, never tuned on the result): each series is scaled to max |x| = 1 and
+simulated by :func:`mrphys.physics.radial.simulate_radial` with 8 birdcage coils, continuous golden
+angle, 2N samples per spoke and complex Gaussian noise at SNR 20 (mean |k-space sample| / noise
+std), seed 0. Every method runs with its frozen defaults (the INR: :class:`InrConfig` defaults,
+seed 0, the last iterate). Metrics as in ``mrphys dynamic recon``: PSNR and SSIM of the magnitude
+per frame (data range max |truth| of the frame), averaged over frames.
+
+Each (data, spokes, method) cell runs in its own subprocess, so ``peak_rss_gb`` is that method's
+own peak resident memory (including the Python/torch runtime and the simulated data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data"
+if not DATA_DIR.is_dir():
+    DATA_DIR = Path("/work/shared/data")
+FILES = {"pincat": "pincat_128x128x50.mat", "rat": "rat_cine_192x192x8.mat"}
+METHODS = ("gridding", "cg-sense", "grasp", "ls", "inr")
+SPOKES = (5, 10)
+SNR = 20.0
+COILS = 8
+
+
+def _series(name: str, quick: bool):
+    import torch
+
+    from mrphys.tissue.dynamic import load_series
+
+    x = load_series(DATA_DIR / FILES[name])
+    if quick:  # 10 frames, central 96 x 96 (PINCAT) / 128 x 128 (rat) crop
+        c = 96 if name == "pincat" else 128
+        y0 = (x.shape[1] - c) // 2
+        x0 = (x.shape[2] - c) // 2
+        x = x[:10, y0 : y0 + c, x0 : x0 + c]
+        x = x / x.abs().max()
+    return x.to(torch.complex64)
+
+
+def run_cell(name: str, spokes: int, method: str, quick: bool, seed: int, iters: int | None):
+    """One table cell in this process: simulate, reconstruct, score."""
+    import torch
+
+    from mrphys.metrics import psnr, ssim
+    from mrphys.physics.radial import simulate_radial
+
+    x = _series(name, quick)
+    data = simulate_radial(x, spokes, coils=COILS, snr=SNR, seed=seed)
+    t0 = time.perf_counter()
+    if method == "inr":
+        from dataclasses import replace
+
+        from mrphys.recon.inr import InrConfig, reconstruct_inr
+
+        cfg = InrConfig()
+        if quick:
+            cfg = replace(cfg, epochs=40)
+        rec = reconstruct_inr(data, iterations=iters, seed=seed, config=cfg, device="cpu")
+        extra = {"config": {k: v for k, v in cfg.__dict__.items()}, "iterations": iters}
+    else:
+        from mrphys.recon.baselines import METHODS as BASE
+
+        rec = BASE[method](data)
+        extra = {}
+    seconds = time.perf_counter() - t0
+    truth = data.truth
+    return {
+        "data": name,
+        "spokes": spokes,
+        "method": method,
+        "shape": list(truth.shape),
+        "psnr_db": float(psnr(rec, truth).mean()),
+        "ssim": float(ssim(rec, truth).mean()),
+        "seconds": seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "torch_threads": torch.get_num_threads(),
+        **extra,
+    }
+
+
+def nufft_throughput(quick: bool) -> dict:
+    """Forward + adjoint of the SENSE radial operator on PINCAT at 5 spokes (samples per second)."""
+    import torch
+
+    from mrphys.physics.radial import simulate_radial
+
+    x = _series("pincat", quick)
+    data = simulate_radial(x, 5, coils=COILS, snr=None)
+    op = data.operator()
+    op.adjoint(op.forward(x))  # warm-up (plans, imports)
+    reps = 2 if quick else 5
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        op.adjoint(op.forward(x))
+    dt = (time.perf_counter() - t0) / reps
+    n = data.kspace.numel()
+    return {
+        "what": "SenseOp forward + adjoint, PINCAT, 5 spokes, 8 coils, all frames",
+        "shape": list(x.shape),
+        "samples": n,
+        "seconds_forward_adjoint": dt,
+        "samples_per_second": 2 * n / dt,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _parse_only(spec: str | None) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    if not spec:
+        return out
+    for part in spec.split(","):
+        key, _, vals = part.partition("=")
+        key = key.strip()
+        if key not in ("data", "spokes", "method") or not vals:
+            raise SystemExit(f"--only takes data=...,spokes=...,method=... (got {part!r})")
+        out[key] = set(vals.split("+"))
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| data | spokes | method | PSNR (dB) | SSIM | seconds | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['data']} | {r['spokes']} | {r['method']} | error: {r['error']} |||")
+            continue
+        lines.append(
+            f"| {r['data']} | {r['spokes']} | {r['method']} | {r['psnr_db']:.2f} | "
+            f"{r['ssim']:.3f} | {r['seconds']:.1f} | {r['peak_rss_gb']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="PINCAT crop, 10 frames, 5 spokes")
+    ap.add_argument("--only", help="filters, e.g. data=pincat,spokes=5,method=inr+ls")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per cell")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inr-iterations", type=int, default=None, help="override INR iterations")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    ap.add_argument("--no-nufft", action="store_true", help="skip the NUFFT throughput")
+    ap.add_argument("--cell", nargs=3, metavar=("DATA", "SPOKES", "METHOD"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.cell:  # child process: one cell, one JSON line
+        name, spokes, method = args.cell[0], int(args.cell[1]), args.cell[2]
+        row = run_cell(name, spokes, method, args.quick, args.seed, args.inr_iterations)
+        print(json.dumps(row))
+        return
+
+    only = _parse_only(args.only)
+    datas = ["pincat"] if args.quick else list(FILES)
+    spokes_list = [5] if args.quick else list(SPOKES)
+    cells = [
+        (d, s, m)
+        for d in datas
+        for s in spokes_list
+        for m in METHODS
+        if (not only.get("data") or d in only["data"])
+        and (not only.get("spokes") or str(s) in only["spokes"])
+        and (not only.get("method") or m in only["method"])
+    ]
+    t_start = time.perf_counter()
+    rows = []
+    for d, s, m in cells:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", d, str(s), m]
+        cmd += ["--seed", str(args.seed)]
+        if args.quick:
+            cmd.append("--quick")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        if args.inr_iterations:
+            cmd += ["--inr-iterations", str(args.inr_iterations)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            err = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+            rows.append({"data": d, "spokes": s, "method": m, "error": err})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"{d} {s} {m}: done", file=sys.stderr, flush=True)
+    result = {
+        "benchmark": "dynamic",
+        "quick": bool(args.quick),
+        "protocol": {
+            "coils": COILS,
+            "snr": SNR,
+            "snr_definition": "mean |noise-free k-space sample| / complex noise std",
+            "seed": args.seed,
+            "metrics": "magnitude PSNR/SSIM per frame (range max |truth| per frame), mean",
+            "quick_subset": "PINCAT 10 frames, central 96x96, 5 spokes, INR 40 epochs"
+            if args.quick
+            else None,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start_1_5_15": list(os.getloadavg()),
+        },
+        "results": rows,
+        "total_seconds": None,
+    }
+    if not args.no_nufft:
+        result["nufft"] = nufft_throughput(args.quick)
+    result["total_seconds"] = time.perf_counter() - t_start
+    result["machine"]["load_average_at_end_1_5_15"] = list(os.getloadavg())
+    table = markdown(rows)
+    result["table_markdown"] = table
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
