@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from mrphys.errors import MrphysError, check
-from mrphys.physics.sequence import ADC, GAMMABAR, Block, Loop, RFPulse, Sequence
+from mrphys.physics.sequence import ADC, GAMMABAR, Block, Loop, RFPulse, Sequence, _num
 
 __all__ = ["write_seq", "read_seq"]
 
@@ -106,14 +106,14 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
 
     def add(b: Block) -> None:
         nonlocal n_written
-        dur = _on_raster(float(b.duration), _RASTER)
+        dur = _on_raster(_num(b.duration), _RASTER)
         check(
-            abs(dur - float(b.duration)) <= 0.05 * _RASTER + 5e-7 * abs(float(b.duration)),
-            f"block duration {float(b.duration):.9g} s is not on the 1 us Pulseq raster.",
+            abs(dur - _num(b.duration)) <= 0.05 * _RASTER + 5e-7 * abs(_num(b.duration)),
+            f"block duration {_num(b.duration):.9g} s is not on the 1 us Pulseq raster.",
         )
         events: list = [pp.make_delay(dur)] if dur > 0 else []
         if b.rf is not None:
-            flip, phase = float(b.rf.flip), float(b.rf.phase)
+            flip, phase = _num(b.rf.flip), _num(b.rf.phase)
             if flip < 0:
                 flip, phase = -flip, phase + math.pi
             rf_dur = _on_raster(min(b.rf.duration, dur), _RASTER)
@@ -131,15 +131,15 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
                     )  # fmt: skip
                 )
         for ch, g in (("x", b.gx), ("y", b.gy)):
-            if g is not None and float(g) != 0.0 and dur > 0:
-                events.append(_rect(ch, float(g), dur))
+            if g is not None and _num(g) != 0.0 and dur > 0:
+                events.append(_rect(ch, _num(g), dur))
         if b.adc is not None:
             events.append(
                 pp.make_adc(
                     num_samples=int(b.adc.num),
-                    dwell=_on_raster(float(b.adc.dwell), _ADC_RASTER),
-                    delay=_on_raster(float(b.adc.delay), _RASTER),
-                    phase_offset=float(b.adc.phase) % _TWO_PI,
+                    dwell=_on_raster(_num(b.adc.dwell), _ADC_RASTER),
+                    delay=_on_raster(_num(b.adc.delay), _RASTER),
+                    phase_offset=_num(b.adc.phase) % _TWO_PI,
                     system=system,
                 )
             )
@@ -151,7 +151,7 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
 
     for it in seq.items:
         if isinstance(it, Loop):
-            loops += [n_written + 1, len(it.blocks), it.count, float(it.phase_increment)]
+            loops += [n_written + 1, len(it.blocks), it.count, _num(it.phase_increment)]
             for b in it.expand():
                 add(b)
         else:
@@ -216,14 +216,14 @@ def _rf_hard(rf: SimpleNamespace, own: bool) -> tuple[float, float, float]:
     else:
         area = np.sum(0.5 * (signal[1:] + signal[:-1]) * np.diff(t))
     flip = _TWO_PI * abs(area)
-    phase = float(rf.phase_offset) + float(np.angle(area))
+    phase = _num(rf.phase_offset) + float(np.angle(area))
     if own:
-        return flip, phase, float(rf.delay)
+        return flip, phase, _num(rf.delay)
     weights = np.abs(signal)
     centre = float(np.sum(weights * t) / max(np.sum(weights), 1e-30))
     if getattr(rf, "freq_offset", 0.0):
         log.warning("RF frequency offsets are ignored (2-D on-resonance simulation).")
-    return flip, phase, float(rf.delay) + centre
+    return flip, phase, _num(rf.delay) + centre
 
 
 def _grad_pieces(g: SimpleNamespace | None, dur: float) -> list[tuple[float, float, float]]:
@@ -231,9 +231,9 @@ def _grad_pieces(g: SimpleNamespace | None, dur: float) -> list[tuple[float, flo
     if g is None:
         return []
     if g.type == "trap":
-        a = float(g.amplitude) / GAMMABAR
-        t0 = float(g.delay)
-        r, f, fa = float(g.rise_time), float(g.flat_time), float(g.fall_time)
+        a = _num(g.amplitude) / GAMMABAR
+        t0 = _num(g.delay)
+        r, f, fa = _num(g.rise_time), _num(g.flat_time), _num(g.fall_time)
         pieces = []
         if r > 0:
             pieces.append((t0, t0 + r, a / 2))
@@ -242,7 +242,7 @@ def _grad_pieces(g: SimpleNamespace | None, dur: float) -> list[tuple[float, flo
         if fa > 0:
             pieces.append((t0 + r + f, t0 + r + f + fa, a / 2))
         return pieces
-    tt = np.asarray(g.tt, dtype=float) + float(g.delay)
+    tt = np.asarray(g.tt, dtype=float) + _num(g.delay)
     w = np.asarray(g.waveform, dtype=float) / GAMMABAR
     check(tt.size == w.size and tt.size >= 2, "a gradient event has a bad waveform.")
     return [(tt[i], tt[i + 1], 0.5 * (w[i] + w[i + 1])) for i in range(tt.size - 1)]
@@ -259,7 +259,7 @@ def _mean_on(pieces: list[tuple[float, float, float]], a: float, b: float) -> fl
 
 
 def _convert_block(b: SimpleNamespace, own: bool, c: _Interner, spoil: bool) -> list[Block]:
-    dur = float(b.block_duration)
+    dur = _num(b.block_duration)
     rf = getattr(b, "rf", None)
     adc = getattr(b, "adc", None)
     gx, gy = getattr(b, "gx", None), getattr(b, "gy", None)
@@ -270,11 +270,11 @@ def _convert_block(b: SimpleNamespace, own: bool, c: _Interner, spoil: bool) -> 
     if own:
         # written by write_seq: rectangular gradients over the whole block, RF at the start
         def amp(g):
-            return None if g is None else c(float(g.amplitude) / GAMMABAR)
+            return None if g is None else c(_num(g.amplitude) / GAMMABAR)
 
         out_rf = None
         if rf_hard is not None:
-            out_rf = RFPulse(c(rf_hard[0]), c(rf_hard[1]), float(rf.shape_dur))
+            out_rf = RFPulse(c(rf_hard[0]), c(rf_hard[1]), _num(rf.shape_dur))
         out_adc = None
         if adc is not None:
             out_adc = ADC(int(adc.num_samples), c(adc.dwell), c(adc.delay), c(adc.phase_offset))
@@ -294,11 +294,11 @@ def _convert_block(b: SimpleNamespace, own: bool, c: _Interner, spoil: bool) -> 
     for a, bnd in zip(edges[:-1], edges[1:], strict=True):
         out_rf = None
         if rf_hard is not None and abs(rf_hard[2] - a) < 1e-12:
-            out_rf = RFPulse(c(rf_hard[0]), c(rf_hard[1]), float(rf.shape_dur))
+            out_rf = RFPulse(c(rf_hard[0]), c(rf_hard[1]), _num(rf.shape_dur))
         out_adc = None
         if adc is not None and not adc_done:
-            start = float(adc.delay)
-            end = start + int(adc.num_samples) * float(adc.dwell)
+            start = _num(adc.delay)
+            end = start + int(adc.num_samples) * _num(adc.dwell)
             if a - 1e-12 <= start < bnd:
                 check(
                     end <= bnd + 1e-9,

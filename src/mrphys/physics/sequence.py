@@ -57,6 +57,11 @@ RX_OFFSET = math.pi / 2
 Scalar = float | torch.Tensor
 
 
+def _num(x: torch.Tensor | float) -> float:
+    """A Python float of a 0-dim tensor (detached: no autograd warning) or number."""
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+
+
 def wrapped_multiple(inc: torch.Tensor, r: int) -> torch.Tensor:
     """``r * inc`` modulo ``2 pi`` computed in float64 (differentiable in ``inc``).
 
@@ -182,14 +187,12 @@ class Sequence:
             f"kspace_shape {self.kspace_shape} does not hold the {n} ADC samples of the sequence.",
         )
         for b, _ in self._iter_blocks_counted():
-            check(
-                float(b.duration) >= 0, f"block durations must be >= 0 s; got {float(b.duration)}."
-            )
+            check(_num(b.duration) >= 0, f"block durations must be >= 0 s; got {_num(b.duration)}.")
             if b.adc is not None:
-                end = float(b.adc.delay) + b.adc.num * float(b.adc.dwell)
+                end = _num(b.adc.delay) + b.adc.num * _num(b.adc.dwell)
                 check(
-                    end <= float(b.duration) * (1 + 1e-9) + 1e-12,
-                    f"an ADC ({end:g} s) must end inside its block ({float(b.duration):g} s).",
+                    end <= _num(b.duration) * (1 + 1e-9) + 1e-12,
+                    f"an ADC ({end:g} s) must end inside its block ({_num(b.duration):g} s).",
                 )
 
     @property
@@ -221,7 +224,7 @@ class Sequence:
     @property
     def duration(self) -> float:
         """Total duration in s."""
-        return sum(c * float(b.duration) for b, c in self._iter_blocks_counted())
+        return sum(c * _num(b.duration) for b, c in self._iter_blocks_counted())
 
     def parameters(self) -> list[torch.Tensor]:
         """The distinct parameter tensors (by identity) of the sequence."""
@@ -267,7 +270,7 @@ class Sequence:
         return {
             "name": self.name,
             "params": {
-                k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.params.items()
+                k: (_num(v) if isinstance(v, torch.Tensor) else v) for k, v in self.params.items()
             },
             "n_blocks": self.n_blocks,
             "adc_count": self.adc_count,
@@ -347,7 +350,7 @@ def spin_echo(
     p1, p2 = _t(phase1, "phase1"), _t(phase2, "phase2")
     dt = float(readout_dt)
     check(dt > 0, f"readout_dt must be > 0 s; got {dt}.")
-    te_f, tr_f = float(tet), float(trt)
+    te_f, tr_f = _num(tet), _num(trt)
     if prephase_start is None:
         prephase_start = te_f / 2 - 3.2e-3 if te_f / 2 >= 6.4e-3 else te_f / 4
     ro_start_f = te_f - (n_ro // 2 + 0.5) * dt
@@ -406,13 +409,13 @@ def spin_echo(
         fov=fov,
         tr=tr_f,
         te=te_f,
-        flip1=float(f1),
-        flip2=float(f2),
+        flip1=_num(f1),
+        flip2=_num(f2),
         readout_dt=dt,
         n_dummy=int(n_dummy),
         prephase_start=prephase_start,
-        phase1=float(p1),
-        phase2=float(p2),
+        phase1=_num(p1),
+        phase2=_num(p2),
         spoil=spoil,
         n_ro=n_ro,
     )
@@ -476,7 +479,7 @@ def bssfp(
         )
         ncyc = int(n_cycles)
         incs = [c(math.pi * (2 * j - 1) / ncyc) for j in range(1, ncyc + 1)]
-    tr_f, te_f = float(trt), float(tet)
+    tr_f, te_f = _num(trt), _num(tet)
     check(0 < te_f < tr_f, f"te must lie in (0, tr) = (0, {tr_f:g}) s; got {te_f:g}.")
     zero = c(0.0)
     items: list[Block | Loop] = []
@@ -501,8 +504,8 @@ def bssfp(
         tp = tet - (n // 2 + 0.5) * dt
         t_ro = c(n * dt)
         t_rw = trt - tp - n * dt
-        check(float(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
-        check(float(t_rw) > 0, "tr is too short for te and the readout.")
+        check(_num(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
+        check(_num(t_rw) > 0, "tr is too short for te and the readout.")
         g_ro = c(dk / (GAMMABAR * dt))
         g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
         # rewind the whole readout moment: -(pre + ro)
@@ -528,14 +531,14 @@ def bssfp(
     params = dict(
         tr=tr_f,
         te=te_f,
-        flip=float(ft),
+        flip=_num(ft),
         n_cycles=len(incs),
-        phase_increments=[float(i) for i in incs],
+        phase_increments=[_num(i) for i in incs],
         n_dummy=int(n_dummy),
         matrix=matrix,
         fov=fov,
         readout_dt=readout_dt,
-        phase0=float(p0),
+        phase0=_num(p0),
     )
     return Sequence(items, shape, "bssfp", params)
 
@@ -584,9 +587,9 @@ def gre(
     dt = float(readout_dt)
     dk = 1.0 / fov
     tp = tet - (n // 2 + 0.5) * dt
-    check(float(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
+    check(_num(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
     t_rest = trt - tp - n * dt
-    check(float(t_rest) > 0, "tr is too short for te and the readout.")
+    check(_num(t_rest) > 0, "tr is too short for te and the readout.")
     g_ro = c(dk / (GAMMABAR * dt))
     g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
     gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
@@ -616,14 +619,14 @@ def gre(
     for m, gy in enumerate(gys):
         items += tr_blocks(int(n_dummy) + m, gy, True)
     params = dict(
-        tr=float(trt),
-        te=float(tet),
-        flip=float(ft),
+        tr=_num(trt),
+        te=_num(tet),
+        flip=_num(ft),
         matrix=n,
         fov=fov,
         spoiling=spoiling,
         readout_dt=dt,
         n_dummy=int(n_dummy),
-        phase0=float(p0),
+        phase0=_num(p0),
     )
     return Sequence(items, (n, n), "gre", params)
