@@ -102,3 +102,22 @@ def test_bad_files_raise(tmp_path):
         pulseq_io.write_seq("not a sequence", tmp_path / "x.seq")
     with pytest.raises(MrphysError):
         pulseq_io.write_seq(spin_echo(matrix=4, fov=0.004), tmp_path / "no" / "such" / "x.seq")
+
+
+def test_foreign_shaped_pulse_becomes_hard_pulse_at_its_centre(tmp_path):
+    import pypulseq as pp
+
+    sys = pp.Opts(max_grad=30, grad_unit="mT/m", max_slew=100, slew_unit="T/m/s")
+    s = pp.Sequence(system=sys)
+    rf, gz, _ = pp.make_sinc_pulse(
+        flip_angle=math.radians(30), duration=2e-3, slice_thickness=5e-3, system=sys,
+        return_gz=True, use="excitation",
+    )  # fmt: skip
+    s.add_block(rf, gz)
+    s.add_block(pp.make_adc(num_samples=4, dwell=1e-5, system=sys), pp.make_delay(1e-3))
+    s.write(str(tmp_path / "sinc.seq"))
+    seq = pulseq_io.read_seq(tmp_path / "sinc.seq")
+    rfs = [b for b in seq.blocks if b.rf is not None]
+    assert len(rfs) == 1 and float(rfs[0].rf.flip) == pytest.approx(math.radians(30), rel=1e-3)
+    t_rf = sum(float(b.duration) for b in seq.blocks[: seq.blocks.index(rfs[0])])
+    assert t_rf == pytest.approx(float(rf.delay) + 1e-3, abs=2e-5)  # the sinc centre

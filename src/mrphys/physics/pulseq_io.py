@@ -197,6 +197,15 @@ class _Interner:
         return self.cache[v]
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        log.warning(msg)
+
+
 def _definition(defs: dict, key: str) -> list[float] | None:
     if key not in defs:
         return None
@@ -222,7 +231,7 @@ def _rf_hard(rf: SimpleNamespace, own: bool) -> tuple[float, float, float]:
     weights = np.abs(signal)
     centre = float(np.sum(weights * t) / max(np.sum(weights), 1e-30))
     if getattr(rf, "freq_offset", 0.0):
-        log.warning("RF frequency offsets are ignored (2-D on-resonance simulation).")
+        _warn_once("RF frequency offsets are ignored (2-D on-resonance simulation).")
     return flip, phase, _num(rf.delay) + centre
 
 
@@ -265,7 +274,7 @@ def _convert_block(b: SimpleNamespace, own: bool, c: _Interner, spoil: bool) -> 
     gx, gy = getattr(b, "gx", None), getattr(b, "gy", None)
     gz = getattr(b, "gz", None)
     if gz is not None:
-        log.warning("z gradients are ignored (2-D simulation at z = 0).")
+        _warn_once("z gradients are ignored (2-D simulation at z = 0).")
     rf_hard = None if rf is None else _rf_hard(rf, own)
     if own:
         # written by write_seq: rectangular gradients over the whole block, RF at the start
