@@ -92,8 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument(
         "--step",
         type=float,
-        default=1500.0,
-        help="finite-difference descent step in deg^2 per unit relative loss",
+        default=500.0,
+        help="finite-difference descent step in deg^2 on d(log MSE)/d(flip in deg)",
     )
     o.add_argument(
         "--learn",

@@ -4,10 +4,10 @@ Two ways to learn the acquisition (paper 000, METHODS section 2):
 
 * :func:`finite_difference` (as published): a reconstruction network trained on 90 deg data is
   kept fixed; the first flip angle starts at 30 deg and is updated by
-  ``alpha <- alpha - step * (L(alpha + delta) - L(alpha)) / delta`` with ``L`` the test-set MSE
-  relative to its value at the start (so that ``step``, in deg^2, does not depend on the image
-  scale; the paper's ``eta = 0.001`` cannot be transferred, its loss scale is unknown). Every
-  iteration costs two test-set simulations.
+  ``alpha <- alpha - step * (L(alpha + delta) - L(alpha)) / (delta * L(alpha))`` with ``L`` the
+  test-set MSE, i.e. a forward difference of ``log L`` (so that ``step``, in deg^2, does not
+  depend on the image scale; the paper's ``eta = 0.001`` cannot be transferred, its loss scale
+  is unknown). Every iteration costs two test-set simulations.
 * :func:`autograd_flip`: the same problem with the exact derivative through the Bloch simulator and
   the network (one forward and one backward pass per step, on random minibatches of phantoms).
 * :func:`joint`: network weights and sequence parameters learned together by exact gradients:
@@ -84,7 +84,7 @@ class FDConfig:
     start_deg: float = 30.0
     iterations: int = 7
     delta_deg: float = 1.0
-    step: float = 1500.0  # deg^2 per unit of relative loss: alpha -= step * dL_rel/dalpha
+    step: float = 500.0  # deg^2: alpha -= step * d(log L)/d(alpha in deg)
 
     def check(self) -> None:
         check(
@@ -108,7 +108,7 @@ def finite_difference(
 
     Returns a history dict of equal-length lists (start included): ``flip_angle_deg``, ``mse``,
     ``ssim``, ``psnr``, ``fft_*``, ``simulated`` (cumulative simulated phantoms), ``seconds``
-    (cumulative), ``grad`` (relative loss per deg, NaN for the last entry), and ``images`` /
+    (cumulative), ``grad`` (d log L / d alpha per deg, NaN for the last entry), and ``images`` /
     ``fft_images`` ``(K+1, N_SHOW, N, N)``.
     """
     cfg.check()
@@ -133,7 +133,6 @@ def finite_difference(
     n_sim = 0
     m0, net, fft = evaluate(model, norm, test, math.radians(alpha), simulator=simulator)
     n_sim += len(test)
-    ref = m0["mse"]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -154,7 +153,7 @@ def finite_difference(
             model, norm, test, math.radians(alpha + cfg.delta_deg), simulator=simulator
         )
         n_sim += len(test)
-        grad = (m1["mse"] - m0["mse"]) / (cfg.delta_deg * ref)
+        grad = (m1["mse"] - m0["mse"]) / (cfg.delta_deg * m0["mse"])
         hist["grad"].append(grad)
         hist["simulated"].append(n_sim)
         hist["seconds"].append(time.perf_counter() - t0)
@@ -204,7 +203,7 @@ class AutogradConfig:
     start_deg: float = 30.0
     steps: int = 30
     batch: int = 16
-    lr_deg: float = 6.0  # Adam step size in deg
+    lr_deg: float = 8.0  # Adam step size in deg
     tolerance_deg: float = 5.0  # stop when |alpha - 90| < tolerance (0: run all steps)
     seed: int = 0
 
