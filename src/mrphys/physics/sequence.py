@@ -191,7 +191,7 @@ class Sequence:
             if b.adc is not None:
                 end = _num(b.adc.delay) + b.adc.num * _num(b.adc.dwell)
                 check(
-                    end <= _num(b.duration) * (1 + 1e-9) + 1e-12,
+                    end <= _num(b.duration) * (1 + 1e-6) + 1e-9,
                     f"an ADC ({end:g} s) must end inside its block ({_num(b.duration):g} s).",
                 )
 
