@@ -110,3 +110,38 @@ def test_noise_level() -> None:
     assert abs(float(n.real.std()) - noise_sigma(10.0)) < 0.03 * noise_sigma(10.0)
     assert abs(float(n.imag.std()) - noise_sigma(10.0)) < 0.03 * noise_sigma(10.0)
     assert add_noise(s, math.inf, g) is s
+
+
+BLOCH_CASES = [  # (T1 s, T2 s, B1, theta rad)
+    (0.939, 0.062, 1.0, 0.0),
+    (0.6, 0.045, 0.8, 0.7),
+    (1.6, 0.11, 1.25, -2.0),
+    (1.1, 0.09, 1.1, 2.6),
+]
+
+
+@pytest.mark.parametrize("n", [12, 4])
+def test_matches_bloch_simulation(n: int) -> None:
+    """Normalised configurations of the analytic model equal those of an event Bloch simulation
+    (one voxel, 3000 dummy repetitions) for several (T1, T2, B1, theta)."""
+    bloch = pytest.importorskip("mrphys.physics.bloch")
+    from mrphys.physics.sequence import bssfp
+    from mrphys.tissue import Phantom
+
+    d = torch.float64
+    t1, t2, b1, th = (torch.tensor(v, dtype=d) for v in zip(*BLOCH_CASES, strict=True))
+    db0 = -th / (2 * math.pi * PROTO["tr"])  # theta = -2 pi dB0 TR
+    shape = (len(BLOCH_CASES), 1, 1)
+    ph = Phantom(
+        torch.ones(shape, dtype=d),
+        t1.reshape(shape),
+        t2.reshape(shape),
+        b1=b1.reshape(shape),
+        db0=db0.reshape(shape),
+    )
+    seq = bssfp(tr=PROTO["tr"], te=PROTO["te"], flip=PROTO["flip"], n_cycles=n, n_dummy=3000)
+    s_bloch = bloch.simulate(seq, ph)  # (B, N)
+    s_model = pc_bssfp_signal(t1, t2, b1, th, n_cycles=n, **PROTO)
+    f_bloch = configurations(remove_common_phase(s_bloch), n)
+    f_model = configurations(remove_common_phase(s_model), n)
+    assert torch.allclose(f_bloch, f_model, atol=2e-3), (f_bloch - f_model).abs().max()

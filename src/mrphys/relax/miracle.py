@@ -120,6 +120,60 @@ def _fit_chunk(
     return t1, t2, rounds
 
 
+def _t1_closed_form(x: torch.Tensor, e2: torch.Tensor, ca: torch.Tensor) -> torch.Tensor:
+    """E1 that zeroes the T1-step residual ``F1/F0 - (p - r)/q`` for given E2 (exact).
+
+    ``(p - r)/q = x`` squares to ``q (1 + x^2) = 2 p x``, linear in E1 because p and q are:
+    ``p = (1 + E2^2 cos a) - E1 (cos a + E2^2)``, ``q = E2 (1 + cos a)(1 - E1)``.
+    """
+    k = (1 + x * x) / (2 * x.clamp_min(1e-12))
+    kq = k * e2 * (1 + ca)
+    return ((1 + e2 * e2 * ca) - kq) / ((ca + e2 * e2) - kq)
+
+
+def _fit_chunk_profile(
+    fm1: torch.Tensor,
+    f0: torch.Tensor,
+    f1: torch.Tensor,
+    ca: torch.Tensor,
+    tr_ms: float,
+    bounds_ms: tuple[float, float],
+    tol_ms: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MIRACLE's fixed point by one golden-section search over T2 (T1 profiled out).
+
+    The alternating T1 step has an exact minimiser (:func:`_t1_closed_form`); putting it into the
+    T2 objective leaves a 1-D search whose minimum is the point where both MIRACLE residuals
+    vanish, i.e. where the alternation converges, at the cost of one search instead of tens of
+    rounds. T1 is clipped to the same search interval.
+    """
+    tiny = 1e-6
+    r1 = f1 / f0
+    r2 = fm1 / (f0 - f1)
+    e1_lo = math.exp(-tr_ms / max(bounds_ms[0], tiny))
+    e1_hi = math.exp(-tr_ms / bounds_ms[1])
+
+    def e1_of(e2: torch.Tensor) -> torch.Tensor:
+        return _t1_closed_form(r1, e2, ca).nan_to_num(e1_hi).clamp(e1_lo, e1_hi)
+
+    def obj_t2(x: torch.Tensor) -> torch.Tensor:
+        e2 = torch.exp(-tr_ms / x.clamp_min(tiny))
+        e1 = e1_of(e2)
+        p, q, r = _pqr(e1, e2, ca)
+        one_m = 1 - e2 * e2
+        f0m = 1 - (e1 - ca) * one_m / r
+        f1m = f0m * (p - r) / q
+        fm1m = 1 - (1 - e1 * ca) * one_m / r
+        return (r2 - fm1m / (e2 * (f0m - f1m))).abs().nan_to_num(math.inf)
+
+    lo = torch.full_like(f0, bounds_ms[0])
+    hi = torch.full_like(f0, bounds_ms[1])
+    t2 = golden_section(obj_t2, lo, hi, tol_ms)
+    e1 = e1_of(torch.exp(-tr_ms / t2.clamp_min(tiny)))
+    t1 = -tr_ms / torch.log(e1)
+    return t1, t2
+
+
 def miracle_fit(
     features: torch.Tensor,
     b1: torch.Tensor | float,
@@ -130,9 +184,15 @@ def miracle_fit(
     tol: float = 1e-6,
     max_rounds: int = 200,
     t1_init: float = 1.0,
-    chunk: int = 1 << 20,
+    chunk: int = 1 << 14,
+    solver: str = "profile",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit T1 and T2 with MIRACLE.
+
+    Two solvers reach the same fixed point: ``"alternating"`` is the published scheme (alternate
+    golden-section searches for T2 and T1 until both change by at most ``tol``); ``"profile"``
+    (default, tens of times faster) replaces the T1 search by its exact minimiser and runs one
+    golden-section search over T2 (see :func:`_fit_chunk_profile`).
 
     Args:
         features: ``(..., 3)`` magnitudes ``|F_-1|, |F_0|, |F_1|`` (complex input: magnitudes are
@@ -143,7 +203,8 @@ def miracle_fit(
         tol: bracket width and convergence tolerance in s (default 0.001 ms).
         max_rounds: maximum number of alternating T2/T1 rounds.
         t1_init: starting T1 in s.
-        chunk: voxels processed together (bounds memory).
+        chunk: voxels processed together (small chunks stay in cache).
+        solver: ``"profile"`` or ``"alternating"``.
 
     Returns:
         ``(t1, t2)`` in s, each of shape ``features.shape[:-1]``, dtype of ``features`` (real).
@@ -151,6 +212,10 @@ def miracle_fit(
     check(
         features.shape[-1] == 3,
         f"MIRACLE features must have 3 configurations on the last axis; got {features.shape[-1]}.",
+    )
+    check(
+        solver in ("profile", "alternating"),
+        f"solver must be profile or alternating; got {solver!r}.",
     )
     if features.is_complex():
         features = features.abs()
@@ -164,6 +229,19 @@ def miracle_fit(
     for s in range(0, feats.shape[0], chunk):
         sl = slice(s, s + chunk)
         f = feats[sl]
+        if solver == "profile":
+            t1, t2 = _fit_chunk_profile(
+                f[:, 0],
+                f[:, 1],
+                f[:, 2],
+                ca[sl],
+                tr * 1e3,
+                (bounds[0] * 1e3, bounds[1] * 1e3),
+                tol * 1e3,
+            )
+            t1_out[sl] = t1 * 1e-3
+            t2_out[sl] = t2 * 1e-3
+            continue
         t1, t2, rounds = _fit_chunk(
             f[:, 0],
             f[:, 1],

@@ -2,7 +2,8 @@
 
 Arrays here are in NIfTI axis order, ``(X, Y, Z)`` for maps and ``(X, Y, Z, N)`` for the phase
 cycles (4th axis in METHODS order ``phi_j = pi (2j - 1) / N``). Maps are returned in SI units
-(T1, T2 in s; off-resonance in Hz); the CLI writes ms.
+(T1, T2 in s; off-resonance in Hz, ``theta = -2 pi dB0 TR`` as in
+:mod:`mrphys.physics.bloch`); the CLI writes ms.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def fit_signals(
         out["t1"].append(p[:, 0].to(signals.device))
         out["t2"].append(p[:, 1].to(signals.device))
         if cplx:
-            out["db0"].append((p[:, 2] / (2 * math.pi * protocol.tr)).to(signals.device))
+            # theta = -2 pi dB0 TR (the sign of mrphys.physics.bloch)
+            out["db0"].append((-p[:, 2] / (2 * math.pi * protocol.tr)).to(signals.device))
     return {k: torch.cat(v) if v else torch.zeros(0) for k, v in out.items()}
 
 
@@ -225,7 +227,7 @@ def simulate_volume(
     t2 = t22[:, :, None].expand(nx, ny, nz)
     b1, db0, rx = _smooth_fields(nx, ny, nz, torch.float64)
     mask = (rho > 0) & (t1 > 0) & (t2 > 0)
-    theta = 2 * math.pi * db0 * protocol.tr
+    theta = -2 * math.pi * db0 * protocol.tr  # sign convention of mrphys.physics.bloch
     s = pc_bssfp_signal(
         torch.where(mask, t1, torch.ones_like(t1)),
         torch.where(mask, t2, torch.full_like(t2, 0.1)),
