@@ -50,7 +50,7 @@ __all__ = [
     "features",
     "n_features",
     "is_complex_method",
-    "test_grid",
+    "evaluation_grid",
 ]
 
 DISTRIBUTIONS = ("uniform", "extended", "invivo")
@@ -243,7 +243,7 @@ def features(
     return torch.cat([f.abs(), b1], dim=-1)
 
 
-def test_grid(
+def evaluation_grid(
     size: int = 200, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The evaluation grid: ``size x size`` T1 in [0.36, 2.08] s (rows) and T2 in [0.02, 0.12] s

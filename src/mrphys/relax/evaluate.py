@@ -25,10 +25,10 @@ from mrphys.io import save_json
 from mrphys.physics.ssfp import add_noise
 from mrphys.relax.data import (
     Protocol,
+    evaluation_grid,
     is_complex_method,
     sample_parameters,
     simulate_signals,
-    test_grid,
 )
 from mrphys.relax.networks import RelaxNet
 from mrphys.relax.volume import fit_signals
@@ -216,7 +216,7 @@ def evaluate_method(
     into ``out``. Returns the metrics dict (with a short ``summary``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t1g, t2g = test_grid(grid)
+    t1g, t2g = evaluation_grid(grid)
     pg = {"t1": t1g.reshape(-1), "t2": t2g.reshape(-1)}
     pg["b1"] = torch.ones_like(pg["t1"])
     pg["theta"] = torch.zeros_like(pg["t1"])
