@@ -131,7 +131,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         data.save(tmp)
-        save_json(tmp / "config.json", {"command": "dynamic simulate", **vars_clean(args)})
+        save_json(tmp / "config.json", {**vars_clean(args), "command": "dynamic simulate"})
     t, c, k = data.kspace.shape
     print(
         f"wrote {args.out}: {t} frames of {data.im_size[0]}x{data.im_size[1]}, {c} coils, "
@@ -227,7 +227,7 @@ def run_recon(args: argparse.Namespace) -> int:
         metrics["note"] = (
             f"no metrics: reconstruction {tuple(x.shape)} differs from truth {tuple(truth.shape)}"
         )
-    metrics["config"] = {"command": "dynamic recon", **vars_clean(args), "device": str(device)}
+    metrics["config"] = {**vars_clean(args), "command": "dynamic recon", "device": str(device)}
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         np.save(tmp / "recon.npy", x.numpy())
         save_nifti(tmp / "recon.nii.gz", x.abs())
