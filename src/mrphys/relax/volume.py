@@ -69,7 +69,7 @@ def fit_signals(
         out["db0"] = []
     for s in range(0, signals.shape[0], chunk):
         sig = signals[s : s + chunk]
-        if correct_phase:
+        if correct_phase and cplx:  # magnitudes do not depend on the common phase
             sig = remove_common_phase(sig)
         bb = b1[s : s + chunk]
         if method == "miracle":

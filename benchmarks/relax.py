@@ -1,0 +1,144 @@
+"""Relaxometry speed benchmark (paper 001 Figure 8 / METHODS 3 speed figures).
+
+Prints one JSON object:
+- ``epoch_seconds``: one training epoch of 240,000 samples (60 % of 400,000; batch 128) for SVNN,
+  PINN and their complex variants (12 phase cycles, noise-free);
+- ``volume_seconds``: fitting a 176 x 176 x 128 volume of 12-cycle complex signals (features +
+  inference, no mask) with the magnitude networks, the complex networks and MIRACLE;
+- the same on CUDA when present.
+
+``--quick`` (< 2 min): MIRACLE is timed on 1/16 of the volume and scaled (marked
+``miracle_extrapolated_from_fraction``); complex epochs are skipped. Each timing is given as
+wall time and as process CPU time (``*_cpu_seconds``, the sum over threads; on a shared machine
+this is closer to the quiet-machine wall time for one thread). Use ``--threads`` to pin the CPU thread count (the
+paper's figures are for one thread).
+
+    .venv/bin/python benchmarks/relax.py [--quick] [--threads N] [--device cpu|cuda|auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+
+import torch
+
+from mrphys.relax.data import Protocol, sample_parameters, simulate_signals
+from mrphys.relax.networks import build_network
+from mrphys.relax.train import TrainConfig, _adam, _Data, _loss
+from mrphys.relax.volume import fit_signals
+
+VOLUME = (176, 176, 128)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def epoch_seconds(method: str, device: torch.device) -> tuple[float, float]:
+    """Wall and process CPU time of one epoch of 240,000 samples (data simulated beforehand)."""
+    cfg = TrainConfig(method=method, n_samples=400_000)
+    data = _Data(cfg, device)
+    torch.manual_seed(0)
+    model = build_network(method).to(device)
+    model.set_normalisation(data.clean["train"].mean(0), data.clean["train"].std(0))
+    opt = _adam(model, cfg.lr)
+    feats, tgt = data.clean["train"], data.target["train"]
+    n = feats.shape[0]
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    perm = torch.randperm(n, device=device)
+    feats, tgt = feats[perm], tgt[perm]
+    for s in range(0, n, cfg.batch_size):
+        loss = _loss(model, cfg, feats[s : s + cfg.batch_size], tgt[s : s + cfg.batch_size])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def volume_signals(n_vox: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    p = sample_parameters(n_vox, "invivo", True, g)
+    sig = simulate_signals(p, Protocol(12))
+    # arbitrary receive phase: the fit must remove it
+    sig = (
+        sig * torch.polar(torch.ones(n_vox), 2 * math.pi * torch.rand(n_vox, generator=g))[:, None]
+    )
+    return sig.to(device), p["b1"].to(device)
+
+
+def fit_seconds(method: str, sig, b1, device) -> tuple[float, float]:
+    """Wall and process CPU time of fitting ``sig`` (features + inference)."""
+    model = None if method == "miracle" else build_network(method).to(device).eval()
+    _sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    fit_signals(sig, b1, method, Protocol(12), model)
+    _sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def run(device: torch.device, quick: bool) -> dict:
+    res: dict = {
+        "epoch_seconds": {},
+        "volume_seconds": {},
+        "epoch_cpu_seconds": {},
+        "volume_cpu_seconds": {},
+    }
+    methods = ["svnn", "pinn"] if quick else ["svnn", "pinn", "svnn-complex", "pinn-complex"]
+    for m in methods:
+        w, c = epoch_seconds(m, device)
+        res["epoch_seconds"][m], res["epoch_cpu_seconds"][m] = round(w, 3), round(c, 3)
+    n_vox = math.prod(VOLUME)
+    sig, b1 = volume_signals(n_vox, device)
+    fit_signals(sig[:1000], b1[:1000], "svnn", Protocol(12), build_network("svnn").to(device))
+    for m in ("svnn", "pinn", "svnn-complex", "pinn-complex"):
+        w, c = fit_seconds(m, sig, b1, device)
+        res["volume_seconds"][m], res["volume_cpu_seconds"][m] = round(w, 3), round(c, 3)
+    frac = 16 if quick else 1
+    sub = n_vox // frac
+    w, c = fit_seconds("miracle", sig[:sub], b1[:sub], device)
+    res["volume_seconds"]["miracle"] = round(w * frac, 3)
+    res["volume_cpu_seconds"]["miracle"] = round(c * frac, 3)
+    if quick:
+        res["volume_seconds"]["miracle_extrapolated_from_fraction"] = 1 / frac
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="finish in under 2 minutes")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = {
+        "benchmark": "relax",
+        "quick": args.quick,
+        "volume": list(VOLUME),
+        "phase_cycles": 12,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    t0 = time.perf_counter()
+    out["cpu_results"] = run(torch.device("cpu"), args.quick)
+    want_cuda = args.device in ("cuda", "auto") or torch.cuda.is_available()
+    if want_cuda and torch.cuda.is_available():
+        out["cuda_device"] = torch.cuda.get_device_name(0)
+        out["cuda_results"] = run(torch.device("cuda"), args.quick)
+    out["total_seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
