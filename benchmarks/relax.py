@@ -10,8 +10,8 @@ Prints one JSON object:
 ``--quick`` (< 2 min): MIRACLE is timed on 1/16 of the volume and scaled (marked
 ``miracle_extrapolated_from_fraction``); complex epochs are skipped. Each timing is given as
 wall time and as process CPU time (``*_cpu_seconds``, the sum over threads; on a shared machine
-this is closer to the quiet-machine wall time for one thread). Use ``--threads`` to pin the CPU thread count (the
-paper's figures are for one thread).
+this is closer to the quiet-machine wall time for one thread). Use ``--threads`` to pin the CPU
+thread count (the paper's figures are for one thread).
 
     .venv/bin/python benchmarks/relax.py [--quick] [--threads N] [--device cpu|cuda|auto]
 """
