@@ -448,6 +448,11 @@ def fit_inr(
     enc = FrameEncoding(traj, maps, config.nufft_eps)
     scale = _intensity_scale(enc, kspace, None if dcf is None else dcf.to(dev))
     y = kspace / scale
+    # The relative-L2 term is evaluated on k-space normalised to max |y| = 1, so that its eps
+    # (1e-4) is relative to the k-space peak: without this the weights 1 / (|y_hat|^2 + eps)
+    # span many decades, the centre of k-space (image intensity) is barely fitted and the
+    # regularisers shrink the image.
+    kscale = float(y.abs().max()) or 1.0
 
     gen = make_generator(seed)
     model = SpatiotemporalInr(config, generator=gen).to(dev)
@@ -479,7 +484,7 @@ def fit_inr(
         out = torch.stack([model.forward_planned(plans[k]) for k in idx])  # (B, P, 2)
         x = torch.complex(out[..., 0], out[..., 1]).reshape(len(idx), *im_size)
         y_hat = enc.forward(x, idx)
-        loss = relative_l2(y_hat, y[idx], config.eps)
+        loss = relative_l2(y_hat / kscale, y[idx] / kscale, config.eps)
         if config.tv_weight > 0:
             loss = loss + config.tv_weight * temporal_tv(x)
         if config.nuclear_weight > 0:
