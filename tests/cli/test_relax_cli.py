@@ -286,3 +286,74 @@ def test_bad_train_and_simulate_options(tmp_path) -> None:
     assert _run(["relax", "train", "--method", "miracle", "--out", str(tmp_path / "c.pt")]) == 2
     assert _run(["relax", "simulate", "--matrix", "4", "--out", str(tmp_path / "s")]) == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_default_model_trained_once_and_cached(sim, tmp_path, monkeypatch) -> None:
+    import mrphys.relax.volume as vol
+
+    monkeypatch.setenv("MRPHYS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(vol, "DEFAULT_MODEL_EPOCHS", 1)
+    monkeypatch.setattr(vol, "DEFAULT_MODEL_SAMPLES", 2000)
+    argv = [
+        "relax",
+        "fit",
+        "--input",
+        str(sim / "pc_bssfp.nii.gz"),
+        "--b1",
+        str(sim / "b1.nii.gz"),
+        "--method",
+        "pinn",
+    ]
+    assert _run([*argv, "--out", str(tmp_path / "a")]) == 0
+    cached = list((tmp_path / "cache" / "relax").glob("pinn-N6-*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    assert _run([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert cached[0].stat().st_mtime_ns == stamp  # reused, not retrained
+    a = np.asarray(nib.load(str(tmp_path / "a" / "t1.nii.gz")).dataobj)
+    b = np.asarray(nib.load(str(tmp_path / "b" / "t1.nii.gz")).dataobj)
+    assert np.array_equal(a, b)
+
+
+def test_evaluate_cli(tmp_path) -> None:
+    out = tmp_path / "ev"
+    rc = _run(
+        [
+            "relax",
+            "evaluate",
+            "--method",
+            "miracle",
+            "--grid",
+            "5",
+            "--mc",
+            "3",
+            "--snrs",
+            "inf,25",
+            "--invivo",
+            "20",
+            "--phase-cycles",
+            "6",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["protocol"]["n_cycles"] == 6 and len(data["snr_rows"]) == 2
+    assert (out / "offres_sweep.png").is_file()
+    assert (
+        _run(
+            [
+                "relax",
+                "evaluate",
+                "--method",
+                "miracle",
+                "--snrs",
+                "0,x",
+                "--out",
+                str(tmp_path / "ev2"),
+            ]
+        )
+        == 2
+    )
+    assert not (tmp_path / "ev2").exists()

@@ -35,6 +35,8 @@ __all__ = [
 
 #: epochs for a default model trained on first use (early stopping may end it sooner)
 DEFAULT_MODEL_EPOCHS = 60
+#: simulated samples for a default model (the paper's 400,000, split 60/20/20)
+DEFAULT_MODEL_SAMPLES = 400_000
 
 
 def fit_signals(
@@ -175,6 +177,7 @@ def default_model(
         flip=protocol.flip,
         distribution="uniform",
         max_epochs=DEFAULT_MODEL_EPOCHS,
+        n_samples=DEFAULT_MODEL_SAMPLES,
         seed=seed,
     )
     res = train(cfg, path, device=device, progress=progress)
