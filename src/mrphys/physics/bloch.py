@@ -112,6 +112,29 @@ class _Ctx:
             self._pos[k] = torch.complex(torch.cos(ph), torch.sin(ph))
         return self._pos[k]
 
+    def prepare_positions(self, blocks: list[Block]) -> None:
+        """Gradient phase factors of all distinct gradient blocks in one vectorised step
+        (``(L, V)``), instead of a few small operations per block."""
+        todo: dict[tuple, Block] = {}
+        for b in blocks:
+            if b.gx is None and b.gy is None:
+                continue
+            k = (id(b.gx), id(b.gy), id(b.duration))
+            if k not in self._pos:
+                todo.setdefault(k, b)
+        if len(todo) < 2:
+            return
+        zero = torch.zeros((), dtype=self.x.dtype, device=self.x.device)
+        bl = list(todo.values())
+        gx = torch.stack([zero if b.gx is None else b.gx for b in bl])[:, None]
+        gy = torch.stack([zero if b.gy is None else b.gy for b in bl])[:, None]
+        d = torch.stack([b.duration for b in bl])[:, None]
+        ph = (-GAMMA * d) * (gx * self.x + gy * self.y)  # (L, V)
+        f = torch.complex(torch.cos(ph), torch.sin(ph))
+        for i, (k, b) in enumerate(todo.items()):
+            self._keep.append((b.gx, b.gy, b.duration))
+            self._pos[k] = f[i]
+
     def rf(self, rf: RFPulse) -> list[list[torch.Tensor]]:
         """Rotation matrix entries ``R[i][j]``, 0-dim (or ``(N, V)`` with a B1 map), acting on
         (Mx, My, Mz): angle ``flip * b1`` about ``(cos phase, sin phase, 0)``."""
@@ -343,9 +366,12 @@ def _simulate_chunk(
     seq: Sequence, m: dict, xs: torch.Tensor, ys: torch.Tensor, cdt: torch.dtype, n_adc: int
 ) -> torch.Tensor:
     ctx = _Ctx(m["rho"], m["r1"], m["r2"], m["dw"], m["b1"], xs, ys, cdt)
+    distinct = []
     for b, count in seq._iter_blocks_counted():
         key = (id(b.duration), id(b.gx), id(b.gy))
         ctx.uses[key] = ctx.uses.get(key, 0) + count
+        distinct.append(b)
+    ctx.prepare_positions(distinct)
     mz = m["rho"]
     mxy: torch.Tensor | None = None  # no transverse magnetisation at equilibrium
     record: list[tuple[Block, torch.Tensor]] = []
