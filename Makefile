@@ -20,10 +20,10 @@ demo: install
 	$(VENV)/bin/mrphys demo --out demo_output --overwrite
 
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not slow"
 
 test-all: install
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -63,7 +63,7 @@ class Phantom:
             max(self.fov) < 2.0,
             f"fov is in metres and must be below 2 m; got {self.fov} (mm given?).",
         )
-        if float(self.t1.max()) > 100 or float(self.t2.max()) > 100:
+        if float(self.t1.detach().max()) > 100 or float(self.t2.detach().max()) > 100:
             raise MrphysError(
                 "t1 and t2 are in seconds and must be below 100 s (milliseconds given?)."
             )
