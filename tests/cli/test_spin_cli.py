@@ -5,8 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from mrphys.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny runs: one intra-op thread avoids oversubscription on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _run(argv: list[str]) -> int:
@@ -57,7 +67,6 @@ def test_no_action_is_an_error(capsys):
     assert "action" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_tiny_finite_difference_run(tmp_path):
     out = tmp_path / "fd"
     rc = _run(
@@ -102,7 +111,6 @@ def test_tiny_finite_difference_run(tmp_path):
         assert (out / name).is_file(), name
 
 
-@pytest.mark.slow
 def test_tiny_autograd_run(tmp_path):
     out = tmp_path / "ag"
     rc = _run(

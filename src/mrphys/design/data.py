@@ -39,7 +39,7 @@ from mrphys.tissue import Phantom, spin_echo_image, spin_shepp_logan
 log = logging.getLogger(__name__)
 
 #: bump when the data-generation code changes meaning (part of the cache key)
-DATA_VERSION = 2
+DATA_VERSION = 3
 #: phantoms per generation chunk (fixed: the random stream depends on it)
 CHUNK = 100
 
@@ -199,7 +199,8 @@ def make_data(
     """Make (or load from ``cache_dir``) ``n`` SPIN phantoms with noisy k-space at ``acq``.
 
     Phantoms and noise draws come from generators seeded with ``seed`` (chunks of 100), so a
-    data set of ``n`` phantoms is the first ``n`` of a larger one with the same seed. The
+    data set of ``n`` phantoms (``n`` a multiple of 100) is the first ``n`` of a larger one with
+    the same seed. The
     reference noise level needs the reference acquisition; when ``acq`` differs from it the
     phantoms are simulated twice. Returns CPU tensors.
 
@@ -234,8 +235,8 @@ def make_data(
         chunks = tqdm(chunks, desc="simulating phantoms", unit="chunk")
     for start in chunks:
         b = min(CHUNK, n - start)
-        ph = random_phantoms(CHUNK, acq, gen_ph)[:b]
-        zr = torch.randn(CHUNK, acq.matrix, acq.matrix, 2, generator=gen_z)[:b] / math.sqrt(2)
+        ph = random_phantoms(b, acq, gen_ph)
+        zr = torch.randn(b, acq.matrix, acq.matrix, 2, generator=gen_z) / math.sqrt(2)
         z = torch.view_as_complex(zr.contiguous())
         with torch.no_grad():
             k_ref = simulator(ph, REFERENCE.flip1, REFERENCE.flip2, REFERENCE.te, acq)
