@@ -81,6 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _protocol_args(t, cycles=True)
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (1 is fastest for these small networks on a busy machine)",
+    )
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--out", required=True, help="checkpoint file (.pt); resumed if it exists")
     t.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
@@ -304,6 +310,12 @@ def run_train(args: argparse.Namespace) -> int:
     from mrphys.relax.train import TrainConfig, train
     from mrphys.utils import resolve_device
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MrphysError(f"--threads must be a positive integer; got {args.threads}.")
+        import torch
+
+        torch.set_num_threads(args.threads)  # the user's explicit choice, CLI layer only
     cfg = TrainConfig(
         method=args.method,
         n_cycles=protocol.n_cycles,

@@ -100,7 +100,7 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
     cfg = TrainConfig(
         method="pinn",
         n_cycles=12,
-        n_samples=100_000,
+        n_samples=50_000,
         max_epochs=40,
         patience=10,
         seed=seed,
@@ -147,7 +147,8 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
         f"Simulated 96 x 96 x 2 Gach phantom volume, 12 phase cycles (TR 4.8 ms, TE 2.4 ms, "
         f"15 deg), smooth B1 {float(vol['b1'].min()):.2f}-{float(vol['b1'].max()):.2f}, "
         f"off-resonance {float(vol['db0'].min()):.0f} to {float(vol['db0'].max()):.0f} Hz, "
-        f"SNR 50. PINN trained for {len(res.history)} epochs on 60,000 simulated samples "
+        f"SNR 50. PINN trained for {len(res.history)} epochs on "
+        f"{int(0.6 * cfg.n_samples):,} simulated samples "
         f"({t_train:.0f} s, stop: {res.stop_reason}).",
         "",
         f"Errors over the {int(region.sum())} tissue voxels inside the trained range "
@@ -163,6 +164,6 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
             f" {s['t1_p95_abs_rel_err_pct']:.2f} | {s['t2_median_abs_rel_err_pct']:.2f} |"
             f" {s['t2_p95_abs_rel_err_pct']:.2f} |"
         )
-    lines += ["", "![relaxometry maps](relax_maps.png)", ""]
+    lines += ["", f"![relaxometry maps]({out.name}/relax_maps.png)", ""]
     log.info("relax demo done: %s", stats)
     return "\n".join(lines)

@@ -219,7 +219,8 @@ def train(
         ck = torch.load(path, map_location=device, weights_only=False)
         if _config_from(ck["config"]).data_key() != cfg.data_key():
             raise MrphysError(
-                f"checkpoint {path} was trained with other settings; use another --out or --overwrite."
+                f"checkpoint {path} holds other training settings; "
+                "use another --out or --overwrite."
             )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -275,6 +276,7 @@ def train(
             feat_all = data.clean["train"][perm]
         tgt_all = data.target["train"][perm]
         run_loss = torch.zeros((), device=device)
+        seen = 0
         for s in range(0, n_tr, cfg.batch_size):
             sl = slice(s, s + cfg.batch_size)
             if noisy:
@@ -289,6 +291,13 @@ def train(
             opt.step()
             run_loss += loss.detach() * fb.shape[0]
             state["step"] += 1
+            seen = s + fb.shape[0]
+            if (
+                cfg.max_seconds is not None
+                and state["step"] % 32 == 0
+                and time.perf_counter() - t_start > cfg.max_seconds
+            ):
+                break  # budget spent mid-epoch: validate and stop (recorded as a partial epoch)
         model.eval()
         val = _eval_loss(model, cfg, data.fixed["val"], data.target["val"])
         state["epoch"] = ep + 1
@@ -300,7 +309,8 @@ def train(
             state["bad_epochs"] += 1
         rec = {
             "epoch": ep + 1,
-            "train_loss": float(run_loss) / n_tr,
+            "train_loss": float(run_loss) / max(seen, 1),
+            "samples": seen,
             "val_loss": val,
             "seconds": time.perf_counter() - t_ep,
         }
