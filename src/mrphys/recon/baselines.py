@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Frozen defaults (tuned once on PINCAT; see docs/encoding.md).
 DEFAULTS = {
-    "cg_sense": {"iterations": 10, "lam": 1e-2},
-    "grasp": {"iterations": 30, "lam_tv": 0.03},
+    "cg_sense": {"iterations": 20, "lam": 1e-2},
+    "grasp": {"iterations": 30, "lam_tv": 0.01},
     "low_rank_sparse": {"iterations": 30, "lam_l": 0.02, "lam_s": 0.01},
 }
 
@@ -114,11 +114,20 @@ def _soft(x: torch.Tensor, thr: float) -> torch.Tensor:
 
 
 def _svt_abs(x: torch.Tensor, thr: float) -> torch.Tensor:
-    """Singular value thresholding of the Casorati matrix ``(T, Y*X)`` at ``thr``."""
+    """Singular value thresholding of the Casorati matrix ``(T, Y*X)`` at ``thr``.
+
+    Through the ``T x T`` Gram matrix (``T`` frames << ``Y*X`` pixels): with ``X X^H = U W U^H``,
+    ``SVT(X) = U diag(max(sigma - thr, 0) / sigma) U^H X``, ``sigma = sqrt(W)``; the Gram matrix
+    and its eigendecomposition are computed in double precision.
+    """
     t = x.shape[0]
-    u, s, vh = torch.linalg.svd(x.reshape(t, -1), full_matrices=False)
-    s2 = torch.clamp(s - thr, min=0.0)
-    return ((u * s2.to(u.dtype)) @ vh).reshape(x.shape)
+    m = x.reshape(t, -1)
+    m64 = m.to(torch.complex128)
+    w, u = torch.linalg.eigh(m64 @ m64.mH)
+    sig = torch.sqrt(torch.clamp(w, min=0.0))
+    keep = torch.where(sig > thr, (sig - thr) / torch.clamp(sig, min=1e-300), torch.zeros_like(sig))
+    proj = (u * keep.to(u.dtype)) @ u.mH  # (T, T)
+    return (proj.to(m.dtype) @ m).reshape(x.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +242,8 @@ def low_rank_sparse(
     normal = _normal(op, w)
     b = op.adjoint(y * w)
     step = 1.0 / (2.1 * _max_eig(normal, tuple(b.shape), b.device))
-    sigma0 = float(torch.linalg.matrix_norm(b.reshape(b.shape[0], -1), ord=2))
+    b64 = b.reshape(b.shape[0], -1).to(torch.complex128)
+    sigma0 = float(torch.linalg.eigvalsh(b64 @ b64.mH)[-1].clamp(min=0).sqrt())
     thr_l = step * lam_l * sigma0
     thr_s = step * lam_s * _scale(b)
     low, sp = b.clone(), torch.zeros_like(b)
