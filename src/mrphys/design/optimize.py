@@ -244,7 +244,7 @@ def autograd_flip(
             with torch.no_grad():
                 alpha.clamp_(math.radians(1.0), math.radians(179.0))
             n_sim += len(idx)
-            deg = math.degrees(float(alpha))
+            deg = math.degrees(float(alpha.detach()))
             hist["flip_angle_deg"].append(deg)
             hist["loss"].append(float(loss))
             hist["simulated"].append(n_sim)
