@@ -11,8 +11,9 @@ Two ways to learn the acquisition (paper 000, METHODS section 2):
 * :func:`autograd_flip`: the same problem with the exact derivative through the Bloch simulator and
   the network (one forward and one backward pass per step, on random minibatches of phantoms).
 * :func:`joint`: network weights and sequence parameters learned together by exact gradients:
-  both flip angles, TE, and a soft mask over phase-encode lines (a sigmoid per line with a budget
-  penalty; the lines with the largest weights are kept at the end), from a random start.
+  both flip angles, TE, and a subset of phase-encode lines (a sigmoid weight per line; the
+  ``budget`` lines of largest weight are acquired, with straight-through gradients to the
+  weights, and a budget penalty keeps the mean weight at the budget), from a random start.
 
 Compute is counted in simulated phantoms (forward-equivalents; a backward pass through the
 simulator is counted separately) and in seconds.
@@ -469,7 +470,11 @@ def joint(
         for _ in range(cfg.steps_per_iteration):
             idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
             a1, a2, te_s, w = seq.values()
-            mask = w if cfg.budget < 1 else None
+            mask = None
+            if cfg.budget < 1:
+                # straight-through: acquire the hard top-k lines (as at test time), gradient
+                # through the soft weights
+                mask = hard_mask(w, cfg.budget).to(w) + w - w.detach()
             loss = loss_at(model, norm, train_t, a1, a2, te_s, idx, mask, simulator, penalty=True)
             if cfg.budget < 1:
                 loss = loss + cfg.budget_weight * (w.mean() - cfg.budget).square()
