@@ -315,6 +315,7 @@ def test_default_model_trained_once_and_cached(sim, tmp_path, monkeypatch) -> No
     assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_evaluate_cli(tmp_path) -> None:
     out = tmp_path / "ev"
     rc = _run(
