@@ -146,3 +146,91 @@ def test_tiny_autograd_run(tmp_path):
     assert len(m["flip_angle_deg"]) == len(m["psnr"]) == 2
     assert m["lines_kept"][-1] == 8
     assert (out / "joint_checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_train_then_optimize_from_checkpoint(tmp_path):
+    tr = tmp_path / "tr"
+    common = ["--phantoms", "12", "--test-phantoms", "4", "--matrix", "16", "--width", "2"]
+    rc = _run(
+        [
+            "spin",
+            "train",
+            *common,
+            "--net",
+            "unet",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "6",
+            "--device",
+            "cpu",
+            "--out",
+            str(tr),
+        ]
+    )
+    assert rc == 0
+    assert (tr / "checkpoint.pt").is_file() and (tr / "train_metrics.json").is_file()
+    # resume for one more epoch into a new folder
+    tr2 = tmp_path / "tr2"
+    rc = _run(
+        [
+            "spin",
+            "train",
+            *common,
+            "--net",
+            "unet",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "6",
+            "--resume",
+            str(tr / "checkpoint.pt"),
+            "--device",
+            "cpu",
+            "--out",
+            str(tr2),
+        ]
+    )
+    assert rc == 0
+    hist = json.loads((tr2 / "train_metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+    out = tmp_path / "fd"
+    rc = _run(
+        [
+            "spin",
+            "optimize",
+            "--method",
+            "finite-difference",
+            *common[:4],
+            "--matrix",
+            "16",
+            "--checkpoint",
+            str(tr2 / "checkpoint.pt"),
+            "--iterations",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["flip_angle_deg"]) == 2 and m["reference_training"] == []
+    # a checkpoint of another matrix is refused
+    rc = _run(
+        [
+            "spin",
+            "optimize",
+            "--method",
+            "finite-difference",
+            "--matrix",
+            "32",
+            "--checkpoint",
+            str(tr2 / "checkpoint.pt"),
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
+    assert rc == 2 and not (tmp_path / "bad").exists()

@@ -91,9 +91,8 @@ def run_optimize(
     from mrphys.io import save_json
 
     t0 = time.perf_counter()
-    tr, te = cfg.data.make(progress)
     ref_hist: list[dict] = []
-    if cfg.checkpoint is not None:
+    if cfg.checkpoint is not None:  # checked before any simulation
         model, tcfg, norm, _ = load_checkpoint(cfg.checkpoint, device)
         if tcfg.matrix != cfg.data.matrix:
             from mrphys.errors import MrphysError
@@ -102,13 +101,14 @@ def run_optimize(
                 f"the checkpoint is for matrix {tcfg.matrix}, the data for "
                 f"{cfg.data.matrix}; pass --matrix {tcfg.matrix}."
             )
-    elif cfg.method == "finite-difference":
+    tr, te = cfg.data.make(progress)
+    if cfg.checkpoint is None and cfg.method == "finite-difference":
         ref = out / "reference"
         ref.mkdir()
         model, norm, ref_hist, _ = train_reference(
             ref, cfg.data, cfg.train, device, progress=progress, datasets=(tr, te)
         )
-    else:
+    elif cfg.checkpoint is None:
         norm = fit_normalisation(tr)
         model = build_model(cfg.train).to(device)
     t_ref = time.perf_counter() - t0
