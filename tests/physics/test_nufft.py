@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -153,8 +154,9 @@ def test_torchkbnufft_backend_in_subprocess():
     numbers are checked; an exit-time abort (status -6/134) after the result line is tolerated.
     """
     pytest.importorskip("torchkbnufft")
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny sizes: threads only add latency
     p = subprocess.run(
-        [sys.executable, "-c", _KB_SCRIPT], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _KB_SCRIPT], capture_output=True, text=True, timeout=300, env=env
     )
     lines = [s for s in p.stdout.splitlines() if s.startswith("RESULT ")]
     assert lines, f"child failed (rc {p.returncode}): {p.stderr[-2000:]}"
