@@ -247,7 +247,7 @@ def autograd_flip(
             n_sim += len(idx)
             deg = math.degrees(float(alpha.detach()))
             hist["flip_angle_deg"].append(deg)
-            hist["loss"].append(float(loss))
+            hist["loss"].append(float(loss.detach()))
             hist["simulated"].append(n_sim)
             hist["seconds"].append(time.perf_counter() - t0)
             if cfg.tolerance_deg > 0 and abs(deg - 90.0) < cfg.tolerance_deg:
