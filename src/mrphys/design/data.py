@@ -309,15 +309,20 @@ def acquire(
     te: torch.Tensor | float | None = None,
     idx: slice | torch.Tensor | None = None,
     simulator: Simulator = bloch_simulator,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Noisy k-space ``(B, N, N)`` of (a subset ``idx`` of) ``data``'s phantoms at a new sequence.
 
     Flip angles in rad, TE in s (defaults: those of ``data.acq``); tensors that require grad give
     a differentiable result. The noise is the stored draw ``sigma * z`` of each phantom (common
-    random numbers), so the result is a deterministic function of the sequence.
+    random numbers), so the result is a deterministic function of the sequence. ``device``:
+    simulate there (default: where the data are, the CPU).
     """
     sel = slice(None) if idx is None else idx
     flip2 = data.acq.flip2 if flip2 is None else flip2
     te = data.acq.te if te is None else te
-    k = simulator(data.phantom(sel), flip1, flip2, te, data.acq)
+    ph = data.phantom(sel)
+    if device is not None:
+        ph = ph.to(device)  # simulate where the network runs
+    k = simulator(ph, flip1, flip2, te, data.acq)
     return add_noise(k, data.sigma[sel].to(k.device), data.z[sel].to(k.device))

@@ -67,7 +67,7 @@ def evaluate(
     with torch.no_grad():
         for s in range(0, len(data), batch):
             sl = slice(s, s + batch)
-            k = norm.apply(acquire(data, flip1, flip2, te, sl, simulator))
+            k = norm.apply(acquire(data, flip1, flip2, te, sl, simulator, dev))
             if mask is not None:
                 k = k * mask.to(k.device)[None, :, None]
             outs.append(model(k.to(dev)).float().cpu())
@@ -189,9 +189,9 @@ def loss_at(
     With ``penalty`` the network's L1 activity penalty is added (the training loss)."""
     dev = next(model.parameters()).device
     sel = slice(None) if idx is None else idx
-    k = norm.apply(acquire(data, flip1, flip2, te, sel, simulator)).to(dev)
+    k = norm.apply(acquire(data, flip1, flip2, te, sel, simulator, dev))
     if mask is not None:
-        k = k * mask.to(k.real.dtype)[None, :, None]
+        k = k * mask.to(device=k.device, dtype=k.real.dtype)[None, :, None]
     pred, pen = model.forward_with_penalty(k)
     loss = (pred - data.target[sel].to(dev, pred.dtype)).square().mean()
     return loss + pen if penalty else loss

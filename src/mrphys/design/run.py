@@ -101,6 +101,7 @@ def run_optimize(
                 f"the checkpoint is for matrix {tcfg.matrix}, the data for "
                 f"{cfg.data.matrix}; pass --matrix {tcfg.matrix}."
             )
+        cfg.joint.train = tcfg  # the network's own settings (optimiser groups)
     tr, te = cfg.data.make(progress)
     if cfg.checkpoint is None and cfg.method == "finite-difference":
         ref = out / "reference"
