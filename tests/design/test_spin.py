@@ -197,3 +197,11 @@ def test_joint_learns_sequence_and_network(tiny):
 def test_hard_mask_budget():
     w = torch.tensor([0.1, 0.9, 0.5, 0.7])
     assert hard_mask(w, 0.5).tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_model_init_is_seeded():
+    a = build_model(TrainConfig(net="automap", matrix=16, channels=2, seed=3))
+    b = build_model(TrainConfig(net="automap", matrix=16, channels=2, seed=3))
+    c = build_model(TrainConfig(net="automap", matrix=16, channels=2, seed=4))
+    torch.testing.assert_close(a.fc1.weight, b.fc1.weight)
+    assert not torch.equal(a.fc1.weight, c.fc1.weight)

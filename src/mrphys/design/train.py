@@ -56,15 +56,20 @@ class TrainConfig:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The network of ``cfg``: ``forward(k (B, N, N) complex) -> image (B, N, N)``."""
+    """The network of ``cfg``: ``forward(k (B, N, N) complex) -> image (B, N, N)``.
+
+    The initial weights are drawn from ``cfg.seed`` (the global random state is left as it was).
+    """
     cfg.check()
-    if cfg.net == "automap":
-        from mrphys.recon.automap import Automap
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if cfg.net == "automap":
+            from mrphys.recon.automap import Automap
 
-        return Automap(cfg.matrix, cfg.channels, init=cfg.init, penalty=cfg.penalty)
-    from mrphys.recon.unet import FFTUNet
+            return Automap(cfg.matrix, cfg.channels, init=cfg.init, penalty=cfg.penalty)
+        from mrphys.recon.unet import FFTUNet
 
-    return FFTUNet(cfg.matrix, cfg.width, penalty=cfg.penalty)
+        return FFTUNet(cfg.matrix, cfg.width, penalty=cfg.penalty)
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
