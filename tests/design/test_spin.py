@@ -105,8 +105,8 @@ def test_flip_gradient_matches_finite_difference(tiny):
         lp = loss_at(model, norm, te64, torch.tensor(float(a) + h, dtype=torch.float64))
         lm = loss_at(model, norm, te64, torch.tensor(float(a) - h, dtype=torch.float64))
     fd = (lp - lm) / (2 * h)
-    assert abs(float(g)) > 1e-6  # not trivially zero
-    assert abs(float(g) - float(fd)) < 1e-5 * max(1.0, abs(float(fd))) + 1e-6 * abs(float(fd))
+    assert abs(float(g)) > 1e-4  # not trivially zero (about -0.0099 per rad here)
+    assert abs(float(g) - float(fd)) < 1e-6 * abs(float(fd))  # measured 3e-10
 
 
 def test_gradcheck_flips_and_te(tiny):
