@@ -170,7 +170,9 @@ def _check_recon(args: argparse.Namespace) -> None:
 def _reconstruct(args: argparse.Namespace, data, device):
     from mrphys.recon import baselines as B
 
-    it = {} if args.iterations is None else {"iterations": args.iterations}
+    it = {"progress": True} if args.iterations is None else {
+        "iterations": args.iterations, "progress": True,
+    }  # fmt: skip
     if args.method == "gridding":
         return B.gridding(data)
     if args.method == "cg-sense":

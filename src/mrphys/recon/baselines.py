@@ -18,8 +18,10 @@ and the data term is density-weighted, as in the GRASP and L+S reference impleme
   series) and an L1 penalty on the temporal Fourier transform of ``S`` (weight ``lam_s * s``), by
   FISTA on the pair ``(L, S)`` (singular value and soft thresholding as proximal steps).
 
-``s`` is the maximum magnitude of the gridding image, which makes the regularisation weights
-independent of the data scale. Default weights and iteration counts were tuned once on PINCAT
+The iterative methods take ``backend`` (the NUFFT backend of
+:class:`~mrphys.physics.nufft.RadialNUFFT`) and ``progress`` (show a tqdm bar). ``s`` is the
+maximum magnitude of the gridding image, which makes the regularisation weights independent of
+the data scale. Default weights and iteration counts were tuned once on PINCAT
 (see ``docs/encoding.md`` for the protocol and numbers) and are frozen here.
 """
 
@@ -30,6 +32,7 @@ import math
 import time
 
 import torch
+from tqdm.auto import tqdm
 
 from mrphys.errors import check
 from mrphys.physics.coils import SenseOp
@@ -149,6 +152,7 @@ def cg_sense(
     iterations: int = DEFAULTS["cg_sense"]["iterations"],
     lam: float = DEFAULTS["cg_sense"]["lam"],
     backend: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """CG-SENSE per frame: solve ``(A^H D A + lam I) x = A^H D y`` by ``iterations`` CG steps.
 
@@ -166,7 +170,7 @@ def cg_sense(
     p = r.clone()
     rs = _frame_dot(r, r)
     tiny = torch.finfo(torch.float32).tiny
-    for _ in range(int(iterations)):
+    for _ in tqdm(range(int(iterations)), desc="CG-SENSE", disable=not progress, leave=False):
         ap = normal(p) + lam * p
         alpha = rs / torch.clamp(_frame_dot(p, ap), min=tiny)
         x = x + alpha * p
@@ -183,6 +187,7 @@ def grasp(
     lam_tv: float = DEFAULTS["grasp"]["lam_tv"],
     iterations: int = DEFAULTS["grasp"]["iterations"],
     backend: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """GRASP-style temporal-TV reconstruction by FISTA (``(T, Y, X)`` complex64).
 
@@ -204,7 +209,7 @@ def grasp(
     p = torch.zeros((max(b.shape[0] - 1, 0),) + b.shape[1:], dtype=b.dtype, device=b.device)
     tk = 1.0
     t0 = time.perf_counter()
-    for _ in range(int(iterations)):
+    for _ in tqdm(range(int(iterations)), desc="GRASP", disable=not progress, leave=False):
         v = z - step * (normal(z) - b)
         x_new, p = _tv_prox(v, mu, p) if b.shape[0] > 1 else (v, p)
         tk_new = 0.5 * (1 + math.sqrt(1 + 4 * tk * tk))
@@ -221,6 +226,7 @@ def low_rank_sparse(
     lam_s: float = DEFAULTS["low_rank_sparse"]["lam_s"],
     iterations: int = DEFAULTS["low_rank_sparse"]["iterations"],
     backend: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """L+S reconstruction (the Otazo et al. 2015 model), ``(T, Y, X)`` complex64.
 
@@ -250,7 +256,7 @@ def low_rank_sparse(
     low, sp = b.clone(), torch.zeros_like(b)
     zl, zs = low.clone(), sp.clone()
     tk = 1.0
-    for _ in range(int(iterations)):
+    for _ in tqdm(range(int(iterations)), desc="L+S", disable=not progress, leave=False):
         g = normal(zl + zs) - b
         low_new = _svt_abs(zl - step * g, thr_l)
         sf = torch.fft.fft(zs - step * g, dim=0, norm="ortho")
