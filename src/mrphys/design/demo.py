@@ -9,7 +9,6 @@ and returns a markdown section with the numbers. About 2-3 minutes on 2 quiet CP
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -76,7 +75,3 @@ Finite differences: {fd["simulated"][-1]} phantom simulations, {fd["seconds"][-1
 {figs}
 """
     )
-
-
-def _deg(x: float) -> float:
-    return math.degrees(x)

@@ -7,7 +7,6 @@ given (the caller makes it atomic) and returns the numbers it wrote.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -183,7 +182,3 @@ def summary(m: dict) -> str:
         f"SSIM {s[0]:.3f} -> {s[-1]:.3f}, PSNR {p[0]:.2f} -> {p[-1]:.2f} dB "
         f"({len(f) - 1} iterations)"
     )
-
-
-def _deg(x: float) -> float:
-    return math.degrees(x)
