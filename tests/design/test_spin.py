@@ -197,6 +197,7 @@ def test_joint_learns_sequence_and_network(tiny):
 def test_hard_mask_budget():
     w = torch.tensor([0.1, 0.9, 0.5, 0.7])
     assert hard_mask(w, 0.5).tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert hard_mask(w, 0.5, centre=True).tolist() == [0.0, 1.0, 1.0, 0.0]
 
 
 def test_model_init_is_seeded():

@@ -107,6 +107,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="autograd: fraction of phase-encode lines kept (0.5 = 2x fewer)",
     )
     o.add_argument(
+        "--free-centre",
+        action="store_true",
+        help="autograd: the k-space centre line may be dropped too (default: always acquired)",
+    )
+    o.add_argument(
         "--target",
         default="se",
         choices=["se", "t1"],
@@ -239,6 +244,7 @@ def run_optimize(args: argparse.Namespace) -> int:
         start_flip1_deg=start,
         learn=learn,
         budget=args.line_fraction,
+        keep_centre=not args.free_centre,
         target=args.target,
         iterations=args.iterations,
         steps_per_iteration=args.steps_per_iteration,

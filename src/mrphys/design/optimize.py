@@ -273,6 +273,9 @@ class JointConfig:
     start_te_ms: float | None = None  # None: random in [20, 80]
     learn: tuple[str, ...] = ("flip1", "flip2", "te", "lines")
     budget: float = 1.0
+    #: always acquire the k-space centre line (the per-acquisition normalisation divides by
+    #: max |k|, which sits there; without it a run can settle on a poor line set, seen once)
+    keep_centre: bool = True
     target: str = "se"
     t1_tr_ms: float = 600.0
     iterations: int = 10
@@ -342,12 +345,21 @@ class SequenceParams(nn.Module):
         return f1, f2, te, torch.sigmoid(self.lines)
 
 
-def hard_mask(weights: torch.Tensor, budget: float) -> torch.Tensor:
-    """The ``round(budget * N)`` lines of largest weight as a 0/1 mask ``(N,)``."""
+def hard_mask(weights: torch.Tensor, budget: float, centre: bool = False) -> torch.Tensor:
+    """The ``round(budget * N)`` lines of largest weight as a 0/1 mask ``(N,)``.
+
+    ``centre``: the k-space centre line ``N//2`` is always acquired (it counts in the budget).
+    """
     n = weights.numel()
     keep = max(1, round(budget * n))
+    w = weights.detach().cpu().clone()
     m = torch.zeros(n)
-    m[torch.topk(weights.detach().cpu(), keep).indices] = 1.0
+    if centre:
+        m[n // 2] = 1.0
+        w[n // 2] = -float("inf")
+        keep -= 1
+    if keep > 0:
+        m[torch.topk(w, keep).indices] = 1.0
     return m
 
 
@@ -441,7 +453,7 @@ def joint(
     def record(train_loss: float) -> None:
         with torch.no_grad():
             a1, a2, te_s, w = seq.values()
-        mask = hard_mask(w, cfg.budget) if cfg.budget < 1 else None
+        mask = hard_mask(w, cfg.budget, cfg.keep_centre) if cfg.budget < 1 else None
         m, net, fft = evaluate(
             model, norm, test_t, float(a1), float(a2), float(te_s), mask, simulator=simulator
         )
@@ -474,7 +486,7 @@ def joint(
             if cfg.budget < 1:
                 # straight-through: acquire the hard top-k lines (as at test time), gradient
                 # through the soft weights
-                mask = hard_mask(w, cfg.budget).to(w) + w - w.detach()
+                mask = hard_mask(w, cfg.budget, cfg.keep_centre).to(w) + w - w.detach()
             loss = loss_at(model, norm, train_t, a1, a2, te_s, idx, mask, simulator, penalty=True)
             if cfg.budget < 1:
                 loss = loss + cfg.budget_weight * (w.mean() - cfg.budget).square()
