@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument(
         "--learn",
         default="flip1,flip2,te,lines",
-        help="autograd: sequence parameters to learn (flip1,flip2,te,lines)",
+        help="autograd: sequence parameters to learn (flip1,flip2,te,tr,lines)",
     )
     o.add_argument(
         "--line-fraction",

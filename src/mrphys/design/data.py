@@ -85,25 +85,31 @@ def bloch_simulator(
     flip2: torch.Tensor | float,
     te: torch.Tensor | float,
     acq: Acquisition,
+    tr: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Spin-echo k-space ``(B, N, N)`` complex64 by the event-based Bloch simulator.
 
-    Differentiable w.r.t. ``flip1``, ``flip2`` (rad) and ``te`` (s) when given as tensors that
-    require grad. The prephase lobe starts at 16.8 ms (SPIN) or earlier for short TE.
+    Differentiable w.r.t. ``flip1``, ``flip2`` (rad), ``te`` and ``tr`` (s, default ``acq.tr``)
+    when given as tensors that require grad. The prephase lobe starts at 16.8 ms (SPIN) or
+    earlier for short TE. Below TR 5 s, 64 dummy repetitions (instead of 4) reach the steady
+    state of CSF (T1 4.2 s).
     """
     from mrphys.physics import bloch, sequence
 
+    tr = acq.tr if tr is None else tr
+    tr_f = float(tr.detach()) if isinstance(tr, torch.Tensor) else float(tr)
     te_f = float(te.detach()) if isinstance(te, torch.Tensor) else float(te)
     pre = min(0.0168, 0.5 * te_f - 0.0032)
     check(pre > 0, f"te must exceed 6.4 ms for the spin-echo timing; got {te_f * 1e3:g} ms.")
     seq = sequence.spin_echo(
         matrix=acq.matrix,
         fov=acq.fov,
-        tr=acq.tr,
+        tr=tr,
         te=te,
         flip1=flip1,
         flip2=flip2,
         prephase_start=pre,
+        n_dummy=4 if tr_f >= 5.0 else 64,
     )
     k = bloch.simulate_kspace(seq, ph)
     return k.reshape(-1, acq.matrix, acq.matrix)
@@ -310,13 +316,14 @@ def acquire(
     idx: slice | torch.Tensor | None = None,
     simulator: Simulator = bloch_simulator,
     device: torch.device | str | None = None,
+    tr: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Noisy k-space ``(B, N, N)`` of (a subset ``idx`` of) ``data``'s phantoms at a new sequence.
 
-    Flip angles in rad, TE in s (defaults: those of ``data.acq``); tensors that require grad give
-    a differentiable result. The noise is the stored draw ``sigma * z`` of each phantom (common
-    random numbers), so the result is a deterministic function of the sequence. ``device``:
-    simulate there (default: where the data are, the CPU).
+    Flip angles in rad, TE and TR in s (defaults: those of ``data.acq``); tensors that require
+    grad give a differentiable result. The noise is the stored draw ``sigma * z`` of each
+    phantom (common random numbers), so the result is a deterministic function of the
+    sequence. ``device``: simulate there (default: where the data are, the CPU).
     """
     sel = slice(None) if idx is None else idx
     flip2 = data.acq.flip2 if flip2 is None else flip2
@@ -324,5 +331,8 @@ def acquire(
     ph = data.phantom(sel)
     if device is not None:
         ph = ph.to(device)  # simulate where the network runs
-    k = simulator(ph, flip1, flip2, te, data.acq)
+    if tr is None:
+        k = simulator(ph, flip1, flip2, te, data.acq)
+    else:  # a learned TR (s); the simulator must accept ``tr``
+        k = simulator(ph, flip1, flip2, te, data.acq, tr=tr)
     return add_noise(k, data.sigma[sel].to(k.device), data.z[sel].to(k.device))

@@ -54,6 +54,7 @@ def evaluate(
     mask: torch.Tensor | None = None,
     batch: int = 100,
     simulator: Callable = bloch_simulator,
+    tr: float | None = None,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Test-set metrics of the network at a sequence (flips rad, TE s, line ``mask`` ``(N,)``).
 
@@ -67,7 +68,7 @@ def evaluate(
     with torch.no_grad():
         for s in range(0, len(data), batch):
             sl = slice(s, s + batch)
-            k = norm.apply(acquire(data, flip1, flip2, te, sl, simulator, dev))
+            k = norm.apply(acquire(data, flip1, flip2, te, sl, simulator, dev, tr))
             if mask is not None:
                 k = k * mask.to(k.device)[None, :, None]
             outs.append(model(k.to(dev)).float().cpu())
@@ -183,13 +184,14 @@ def loss_at(
     mask: torch.Tensor | None = None,
     simulator: Callable = bloch_simulator,
     penalty: bool = False,
+    tr: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Mean squared error of the network on (a subset of) ``data`` at a sequence; differentiable
-    w.r.t. ``flip1``, ``flip2`` (rad), ``te`` (s), ``mask`` ``(N,)`` and the network weights.
+    w.r.t. ``flip1``, ``flip2`` (rad), ``te``, ``tr`` (s), ``mask`` ``(N,)`` and the weights.
     With ``penalty`` the network's L1 activity penalty is added (the training loss)."""
     dev = next(model.parameters()).device
     sel = slice(None) if idx is None else idx
-    k = norm.apply(acquire(data, flip1, flip2, te, sel, simulator, dev))
+    k = norm.apply(acquire(data, flip1, flip2, te, sel, simulator, dev, tr))
     if mask is not None:
         k = k * mask.to(device=k.device, dtype=k.real.dtype)[None, :, None]
     pred, pen = model.forward_with_penalty(k)
@@ -262,8 +264,8 @@ def autograd_flip(
 class JointConfig:
     """Joint learning of network and sequence by exact gradients (angles deg, TE ms).
 
-    ``learn`` lists what the sequence may change: ``flip1``, ``flip2``, ``te``, ``lines``
-    (phase-encode subset). ``budget`` is the fraction of phase-encode lines kept (1: all).
+    ``learn`` lists what the sequence may change: ``flip1``, ``flip2``, ``te``, ``tr``,
+    ``lines`` (phase-encode subset). ``budget`` is the fraction of phase-encode lines kept (1: all).
     ``target`` is ``se`` (Eq. 13 at TR 10 s, TE 40 ms) or ``t1`` (Eq. 13 with TR ``t1_tr_ms``:
     a T1-weighted contrast the network has to produce).
     """
@@ -271,6 +273,7 @@ class JointConfig:
     start_flip1_deg: float | None = None  # None: random in [10, 170]
     start_flip2_deg: float | None = None  # None: random in [60, 180]
     start_te_ms: float | None = None  # None: random in [20, 80]
+    start_tr_ms: float | None = None  # None: 10000, or random in [1000, 10000] if TR is learned
     learn: tuple[str, ...] = ("flip1", "flip2", "te", "lines")
     budget: float = 1.0
     #: always acquire the k-space centre line (the per-acquisition normalisation divides by
@@ -286,12 +289,15 @@ class JointConfig:
     budget_weight: float = 1.0
     te_min_ms: float = 12.0
     te_max_ms: float = 120.0
+    tr_min_ms: float = 200.0
+    tr_max_ms: float = 10000.0
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(net="automap", init="dft"))
 
     def check(self) -> None:
-        ok = set(self.learn) <= {"flip1", "flip2", "te", "lines"}
-        check(ok, f"learn must be a subset of flip1, flip2, te, lines; got {','.join(self.learn)}.")
+        ok = set(self.learn) <= {"flip1", "flip2", "te", "tr", "lines"}
+        names = ",".join(self.learn)
+        check(ok, f"learn must be a subset of flip1, flip2, te, tr, lines; got {names}.")
         check(0 < self.budget <= 1, f"line budget must lie in (0, 1]; got {self.budget}.")
         check(self.target in ("se", "t1"), f"target must be se or t1; got {self.target!r}.")
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
@@ -309,8 +315,8 @@ class SequenceParams(nn.Module):
     """Learnable spin-echo parameters in unconstrained form.
 
     ``flip1 = pi * sigmoid(u1)``, ``flip2 = pi * sigmoid(u2)`` (rad), ``te = te_min + (te_max -
-    te_min) * sigmoid(u3)`` (s), line weights ``sigmoid(w)`` ``(N,)``. Parameters not learned
-    are frozen buffers.
+    te_min) * sigmoid(u3)`` (s), TR likewise, line weights ``sigmoid(w)`` ``(N,)``. Parameters
+    not learned are frozen buffers.
     """
 
     def __init__(
@@ -322,10 +328,14 @@ class SequenceParams(nn.Module):
         te_range: tuple,
         learn: tuple[str, ...],
         lines0: torch.Tensor,
+        tr: float = 10.0,
+        tr_range: tuple = (0.2, 10.0),
     ) -> None:
         super().__init__()
         self.te_min, self.te_max = te_range
+        self.tr_min, self.tr_max = tr_range
         vals = {
+            "tr": torch.tensor(_logit((tr - self.tr_min) / (self.tr_max - self.tr_min))),
             "flip1": torch.tensor(_logit(flip1 / math.pi)),
             "flip2": torch.tensor(_logit(flip2 / math.pi)),
             "te": torch.tensor(_logit((te - self.te_min) / (self.te_max - self.te_min))),
@@ -343,6 +353,10 @@ class SequenceParams(nn.Module):
         f2 = math.pi * torch.sigmoid(self.flip2)
         te = self.te_min + (self.te_max - self.te_min) * torch.sigmoid(self.te)
         return f1, f2, te, torch.sigmoid(self.lines)
+
+    def tr_value(self) -> torch.Tensor:
+        """TR in s (``tr_min + (tr_max - tr_min) * sigmoid(u)``)."""
+        return self.tr_min + (self.tr_max - self.tr_min) * torch.sigmoid(self.tr)
 
 
 def hard_mask(weights: torch.Tensor, budget: float, centre: bool = False) -> torch.Tensor:
@@ -396,6 +410,13 @@ def joint(
     f2 = cfg.start_flip2_deg if cfg.start_flip2_deg is not None else draw(60, 180)
     te = cfg.start_te_ms if cfg.start_te_ms is not None else draw(20, 80)
     te = min(max(te, cfg.te_min_ms + 0.5), cfg.te_max_ms - 0.5)
+    learn_tr = "tr" in cfg.learn
+    tr0 = (
+        cfg.start_tr_ms
+        if cfg.start_tr_ms is not None
+        else (draw(1000, 10000) if learn_tr else train.acq.tr * 1e3)
+    )
+    tr0 = min(max(tr0, cfg.tr_min_ms * 1.001), cfg.tr_max_ms * 0.999)
     lines0 = torch.full((n,), _logit(min(cfg.budget, 0.99)))
     lines0 += 0.01 * torch.randn(n, generator=gen)
     seq = SequenceParams(
@@ -406,6 +427,8 @@ def joint(
         (cfg.te_min_ms * 1e-3, cfg.te_max_ms * 1e-3),
         cfg.learn,
         lines0,
+        tr=tr0 * 1e-3,
+        tr_range=(cfg.tr_min_ms * 1e-3, cfg.tr_max_ms * 1e-3),
     )
     if model is None:
         model = build_model(replace_matrix(cfg.train, n))
@@ -434,6 +457,7 @@ def joint(
         "flip_angle_deg",
         "flip2_deg",
         "te_ms",
+        "tr_ms",
         "lines_kept",
         "mse",
         "ssim",
@@ -453,10 +477,20 @@ def joint(
     def record(train_loss: float) -> None:
         with torch.no_grad():
             a1, a2, te_s, w = seq.values()
+            tr_s = float(seq.tr_value())
         mask = hard_mask(w, cfg.budget, cfg.keep_centre) if cfg.budget < 1 else None
         m, net, fft = evaluate(
-            model, norm, test_t, float(a1), float(a2), float(te_s), mask, simulator=simulator
+            model,
+            norm,
+            test_t,
+            float(a1),
+            float(a2),
+            float(te_s),
+            mask,
+            simulator=simulator,
+            tr=tr_s if learn_tr else None,
         )
+        hist["tr_ms"].append(tr_s * 1e3)
         hist["flip_angle_deg"].append(math.degrees(float(a1)))
         hist["flip2_deg"].append(math.degrees(float(a2)))
         hist["te_ms"].append(float(te_s) * 1e3)
@@ -487,7 +521,10 @@ def joint(
                 # straight-through: acquire the hard top-k lines (as at test time), gradient
                 # through the soft weights
                 mask = hard_mask(w, cfg.budget, cfg.keep_centre).to(w) + w - w.detach()
-            loss = loss_at(model, norm, train_t, a1, a2, te_s, idx, mask, simulator, penalty=True)
+            tr_s = seq.tr_value() if learn_tr else None
+            loss = loss_at(
+                model, norm, train_t, a1, a2, te_s, idx, mask, simulator, penalty=True, tr=tr_s
+            )
             if cfg.budget < 1:
                 loss = loss + cfg.budget_weight * (w.mean() - cfg.budget).square()
             opt_net.zero_grad(set_to_none=True)
