@@ -165,3 +165,15 @@ def test_torchkbnufft_backend_in_subprocess():
     assert r["adj_c64"] < 1e-5 and r["adj_c128"] < 1e-10
     assert r["acc_c64"] < 2e-3 and r["acc_c128"] < 2e-3  # KB kernel, 2x grid, 6 neighbours
     assert r["gradcheck"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_auto_backend_adjoint_and_matches_cpu():
+    traj = golden_angle_radial(3, 4, 32)
+    op = RadialNUFFT(traj.cuda(), (16, 16))  # auto: torchkbnufft on CUDA, frames batched
+    x = _rand((2, 3, 16, 16), 7, torch.complex64).cuda()
+    y = _rand((2, 3, 128), 8, torch.complex64).cuda()
+    assert adjoint_error(op, x, y) < 1e-5
+    ref = RadialNUFFT(traj, (16, 16), backend="finufft").forward(x.cpu())
+    assert float((op.forward(x).cpu() - ref).norm() / ref.norm()) < 2e-3
