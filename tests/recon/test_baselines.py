@@ -9,14 +9,7 @@ from mrphys.physics.radial import simulate_radial
 from mrphys.recon import baselines as B
 from mrphys.tissue.dynamic import synthetic_cine
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: intra-op threads only add wake-up latency (severe on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
