@@ -1,12 +1,12 @@
 """Multi-resolution hash encoding (Instant-NGP, Mueller et al. 2022) in plain PyTorch.
 
-A point ``p`` in the unit cube ``[0, 1]^D`` (here ``D = 3``: x, y, t) is encoded level by level. Level
-``l`` has a regular grid of resolution ``R_l = floor(base * scale^l)`` cells per axis; the ``2^D``
-vertices of the cell holding ``p`` are looked up in a table of ``2^log2_table_size`` feature
-vectors (``F`` features each) and blended with D-linear (trilinear) weights. Where the grid's
-``(R_l + 1)^D`` vertices fit in the table, the vertex index is dense (row-major); otherwise it is the
-spatial hash ``xor_d(i_d * pi_d) mod table_size`` with the Instant-NGP primes. All levels and points
-are computed at once (no Python loop over levels). The output concatenates the levels:
+A point ``p`` in the unit cube ``[0, 1]^D`` (here ``D = 3``: x, y, t) is encoded level by level.
+Level ``l`` has a regular grid of resolution ``R_l = floor(base * scale^l)`` cells per axis; the
+``2^D`` vertices of the cell holding ``p`` are looked up in a table of ``2^log2_table_size``
+feature vectors (``F`` features each) and blended with D-linear (trilinear) weights. Where the
+grid's ``(R_l + 1)^D`` vertices fit in the table, the vertex index is dense (row-major); otherwise
+it is the spatial hash ``xor_d(i_d * pi_d) mod table_size`` with the Instant-NGP primes. All levels
+and points are computed at once (no Python loop over levels). The output concatenates the levels:
 ``(P, L * F)``.
 
 Coarse-to-fine training switches levels on one at a time (:meth:`HashEncoding.set_active_levels`):
