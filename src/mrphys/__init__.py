@@ -4,7 +4,14 @@ Data flows one way: tissue -> physics -> applications (recon, relax, design) -> 
 Units are SI inside the code (s, T, T/m, Hz, rad, m); complex data are ``torch.complex64``.
 """
 
-from mrphys.errors import MrphysError
+import os
+
+# Before torch is first imported: OpenMP threads that sleep instead of spinning while they wait.
+# On a busy 2-core machine spinning threads made torch 20-45x slower (benchmarks/bloch.py,
+# docs/physics.md); a value the user sets wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from mrphys.errors import MrphysError  # noqa: E402
 
 __version__ = "0.1.0"
 
