@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         and (not only.get("method") or m in only["method"])
     ]
     t_start = time.perf_counter()
+    load_start = list(os.getloadavg())
     rows = []
     for d, s, m in cells:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", d, str(s), m]
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
-            "load_average_at_start_1_5_15": list(os.getloadavg()),
+            "load_average_at_start_1_5_15": load_start,
         },
         "results": rows,
         "total_seconds": None,
