@@ -62,7 +62,41 @@ def _cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_cell(name: str, spokes: int, method: str, quick: bool, seed: int, iters: int | None):
+def _inr_overrides(spec: str | None) -> dict:
+    """``key=value,key=value`` -> InrConfig field overrides (``none`` -> None), checked by name."""
+    from dataclasses import fields
+
+    from mrphys.recon.inr import InrConfig
+
+    if not spec:
+        return {}
+    types = {f.name: f.type for f in fields(InrConfig)}
+    out: dict = {}
+    for part in spec.split(","):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        if key not in types or not val:
+            raise SystemExit(f"--inr-config: unknown InrConfig field or empty value in {part!r}")
+        if val.lower() == "none":
+            out[key] = None
+        elif "float" in str(types[key]):
+            out[key] = float(val)
+        elif "bool" in str(types[key]):
+            out[key] = val.lower() in ("1", "true", "yes")
+        else:
+            out[key] = int(val)
+    return out
+
+
+def run_cell(
+    name: str,
+    spokes: int,
+    method: str,
+    quick: bool,
+    seed: int,
+    iters: int | None,
+    inr_config: str | None = None,
+):
     """One table cell in this process: simulate, reconstruct, score."""
     import torch
 
@@ -80,6 +114,7 @@ def run_cell(name: str, spokes: int, method: str, quick: bool, seed: int, iters:
         cfg = InrConfig()
         if quick:
             cfg = replace(cfg, iterations=600)
+        cfg = replace(cfg, **_inr_overrides(inr_config))
         rec = reconstruct_inr(data, iterations=iters, seed=seed, config=cfg, device="cpu")
         extra = {"config": {k: v for k, v in cfg.__dict__.items()}, "iterations": iters}
     else:
@@ -169,6 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per cell")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--inr-iterations", type=int, default=None, help="override INR iterations")
+    ap.add_argument(
+        "--inr-config",
+        default=None,
+        help="InrConfig overrides for design studies, e.g. tv_weight=0.02,log2_table_size=19",
+    )
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     ap.add_argument("--no-nufft", action="store_true", help="skip the NUFFT throughput")
     ap.add_argument("--cell", nargs=3, metavar=("DATA", "SPOKES", "METHOD"), help=argparse.SUPPRESS)
@@ -180,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.cell:  # child process: one cell, one JSON line
         name, spokes, method = args.cell[0], int(args.cell[1]), args.cell[2]
-        row = run_cell(name, spokes, method, args.quick, args.seed, args.inr_iterations)
+        row = run_cell(
+            name, spokes, method, args.quick, args.seed, args.inr_iterations, args.inr_config
+        )
         print(json.dumps(row))
         return
 
@@ -208,13 +250,16 @@ def main(argv: list[str] | None = None) -> None:
             cmd += ["--threads", str(args.threads)]
         if args.inr_iterations:
             cmd += ["--inr-iterations", str(args.inr_iterations)]
+        if args.inr_config:
+            _inr_overrides(args.inr_config)  # fail early, in the parent
+            cmd += ["--inr-config", args.inr_config]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             err = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
             rows.append({"data": d, "spokes": s, "method": m, "error": err})
         else:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"{d} {s} {m}: done", file=sys.stderr, flush=True)
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, one row a line
     result = {
         "benchmark": "dynamic",
         "quick": bool(args.quick),
