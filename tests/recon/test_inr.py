@@ -23,14 +23,8 @@ from mrphys.recon.inr import (
     temporal_tv,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small ops: one intra-op thread is fastest and avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# many small ops: one intra-op thread is fastest and avoids oversubscribing a shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------
