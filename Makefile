@@ -29,9 +29,14 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# each benchmark prints one JSON object; the reduced SPIN, relax and --quick dynamic runs take
+# minutes on 2 cores (the whole dynamic table: `$(PY) benchmarks/dynamic.py`, about an hour)
 bench: install
 	$(PY) benchmarks/bloch.py
 	$(PY) benchmarks/nufft.py
+	$(PY) benchmarks/spin.py --quick
+	$(PY) benchmarks/relax.py --quick
+	$(PY) benchmarks/dynamic.py --quick
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
