@@ -52,12 +52,11 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
         if reach is not None
         else f"exact gradients ended at {ag['flip_angle_deg'][-1]:.1f} deg"
     )
-    figs = "\n".join(f"![{n}]({n})" for n in names)
+    # the report sits one folder up (``mrphys demo`` writes each part into its own folder)
+    figs = "\n".join(f"![{n}]({out.name}/{n})" for n in names)
     return (
-        f"""## SPIN: learning the flip angle (paper 000)
-
-Bloch-simulated spin echo (TR 10 s, TE 40 ms), 32 x 32 phantoms (Table 1), complex noise 2.5 % of
-max |k|; 400 training / 60 test phantoms; FFT + U-Net trained 4 epochs on 90 deg data
+        f"""Bloch-simulated spin echo (TR 10 s, TE 40 ms), 32 x 32 phantoms (Table 1), complex
+noise 2.5 % of max |k|; 400 training / 60 test phantoms; FFT + U-Net trained 4 epochs on 90 deg data
 (test PSNR {hist[-1]["psnr"]:.2f} dB). Published loop: first flip angle from 30 deg by finite
 differences of the test MSE, network fixed.
 
