@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mrphys import __version__
@@ -54,3 +55,31 @@ def test_early_stopping_stops(tmp_path) -> None:
     cfg = TrainConfig(method="svnn", n_samples=500, max_epochs=50, patience=1, lr=1e-9)
     res = train(cfg)
     assert res.stop_reason == "early_stopping" and len(res.history) < 50
+
+
+def _expected_lrs(history: list[dict], lr: float, lr_patience: int, decay: float) -> list[float]:
+    """The learning rate after each epoch, recomputed from the validation losses."""
+    best, bad, out = float("inf"), 0, []
+    for h in history:
+        if h["val_loss"] < best:
+            best, bad = h["val_loss"], 0
+        else:
+            bad += 1
+            if bad % lr_patience == 0:
+                lr *= decay
+        out.append(lr)
+    return out
+
+
+def test_lr_decays_on_plateau_and_the_resume_keeps_it(tmp_path) -> None:
+    # lr 1e-9 hardly moves the weights: most epochs are no better than the best one
+    path = tmp_path / "p.pt"
+    base = dict(method="svnn", n_samples=500, patience=20, lr=1e-9, lr_patience=2, lr_decay=0.5)
+    res = train(TrainConfig(max_epochs=6, **base), path)
+    assert res.history[-1]["lr"] < 1e-9  # it did decay
+    res = train(TrainConfig(max_epochs=9, **base), path)  # resumed
+    lrs = [h["lr"] for h in res.history]
+    assert lrs == pytest.approx(_expected_lrs(res.history, 1e-9, 2, 0.5), rel=1e-6)
+    # off by default: the paper's constant learning rate
+    res = train(TrainConfig(method="svnn", n_samples=500, max_epochs=4, patience=10, lr=1e-9))
+    assert {h["lr"] for h in res.history} == {1e-9}

@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-epochs", type=int, default=300)
     t.add_argument("--patience", type=int, default=25)
     t.add_argument(
+        "--lr-patience",
+        type=int,
+        default=0,
+        help="multiply the learning rate by --lr-decay after every this many epochs without a "
+        "better validation loss (default 0: constant, as in the paper)",
+    )
+    t.add_argument("--lr-decay", type=float, default=0.5, help="learning-rate factor (0..1)")
+    t.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -305,6 +313,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise MrphysError(f"--samples must be at least 1000; got {args.samples}.")
     if args.max_epochs < 1 or args.patience < 1:
         raise MrphysError("--max-epochs and --patience must be positive integers.")
+    if args.lr_patience < 0 or not 0 < args.lr_decay < 1:
+        raise MrphysError(
+            "--lr-patience must be a non-negative integer and --lr-decay lie in (0, 1); "
+            f"got {args.lr_patience} and {args.lr_decay}."
+        )
     protocol = _protocol(args, args.phase_cycles)
 
     from mrphys.relax.train import TrainConfig, train
@@ -327,6 +340,8 @@ def run_train(args: argparse.Namespace) -> int:
         n_samples=args.samples,
         max_epochs=args.max_epochs,
         patience=args.patience,
+        lr_patience=args.lr_patience,
+        lr_decay=args.lr_decay,
         seed=args.seed,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
     )

@@ -62,6 +62,10 @@ class TrainConfig:
     lr: float = 2e-4
     max_epochs: int = 300
     patience: int = 25
+    # learning-rate decay on a plateau: lr *= lr_decay after every lr_patience epochs without a
+    # better validation loss (0 = off, the paper's constant lr)
+    lr_patience: int = 0
+    lr_decay: float = 0.5
     seed: int = 0
     max_seconds: float | None = None  # wall-time budget per call; training can be resumed
 
@@ -80,6 +84,8 @@ class TrainConfig:
             self.batch_size >= 1 and self.max_epochs >= 1 and self.patience >= 1,
             "batch_size, max_epochs and patience must be positive.",
         )
+        check(self.lr_patience >= 0, f"lr_patience must be >= 0; got {self.lr_patience}.")
+        check(0 < self.lr_decay < 1, f"lr_decay must lie in (0, 1); got {self.lr_decay}.")
 
     @property
     def protocol(self) -> Protocol:
@@ -92,7 +98,7 @@ class TrainConfig:
     def data_key(self) -> dict:
         """The fields that define the data and the model (must match to resume)."""
         d = asdict(self)
-        for k in ("max_epochs", "patience", "max_seconds"):
+        for k in ("max_epochs", "patience", "max_seconds", "lr_patience", "lr_decay"):
             d.pop(k)
         return d
 
@@ -307,11 +313,15 @@ def train(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state["bad_epochs"] += 1
+            if cfg.lr_patience and state["bad_epochs"] % cfg.lr_patience == 0:
+                for grp in opt.param_groups:  # saved with the optimiser: a resume keeps it
+                    grp["lr"] *= cfg.lr_decay
         rec = {
             "epoch": ep + 1,
             "train_loss": float(run_loss) / max(seen, 1),
             "samples": seen,
             "val_loss": val,
+            "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t_ep,
         }
         state["history"].append(rec)
