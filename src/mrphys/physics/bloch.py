@@ -169,7 +169,7 @@ class _Ctx:
                 gr = gr + b.gy * self.y
             ph = (-GAMMA * gr)[:, None] * t[None, :]  # (V, K)
             if self.dw is None:
-                decay = torch.exp(-(self.r2[..., None] * t).clamp(max=80.0))  # (N, V, K)
+                decay = torch.exp((self.r2[..., None] * -t).clamp(min=-80.0))  # (N, V, K)
                 pk = torch.stack([torch.cos(ph), torch.sin(ph)], dim=-1)  # (V, K, 2)
                 w = torch.view_as_complex(decay.unsqueeze(-1) * pk)
             else:
@@ -201,13 +201,6 @@ def _rf_apply(
     return torch.complex(new[0], new[1]), new[2]
 
 
-def _precess(mxy: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """``mxy * f`` without promoting a real ``f`` to complex."""
-    if f.is_complex():
-        return mxy * f
-    return torch.view_as_complex(torch.view_as_real(mxy) * f.unsqueeze(-1))
-
-
 def _run_blocks(
     blocks: list[Block],
     mxy: torch.Tensor | None,
@@ -229,7 +222,7 @@ def _run_blocks(
         if b.spoil:
             mxy = None
         elif mxy is not None:
-            mxy = _precess(mxy, ctx.precession(b))
+            mxy = mxy * ctx.precession(b)
         mz = torch.addcmul(rec, mz, e1)
     return mxy, mz
 
@@ -402,7 +395,7 @@ def _simulate_chunk(
     for idxs in groups.values():
         b0 = record[idxs[0]][0]
         w = ctx.adc_matrix(b0)  # (N, V, K)
-        states = torch.stack([record[i][1] for i in idxs], dim=1)  # (N, G, V)
+        states = torch.stack([record[i][1] for i in idxs]).transpose(0, 1)  # (N, G, V)
         sig = torch.bmm(states, w)  # (N, G, K)
         phases = torch.stack([record[i][0].adc.phase for i in idxs])  # (G,)
         demod = torch.complex(torch.cos(phases), -torch.sin(phases))
