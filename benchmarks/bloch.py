@@ -17,9 +17,9 @@ Measured:
 * ``gpu``: the same on CUDA when available.
 
 Timings depend on the load of the machine: the JSON records the load average and thread count.
-``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here: on an oversubscribed machine the default
-(spinning) OpenMP threads made 2-thread runs 20-45x slower than 1 thread (measured on the shared
-2-core development machine at load 11).
+How OpenMP threads wait is set by ``import mrphys`` before torch starts (a short spin, or
+sleeping threads on a machine whose load exceeds 1.5x its cores; see ``mrphys/__init__.py``);
+the JSON records it.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
-
-import torch  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import mrphys  # noqa: E402, F401  (sets the OpenMP wait policy before torch starts)
+
+# isort: split
+import torch  # noqa: E402
 
 from mrphys.metrics import psnr  # noqa: E402
 from mrphys.physics import bloch  # noqa: E402
@@ -155,6 +156,7 @@ def main() -> None:
             "load_average_1_5_15_start": [round(v, 2) for v in os.getloadavg()],
             "torch": torch.__version__,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
             "python": platform.python_version(),
         },
     }
