@@ -46,7 +46,7 @@ def fit_signals(
     protocol: Protocol,
     model: RelaxNet | None = None,
     *,
-    chunk: int = 1 << 18,
+    chunk: int | None = None,
     correct_phase: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Fit T1, T2 (and off-resonance for complex methods) voxel by voxel, vectorised.
@@ -56,7 +56,8 @@ def fit_signals(
         b1: ``(M,)`` relative transmit field.
         method: miracle, svnn, pinn, svnn-complex or pinn-complex.
         model: the trained network for network methods.
-        chunk: voxels per batch (bounds memory).
+        chunk: voxels per batch; default 32,768 for networks on the CPU (the hidden activations
+            stay in cache: 2x faster than 262,144 on a 2-core EPYC), 262,144 otherwise.
         correct_phase: remove each voxel's common phase first (off only for signals that are
             already corrected, as in the Monte Carlo evaluation).
     Returns:
@@ -66,6 +67,9 @@ def fit_signals(
     n = protocol.n_cycles
     check(signals.shape[-1] == n, f"signals have {signals.shape[-1]} phase cycles; expected {n}.")
     cplx = is_complex_method(method)
+    if chunk is None:
+        net_on_cpu = model is not None and method != "miracle" and model.lo.device.type == "cpu"
+        chunk = 1 << 15 if net_on_cpu else 1 << 18
     out: dict[str, list[torch.Tensor]] = {"t1": [], "t2": []}
     if cplx:
         out["db0"] = []
@@ -101,7 +105,7 @@ def fit_volume(
     model: RelaxNet | None = None,
     mask: torch.Tensor | None = None,
     *,
-    chunk: int = 1 << 18,
+    chunk: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Fit every voxel of a volume (inside ``mask``).
 
