@@ -154,49 +154,42 @@ def _plot_maps(path: Path, t1g, t2g, rel1, rel2, title: str) -> None:
     plt.close(fig)
 
 
-def _plot_cod(path: Path, rows: list[dict], title: str) -> None:
+def _line_plot(path: Path, x: list, curves: dict[str, list], xlabel: str, ylabel: str, title: str):
+    """One line per ``curves`` entry (label -> y values) against ``x``, written to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [r["snr"] if math.isfinite(r["snr"]) else 60.0 for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for key, lab in (
-        ("grid_cod_t1", "T1 grid"),
-        ("grid_cod_t2", "T2 grid"),
-        ("invivo_cod_t1", "T1 in vivo-like"),
-        ("invivo_cod_t2", "T2 in vivo-like"),
-    ):
-        if key in rows[0]:
-            ax.plot(x, [r[key] for r in rows], "o-", label=lab)
-    ax.set_xlabel("SNR (60 = noise-free)")
-    ax.set_ylabel("CoD")
+    marker = "o-" if len(x) < 30 else "-"
+    for lab, y in curves.items():
+        ax.plot(x, y, marker, label=lab)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_cod(path: Path, rows: list[dict], title: str) -> None:
+    x = [r["snr"] if math.isfinite(r["snr"]) else 60.0 for r in rows]
+    names = {
+        "grid_cod_t1": "T1 grid",
+        "grid_cod_t2": "T2 grid",
+        "invivo_cod_t1": "T1 in vivo-like",
+        "invivo_cod_t2": "T2 in vivo-like",
+    }
+    curves = {lab: [r[k] for r in rows] for k, lab in names.items() if k in rows[0]}
+    _line_plot(path, x, curves, "SNR (60 = noise-free)", "CoD", title)
 
 
 def _plot_sweep(path: Path, sweep: dict, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(sweep["theta_over_pi"], sweep["t1_rel_err_pct"], label="T1")
-    ax.plot(sweep["theta_over_pi"], sweep["t2_rel_err_pct"], label="T2")
-    ax.set_xlabel("theta / pi")
-    ax.set_ylabel("relative error (%)")
-    ax.set_title(title, fontsize=10)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    curves = {"T1": sweep["t1_rel_err_pct"], "T2": sweep["t2_rel_err_pct"]}
+    _line_plot(path, sweep["theta_over_pi"], curves, "theta / pi", "relative error (%)", title)
 
 
 def evaluate_method(
