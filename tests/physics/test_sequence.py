@@ -107,7 +107,9 @@ def test_loop_expand_and_counts():
     )
     assert seq.n_blocks == 11 and seq.adc_count == 4 and seq.duration == pytest.approx(11e-3)
     phases = [b.rf.phase for b in loop.expand() if b.rf is not None]
-    assert [float(p.detach()) for p in phases] == pytest.approx([0.1 + 0.3 * r for r in range(5)], abs=1e-6)
+    assert [float(p.detach()) for p in phases] == pytest.approx(
+        [0.1 + 0.3 * r for r in range(5)], abs=1e-6
+    )
     phases[-1].backward()
     assert float(inc.grad) == pytest.approx(4.0)
     json.dumps(seq.describe())
