@@ -44,6 +44,7 @@ from mrphys.design.optimize import (  # noqa: E402
     joint,
 )
 from mrphys.design.train import TrainConfig, train  # noqa: E402
+from mrphys.io import to_jsonable  # noqa: E402
 
 
 def _first_within(hist: dict, tol: float) -> int | None:
@@ -159,7 +160,7 @@ def main() -> None:
             res[name]["kept_lines"] = sorted(torch.topk(w, jh["lines_kept"][-1]).indices.tolist())
     res["loadavg_end"] = os.getloadavg()
     res["seconds_total"] = round(time.perf_counter() - t_all, 2)
-    print(json.dumps(res, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    print(json.dumps(to_jsonable(res), allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -41,3 +41,23 @@ def test_load_mat_array(tmp_path):
     assert io.load_mat_array(tmp_path / "two.mat", variable="b").shape == (3, 3)
     with pytest.raises(MrphysError, match="does not exist"):
         io.load_mat_array(tmp_path / "none.mat")
+
+
+def test_save_json_is_strict_json(tmp_path):
+    import json
+    import math
+
+    import torch
+
+    obj = {
+        "a": [float("nan"), 1.5, math.inf],
+        "b": torch.tensor([1.0, -math.inf]),
+        "c": np.int64(3),
+    }
+    io.save_json(tmp_path / "m.json", obj)
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    back = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert back == {"a": [None, 1.5, "inf"], "b": [1.0, "-inf"], "c": 3}

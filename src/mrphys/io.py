@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -77,20 +78,28 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     os.replace(tmp_path, final)
 
 
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with tensors and arrays as lists, NumPy scalars as numbers, paths as strings, and
+    non-finite floats as strict JSON allows: NaN as ``null``, infinities as ``"inf"``/``"-inf"``."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return to_jsonable(_to_numpy(obj).tolist())
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (tensors and arrays become lists)."""
-
-    def default(o: Any) -> Any:
-        if isinstance(o, (torch.Tensor, np.ndarray)):
-            return _to_numpy(o).tolist()
-        if isinstance(o, (np.floating, np.integer)):
-            return o.item()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"cannot serialise {type(o).__name__}")
-
+    """Write ``obj`` as indented, strict JSON (see :func:`to_jsonable`)."""
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=default) + "\n")
+        tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def load_json(path: str | os.PathLike) -> Any:
