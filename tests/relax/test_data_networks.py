@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mrphys.relax import networks
 from mrphys.relax.data import (
     Protocol,
     evaluation_grid,
@@ -93,3 +94,18 @@ def test_grid_layout() -> None:
     t1, t2 = evaluation_grid(5)
     assert t1.shape == (5, 5) and math.isclose(float(t1[0, 0]), 0.36)
     assert math.isclose(float(t1[-1, 0]), 2.08) and math.isclose(float(t2[0, -1]), 0.12)
+
+
+@pytest.mark.parametrize("method", ["svnn", "pinn-complex"])
+def test_predict_equals_forward(method: str, monkeypatch) -> None:
+    torch.manual_seed(0)
+    net = build_network(method).eval()
+    net.set_normalisation(torch.rand(net.feat_mean.numel()), 0.5 + torch.rand(net.feat_std.numel()))
+    x = torch.randn(5000, net.feat_mean.numel())
+    with torch.no_grad():
+        ref = net(x)
+    out = net.predict(x)
+    assert out.shape == ref.shape and not out.requires_grad
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6 * float(net.hi.abs().max()))
+    monkeypatch.setattr(networks, "_FUSED_OK", False)  # where oneDNN's fused op is missing
+    assert torch.equal(net.predict(x), ref)

@@ -62,6 +62,41 @@ class RelaxNet(nn.Module):
         """Parameters ``(B, n_out)`` (T1 s, T2 s[, theta rad]) for raw features ``(B, n_in)``."""
         return self.scale(self.unit_output(feats))
 
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for inference on large inputs (equal to float rounding, 2e-7).
+
+        On a CPU the hidden layers and their activations run as fused oneDNN operations (the
+        kernel that ``torch.compile`` uses) and the output layer as a short, wide product; about
+        1.5x faster than :meth:`forward` on large volumes. Falls back to :meth:`forward` where
+        the fused operation is not available.
+        """
+        if feats.device.type != "cpu" or feats.dtype != torch.float32 or not _fused_linear_ok():
+            return self(feats)
+        l1, _, l2, _, l3 = self.body
+        fused = torch.ops.mkldnn._linear_pointwise
+        h = (feats - self.feat_mean) / self.feat_std
+        h = fused(h, l1.weight, l1.bias, "relu", [], "")
+        h = fused(h, l2.weight, l2.bias, "relu", [], "")
+        # the narrow output layer as a short, wide product (2-3x faster than (N, H) @ (H, 2))
+        return self.scale(torch.addmm(l3.bias[:, None], l3.weight, h.t()).sigmoid_().t())
+
+
+_FUSED_OK: bool | None = None
+
+
+def _fused_linear_ok() -> bool:
+    """Whether oneDNN's fused linear + activation runs here (checked once, against ``addmm``)."""
+    global _FUSED_OK
+    if _FUSED_OK is None:
+        try:
+            x, w, b = torch.randn(8, 5), torch.randn(3, 5), torch.randn(3)
+            y = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+            _FUSED_OK = bool(torch.allclose(y, torch.addmm(b, x, w.t()).relu(), atol=1e-5))
+        except (AttributeError, RuntimeError):
+            _FUSED_OK = False
+    return _FUSED_OK
+
 
 def build_network(method: str, distribution: str = "uniform") -> RelaxNet:
     """The paper's network for ``method`` in svnn, pinn, svnn-complex, pinn-complex."""

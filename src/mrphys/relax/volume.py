@@ -87,8 +87,7 @@ def fit_signals(
         check(model is not None, f"method {method} needs a trained model.")
         dev = model.lo.device
         f = features(sig.to(dev, torch.complex64), bb.to(dev, torch.float32), n, cplx)
-        with torch.no_grad():
-            p = model(f)
+        p = model.predict(f)
         out["t1"].append(p[:, 0].to(signals.device))
         out["t2"].append(p[:, 1].to(signals.device))
         if cplx:
