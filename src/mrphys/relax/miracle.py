@@ -126,9 +126,20 @@ def _t1_closed_form(x: torch.Tensor, e2: torch.Tensor, ca: torch.Tensor) -> torc
     ``(p - r)/q = x`` squares to ``q (1 + x^2) = 2 p x``, linear in E1 because p and q are:
     ``p = (1 + E2^2 cos a) - E1 (cos a + E2^2)``, ``q = E2 (1 + cos a)(1 - E1)``.
     """
-    k = (1 + x * x) / (2 * x.clamp_min(1e-12))
-    kq = k * e2 * (1 + ca)
-    return ((1 + e2 * e2 * ca) - kq) / ((ca + e2 * e2) - kq)
+    kopc = (1 + x * x) / (2 * x.clamp_min(1e-12)) * (1 + ca)  # k (1 + cos a)
+    s = e2 * e2
+    return _t1_closed_form_k(kopc, e2, s, ca, torch.ones_like(s))[0]
+
+
+def _t1_closed_form_k(
+    kopc: torch.Tensor, e2: torch.Tensor, s: torch.Tensor, ca: torch.Tensor, one: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_t1_closed_form` from its per-voxel constant ``kopc = k (1 + cos a)`` and
+    ``s = E2^2`` (the profile solver evaluates it ~35 times per voxel); also returns
+    ``A = 1 + E2^2 cos a``. ``one`` is a tensor of ones."""
+    a = torch.addcmul(one, s, ca)
+    kq = e2 * kopc
+    return (a - kq).div_((ca + s).sub_(kq)), a
 
 
 def _fit_chunk_profile(
@@ -154,15 +165,13 @@ def _fit_chunk_profile(
     e1_hi = math.exp(-tr_ms / bounds_ms[1])
     # per-voxel constants of the objective (it runs ~35 times per voxel: few, in-place operations)
     opc = 1 + ca
-    kopc = (1 + r1 * r1) / (2 * r1.clamp_min(1e-12)) * opc  # k (1 + cos a), see _t1_closed_form
+    kopc = (1 + r1 * r1) / (2 * r1.clamp_min(1e-12)) * opc  # k (1 + cos a)
     one = torch.ones_like(ca)
 
     def e1_of(e2: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-form E1 (clipped to the bounds) and ``A = 1 + E2^2 cos a`` for ``s = E2^2``."""
-        a = torch.addcmul(one, s, ca)
-        kq = e2 * kopc
-        e1 = (a - kq).div_((ca + s).sub_(kq)).nan_to_num_(e1_hi).clamp_(e1_lo, e1_hi)
-        return e1, a
+        e1, a = _t1_closed_form_k(kopc, e2, s, ca, one)
+        return e1.nan_to_num_(e1_hi).clamp_(e1_lo, e1_hi), a
 
     @torch.no_grad()
     def obj_t2(x: torch.Tensor) -> torch.Tensor:

@@ -50,10 +50,13 @@ class RelaxNet(nn.Module):
         self.feat_mean.copy_(mean.detach().to(self.feat_mean))
         self.feat_std.copy_(std.detach().clamp_min(1e-8).to(self.feat_std))
 
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """Z-scores of raw features ``(B, n_in)`` with the stored training-set statistics."""
+        return (feats - self.feat_mean) / self.feat_std
+
     def unit_output(self, feats: torch.Tensor) -> torch.Tensor:
         """Sigmoid outputs in [0, 1] ``(B, n_out)`` for raw features ``(B, n_in)``."""
-        z = (feats - self.feat_mean) / self.feat_std
-        return torch.sigmoid(self.body(z))
+        return torch.sigmoid(self.body(self.normalise(feats)))
 
     def scale(self, unit: torch.Tensor) -> torch.Tensor:
         return self.lo + (self.hi - self.lo) * unit
@@ -75,8 +78,7 @@ class RelaxNet(nn.Module):
             return self(feats)
         l1, _, l2, _, l3 = self.body
         fused = torch.ops.mkldnn._linear_pointwise
-        h = (feats - self.feat_mean) / self.feat_std
-        h = fused(h, l1.weight, l1.bias, "relu", [], "")
+        h = fused(self.normalise(feats), l1.weight, l1.bias, "relu", [], "")
         h = fused(h, l2.weight, l2.bias, "relu", [], "")
         # the narrow output layer as a short, wide product (2-3x faster than (N, H) @ (H, 2))
         return self.scale(torch.addmm(l3.bias[:, None], l3.weight, h.t()).sigmoid_().t())
