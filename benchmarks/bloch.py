@@ -37,7 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import mrphys  # noqa: E402, F401  (sets the OpenMP wait policy before torch starts)
+from mrphys.runtime import openmp_wait_defaults  # noqa: E402
+
+openmp_wait_defaults()  # the OpenMP wait policy of the `mrphys` command, before torch starts
 
 # isort: split
 import torch  # noqa: E402

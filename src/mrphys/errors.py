@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is checked, not on `import mrphys`
+    import torch
 
 
 class MrphysError(ValueError):
@@ -22,6 +24,8 @@ def check(condition: bool, message: str) -> None:
 
 def check_finite(name: str, x: torch.Tensor | float) -> None:
     """Raise if ``x`` holds NaN or infinity."""
+    import torch
+
     if isinstance(x, torch.Tensor):
         ok = bool(torch.isfinite(x).all()) if x.numel() else True
     else:
@@ -31,6 +35,8 @@ def check_finite(name: str, x: torch.Tensor | float) -> None:
 
 def check_range(name: str, x: torch.Tensor | float, lo: float, hi: float, unit: str = "") -> None:
     """Raise unless every value of ``x`` lies in ``[lo, hi]``."""
+    import torch
+
     check_finite(name, x)
     if isinstance(x, torch.Tensor):
         if x.numel() == 0:

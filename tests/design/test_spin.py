@@ -25,7 +25,7 @@ from mrphys.design.optimize import (
 )
 from mrphys.design.train import TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
-from mrphys.recon.unet import FFTUNet
+from mrphys.nets.unet import FFTUNet
 
 ACQ = Acquisition(matrix=16)
 

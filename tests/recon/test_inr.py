@@ -178,7 +178,7 @@ def test_planned_and_direct_queries_agree():
         and abs(float(coords[0, 0, 1]) - 0.5 / 8) < 1e-7
     )
     assert abs(float(coords[2, 0, 2]) - 2.5 / 8) < 1e-7
-    from mrphys.recon.hash_encoding import InterpolationPlan
+    from mrphys.nets.hash_encoding import InterpolationPlan
 
     plan = InterpolationPlan(model.encoding, coords[1])
     torch.testing.assert_close(model.forward_planned(plan), model(coords[1]), atol=1e-5, rtol=1e-4)

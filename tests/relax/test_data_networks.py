@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mrphys.relax import networks
+from mrphys.nets import mlp
 from mrphys.relax.data import (
     Protocol,
     evaluation_grid,
@@ -107,5 +107,5 @@ def test_predict_equals_forward(method: str, monkeypatch) -> None:
     out = net.predict(x)
     assert out.shape == ref.shape and not out.requires_grad
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6 * float(net.hi.abs().max()))
-    monkeypatch.setattr(networks, "_FUSED_OK", False)  # where oneDNN's fused op is missing
+    monkeypatch.setattr(mlp, "_FUSED_OK", False)  # where oneDNN's fused op is missing
     assert torch.equal(net.predict(x), ref)

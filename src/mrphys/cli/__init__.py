@@ -59,6 +59,11 @@ def add_common(p: argparse.ArgumentParser, out: bool = True, seed: bool = True) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the OpenMP wait policy is read once, when torch loads: set it before any subcommand imports
+    # torch (mrphys.runtime; `import mrphys` itself changes no environment variable)
+    from mrphys.runtime import openmp_wait_defaults
+
+    openmp_wait_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -64,10 +64,10 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.net == "automap":
-            from mrphys.recon.automap import Automap
+            from mrphys.nets.automap import Automap
 
             return Automap(cfg.matrix, cfg.channels, init=cfg.init, penalty=cfg.penalty)
-        from mrphys.recon.unet import FFTUNet
+        from mrphys.nets.unet import FFTUNet
 
         return FFTUNet(cfg.matrix, cfg.width, penalty=cfg.penalty)
 

@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrphys.errors import MrphysError, check, check_finite
-from mrphys.recon.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
+from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
 from mrphys.utils import make_generator, resolve_device
 
 log = logging.getLogger(__name__)

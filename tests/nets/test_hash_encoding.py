@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrphys.recon.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
+from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
 
 
 def test_dense_level_interpolates_linear_functions_exactly():

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mrphys.errors import check
-from mrphys.recon.automap import centred_ifft2
+from mrphys.nets.automap import centred_ifft2
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

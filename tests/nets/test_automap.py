@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.recon.automap import Automap, centred_idft_matrix, centred_ifft2, count_parameters
-from mrphys.recon.unet import FFTUNet
+from mrphys.nets.automap import Automap, centred_idft_matrix, centred_ifft2, count_parameters
+from mrphys.nets.unet import FFTUNet
 
 
 def _image_like_kspace(n: int, gen: torch.Generator) -> torch.Tensor:
