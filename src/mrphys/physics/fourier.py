@@ -13,21 +13,34 @@ from __future__ import annotations
 import torch
 
 from mrphys.errors import MrphysError, check
-from mrphys.physics.linop import Linop
+from mrphys.physics.linop import Linop, as_complex
 
 
-def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2-D FFT over the last two dims: ``(..., Y, X) -> (..., Y, X)``."""
+def fft2c(x: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
+    """Centred 2-D FFT over the last two dims: ``(..., Y, X) -> (..., Y, X)``.
+
+    ``norm`` is torch's: ``"ortho"`` (default, unitary), ``"backward"`` (no scaling forward).
+    """
     x = torch.fft.ifftshift(x, dim=(-2, -1))
-    x = torch.fft.fft2(x, norm="ortho")
+    x = torch.fft.fft2(x, norm=norm)
     return torch.fft.fftshift(x, dim=(-2, -1))
 
 
-def ifft2c(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`fft2c` (also its adjoint): ``(..., Y, X) -> (..., Y, X)``."""
+def ifft2c(y: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
+    """Inverse of :func:`fft2c` (the adjoint for ``norm="ortho"``): ``(..., Y, X) -> (..., Y, X)``.
+
+    ``norm="backward"`` divides by ``Y X`` (numpy's ``ifft2``; the SPIN networks' convention).
+    """
     y = torch.fft.ifftshift(y, dim=(-2, -1))
-    y = torch.fft.ifft2(y, norm="ortho")
+    y = torch.fft.ifft2(y, norm=norm)
     return torch.fft.fftshift(y, dim=(-2, -1))
+
+
+def centred_idft_matrix(n: int, dtype: torch.dtype = torch.complex128) -> torch.Tensor:
+    """Centred 1-D inverse DFT matrix ``(n, n)`` (``norm="backward"``):
+    ``A @ v = fftshift(ifft(ifftshift(v)))``."""
+    eye = torch.eye(n, dtype=dtype)
+    return torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(eye, dim=0), dim=0), dim=0)
 
 
 class CartesianFFT(Linop):
@@ -79,13 +92,9 @@ class CartesianFFT(Linop):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``(..., Y, X)`` -> masked k-space ``(..., Y, X)``."""
         self._check(x, "input")
-        if not x.is_complex():
-            x = x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
-        return self._apply_mask(fft2c(x))
+        return self._apply_mask(fft2c(as_complex(x)))
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """k-space ``(..., Y, X)`` -> image ``(..., Y, X)`` (mask applied first)."""
         self._check(y, "k-space")
-        if not y.is_complex():
-            y = y.to(torch.complex128 if y.dtype == torch.float64 else torch.complex64)
-        return ifft2c(self._apply_mask(y))
+        return ifft2c(self._apply_mask(as_complex(y)))

@@ -67,6 +67,14 @@ class _Compose(Linop):
         return self.b.adjoint(self.a.adjoint(y))
 
 
+def as_complex(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a complex tensor: float64 -> complex128, other real dtypes -> complex64; complex
+    input is returned unchanged (the one float-to-complex promotion of the project)."""
+    if x.is_complex():
+        return x
+    return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
+
 def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Complex inner product ``<a, b> = sum(conj(a) * b)`` over all elements."""
     return torch.sum(torch.conj(a) * b)
