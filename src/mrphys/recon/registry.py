@@ -6,20 +6,22 @@ takes a :class:`mrphys.physics.radial.RadialData`. Functions are referenced by i
 reading the registry stays cheap (the INR pulls in its network code only when it runs).
 
     from mrphys.recon.registry import METHODS, reconstruct
-    x = reconstruct("grasp", data, iterations=30)
+    rec = reconstruct("grasp", data, iterations=30)   # a Reconstruction
+    rec.image                                          # (T, Y, X) complex64
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from mrphys.errors import MrphysError
 
-__all__ = ["METHODS", "ReconMethod", "get", "names", "reconstruct"]
+__all__ = ["METHODS", "ReconMethod", "Reconstruction", "get", "names", "reconstruct"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,24 @@ METHODS: dict[str, ReconMethod] = {
 }
 
 
+@dataclass
+class Reconstruction:
+    """What a reconstruction method returns through :func:`reconstruct`.
+
+    Attributes:
+        image: ``(T, Y, X)`` complex64 image series, in the units of the data's ``truth``
+            (``(T', Y', X')`` where the INR renders other frames or matrices).
+        method: the registry name of the method.
+        seconds: wall time of the reconstruction in s.
+        options: the options it was called with (None-valued ones dropped).
+    """
+
+    image: torch.Tensor
+    method: str
+    seconds: float
+    options: dict = field(default_factory=dict)
+
+
 def names() -> list[str]:
     """The method names in registry order."""
     return list(METHODS)
@@ -111,7 +131,7 @@ def get(name: str) -> ReconMethod:
     return METHODS[name]
 
 
-def reconstruct(name: str, data, **options) -> torch.Tensor:
+def reconstruct(name: str, data, **options) -> Reconstruction:
     """Run method ``name`` on ``data`` with the given options; None-valued options are dropped
     (the method's frozen default applies). An option the method does not take is an error."""
     m = get(name)
@@ -121,4 +141,7 @@ def reconstruct(name: str, data, **options) -> torch.Tensor:
         raise MrphysError(
             f"method {name} does not take {', '.join(extra)}; it takes {', '.join(m.options)}."
         )
-    return m.fn(data, **opts)
+    fn = m.fn
+    t0 = time.perf_counter()
+    image = fn(data, **opts)
+    return Reconstruction(image, name, time.perf_counter() - t0, opts)
