@@ -1,8 +1,11 @@
 """The ``mrphys`` command. One module per subcommand; each has ``register(subparsers)``
 (``add_parser(subparsers)`` is accepted as an alias) that adds its parser and sets ``func``.
 
-A subcommand module keeps heavy imports inside its handler so that ``mrphys --help`` stays fast.
-User mistakes (:class:`mrphys.MrphysError`, bad options) print one sentence and exit with status 2.
+A subcommand module keeps heavy imports inside its handler so that ``mrphys --help`` stays fast,
+parses, calls one library function and writes files. The library checks the values (once, where
+they are defined); a user mistake (:class:`mrphys.MrphysError`, a bad option) prints one sentence
+and exits with status 2, and a sentence that starts with the name of an option's value (``tr_ms
+must ...``) names the option (``--tr-ms must ...``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
 from mrphys import __version__
 from mrphys.errors import MrphysError
@@ -44,18 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_common(p: argparse.ArgumentParser, out: bool = True, seed: bool = True) -> None:
+def arg(p: argparse.ArgumentParser, flag: str, default: Any = None, help: str | None = None, **kw):
+    """``p.add_argument(flag, default=..., help=...)`` whose type follows a non-None default."""
+    if default is not None and not {"type", "action"} & set(kw):
+        kw["type"] = type(default)
+    return p.add_argument(flag, default=default, help=help, **kw)
+
+
+def add_common(
+    p: argparse.ArgumentParser,
+    out: bool = True,
+    seed: bool = True,
+    out_help: str = "output directory",
+    overwrite_help: str = "replace an existing output directory",
+    device_help: str | None = "compute device",
+) -> None:
     """Options every command shares: --seed, --device, --out, --overwrite."""
     if seed:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device"
-    )
+    arg(p, "--device", "auto", device_help, choices=["auto", "cpu", "cuda"])
     if out:
-        p.add_argument("--out", required=True, help="output directory")
-        p.add_argument(
-            "--overwrite", action="store_true", help="replace an existing output directory"
-        )
+        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,12 +90,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except MrphysError as e:
-        sys.stderr.write(f"mrphys {args.command}: error: {e}\n")
+        sys.stderr.write(f"mrphys {args.command}: error: {_as_option(str(e), args)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("mrphys: interrupted\n")
         return 130
     return int(rc or 0)
+
+
+def _as_option(message: str, args: argparse.Namespace) -> str:
+    """``tr_ms must ...`` -> ``--tr-ms must ...`` when ``tr_ms`` is an option of this command."""
+    head, sep, rest = message.partition(" ")
+    if head in vars(args) and head not in ("command", "func", "verbose"):
+        return f"--{head.replace('_', '-')}{sep}{rest}"
+    return message
+
+
+def new_output(args: argparse.Namespace) -> None:
+    """Fail before any work when ``--out`` exists and ``--overwrite`` was not given."""
+    from mrphys.io import check_new_output
+
+    check_new_output(args.out, args.overwrite)
+
+
+def options(args: argparse.Namespace, *drop: str) -> dict[str, Any]:
+    """The parsed options as a dict for ``config.json`` (without the handler and ``drop``)."""
+    return {k: v for k, v in vars(args).items() if k not in drop and not callable(v)}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,19 +7,8 @@ Runs one small example of each capability (physics core, SPIN, relaxometry, dyna
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
-import time
 
-log = logging.getLogger(__name__)
-
-# part name -> (module, title); each module has run_demo(out: Path, seed, device) -> markdown
-PARTS = {
-    "physics": ("mrphys.physics.demo", "Physics core: Bloch simulation of spin-echo and bSSFP"),
-    "spin": ("mrphys.design.demo", "SPIN: sequence and reconstruction learned together"),
-    "relax": ("mrphys.relax.demo", "Relaxometry from phase-cycled bSSFP"),
-    "dynamic": ("mrphys.recon.dynamic_demo", "Dynamic MRI: spatiotemporal INR against L+S"),
-}
+PARTS = ["physics", "spin", "relax", "dynamic"]  # as mrphys.demo.PARTS (not imported: no torch)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,44 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrphys import __version__
-    from mrphys.errors import MrphysError
-    from mrphys.io import output_dir, save_json
+    from mrphys import demo
+    from mrphys.io import output_dir
     from mrphys.utils import resolve_device
 
-    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    unknown = [s for s in parts if s not in PARTS]
-    if unknown or not parts:
-        raise MrphysError(f"--parts must name some of {', '.join(PARTS)}; got {args.parts!r}.")
-    device = resolve_device(args.device)
-    sections = [
-        "# mrphys demo report\n",
-        f"mrphys {__version__}, seed {args.seed}, device {device}. Every number below was "
-        "computed by this run.\n",
-    ]
-    timings: dict[str, float] = {}
+    parts = demo.parse_parts(args.parts)  # before the output folder is made
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        for name in parts:
-            module, title = PARTS[name]
-            try:
-                mod = importlib.import_module(module)
-            except ModuleNotFoundError as e:
-                if e.name != module:
-                    raise
-                log.warning("demo part %s is not available in this build", name)
-                sections.append(f"## {title}\n\nNot available in this build.\n")
-                continue
-            sub = tmp / name
-            sub.mkdir()
-            t0 = time.perf_counter()
-            text = mod.run_demo(sub, seed=args.seed, device=device)
-            timings[name] = round(time.perf_counter() - t0, 1)
-            sections.append(f"## {title}\n\n_Wall time {timings[name]} s; files in `{name}/`._\n")
-            sections.append(text.strip() + "\n")
-        (tmp / "report.md").write_text("\n".join(sections))
-        save_json(
-            tmp / "config.json",
-            {"seed": args.seed, "device": str(device), "parts": parts, "seconds": timings},
-        )
+        demo.run(tmp, parts, seed=args.seed, device=resolve_device(args.device))
     print(f"demo written to {args.out}/report.md")
     return 0

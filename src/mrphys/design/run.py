@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from mrphys.design import figures
+from mrphys import plot
 from mrphys.design.data import Acquisition, Normalisation, SpinData, fit_normalisation, make_data
 from mrphys.design.optimize import FDConfig, JointConfig, finite_difference, joint
 from mrphys.design.train import TrainConfig, build_model, load_checkpoint, train
@@ -140,7 +140,7 @@ def run_optimize(
             on_iteration=save,
         )
         extra = {"line_weights": hist["line_weights"][-1].tolist()}
-    names = figures.write_all(out, hist, te.target[0])
+    names = plot.spin_figures(out, hist, te.target[0])
     metrics = _plain(hist)
     metrics.update(extra)
     metrics.update(

@@ -19,19 +19,12 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def _ifft2c(k: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
-
-
 def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> str:
     """Run the physics demo into ``out``; returns a markdown section with the numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from mrphys import plot
     from mrphys.metrics import psnr, ssim
     from mrphys.physics import bloch, sequence, signal
+    from mrphys.physics.fourier import ifft2c
     from mrphys.tissue import Phantom, spin_echo_image, spin_shepp_logan
     from mrphys.utils import make_generator
 
@@ -45,7 +38,7 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
         t0 = time.perf_counter()
         k = bloch.simulate_kspace(seq, ph)
         t_se = time.perf_counter() - t0
-    img = _ifft2c(k).abs().float().cpu()
+    img = ifft2c(k, norm="backward").abs().float().cpu()
     eq13 = spin_echo_image(ph, tr=10.0, te=0.04).float().cpu()
     exact = spin_echo_image(ph, tr=10.0, te=0.04, exact=True).float().cpu()
     se = {
@@ -68,28 +61,22 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
     rel = float((sim - ref).abs().max() / ref.abs().max())
     ss = {"max_rel_error_vs_closed_form": rel, "offsets": len(df), "flip_deg": 30.0}
 
-    fig, axes = plt.subplots(1, 5, figsize=(19, 3.6))
     panels = [
-        (ph.t1[0].cpu() * 1e3, "phantom T1 (ms)", "magma"),
-        (ph.t2[0].cpu() * 1e3, "phantom T2 (ms)", "viridis"),
-        (img[0], f"|IFFT| of Bloch k-space ({t_se * 1e3:.0f} ms)", "gray"),
-        (eq13[0], "SPIN Eq. 13 image", "gray"),
+        (ph.t1[0].cpu() * 1e3, "phantom T1 (ms)", "magma", None),
+        (ph.t2[0].cpu() * 1e3, "phantom T2 (ms)", "viridis", None),
+        (img[0], f"|IFFT| of Bloch k-space ({t_se * 1e3:.0f} ms)", "gray", None),
+        (eq13[0], "SPIN Eq. 13 image", "gray", None),
     ]
-    for ax, (im, title, cmap) in zip(axes[:4], panels, strict=True):
-        h = ax.imshow(im.numpy(), cmap=cmap)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-        fig.colorbar(h, ax=ax, fraction=0.046)
-    ax = axes[4]
-    ax.plot(df.numpy(), ref.abs().numpy(), "k-", label="closed form")
-    ax.plot(df.numpy()[::4], sim.abs().numpy()[::4], "r.", label="Bloch (event-based)")
-    ax.set_xlabel("off-resonance (Hz)")
-    ax.set_ylabel("|signal| / M0")
-    ax.set_title("bSSFP profile, WM, 30 deg, TR 4.8 ms", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "physics.png", dpi=90)
-    plt.close(fig)
+    x = df.numpy()
+    curves = [(x, ref.abs().numpy(), "k-", "closed form")]
+    curves.append((x[::4], sim.abs().numpy()[::4], "r.", "Bloch (event-based)"))
+    profile = (
+        "bSSFP profile, WM, 30 deg, TR 4.8 ms",
+        "off-resonance (Hz)",
+        "|signal| / M0",
+        curves,
+    )
+    plot.image_panels(out / "physics.png", panels, lines=profile, width=3.8, height=3.6, dpi=90)
     result = {"spin_echo": se, "bssfp_profile": ss}
     (out / "physics.json").write_text(json.dumps(result, indent=2))
     return (

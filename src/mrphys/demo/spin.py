@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> str:
     """Run the small SPIN demo into ``out`` (created if needed); returns a markdown section."""
-    from mrphys.design import figures
+    from mrphys import plot
     from mrphys.design.data import Acquisition, fit_normalisation, make_data
     from mrphys.design.optimize import AutogradConfig, FDConfig, autograd_flip, finite_difference
     from mrphys.design.train import TrainConfig, train
@@ -37,7 +37,7 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
     model, hist = train(cfg, tr, te, norm, out=out, device=device, progress=False)
     t_train = time.perf_counter() - t0 - t_data
     fd = finite_difference(model, norm, te, FDConfig(iterations=5), progress=False)
-    names = figures.write_all(out, fd, te.target[0])
+    names = plot.spin_figures(out, fd, te.target[0])
     ag = autograd_flip(model, norm, tr, AutogradConfig(steps=20, batch=16, seed=seed))
     total = time.perf_counter() - t0
     metrics = {k: v for k, v in fd.items() if not isinstance(v, torch.Tensor)}

@@ -10,26 +10,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrphys import plot
 from mrphys.io import save_json, save_nifti_raw
 from mrphys.relax.data import Protocol
+from mrphys.relax.inputs import write_volume
 from mrphys.relax.train import TrainConfig, train
 from mrphys.relax.volume import fit_volume, simulate_volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_demo", "write_volume", "map_errors"]
+__all__ = ["run_demo", "map_errors"]
 
-
-def write_volume(folder: Path, vol: dict[str, torch.Tensor]) -> None:
-    """Write a :func:`~mrphys.relax.volume.simulate_volume` result as NIfTI (1 mm voxels):
-    ``pc_bssfp.nii.gz`` (complex, 4-D), ``b1``, ``t1``/``t2`` (ms), ``db0`` (Hz), ``mask``."""
-    aff = np.eye(4)
-    save_nifti_raw(folder / "pc_bssfp.nii.gz", vol["signals"].numpy(), aff)
-    save_nifti_raw(folder / "b1.nii.gz", vol["b1"].numpy(), aff)
-    save_nifti_raw(folder / "t1.nii.gz", vol["t1"].numpy() * 1e3, aff)
-    save_nifti_raw(folder / "t2.nii.gz", vol["t2"].numpy() * 1e3, aff)
-    save_nifti_raw(folder / "db0.nii.gz", vol["db0"].numpy(), aff)
-    save_nifti_raw(folder / "mask.nii.gz", vol["mask"].numpy().astype(np.uint8), aff)
+#: the demo's PINN training; larger batches and step size than the paper's (128, 2e-4) so that
+#: a short budget (75 s) gives a usable network even on a busy CPU
+PINN_TRAINING = {"method": "pinn", "n_cycles": 12, "n_samples": 50_000, "max_epochs": 60}
+PINN_TRAINING |= {"patience": 10, "max_seconds": 75.0, "batch_size": 512, "lr": 2e-3}
 
 
 def map_errors(
@@ -44,47 +39,6 @@ def map_errors(
     return res
 
 
-def _figure(path: Path, vol, maps: dict[str, dict[str, torch.Tensor]], region, z: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(maps)
-    fig, axes = plt.subplots(len(rows) + 1, 4, figsize=(13, 3.2 * (len(rows) + 1)))
-    show = lambda a: a[:, :, z].T.numpy()  # noqa: E731  (X, Y) -> image rows Y
-    panels = [
-        (vol["t1"] * 1e3, "true T1 (ms)", "magma", (0, 2000)),
-        (vol["t2"] * 1e3, "true T2 (ms)", "viridis", (0, 150)),
-        (vol["b1"], "B1", "coolwarm", None),
-        (vol["db0"], "dB0 (Hz)", "RdBu_r", None),
-    ]
-    for ax, (im, title, cmap, lim) in zip(axes[0], panels, strict=True):
-        h = ax.imshow(
-            show(im), cmap=cmap, vmin=lim[0] if lim else None, vmax=lim[1] if lim else None
-        )
-        ax.set_title(title, fontsize=9)
-        fig.colorbar(h, ax=ax, fraction=0.046)
-    for r, name in enumerate(rows, start=1):
-        m = maps[name]
-        for c, k in enumerate(("t1", "t2")):
-            lim = (0, 2000) if k == "t1" else (0, 150)
-            h = axes[r, 2 * c].imshow(
-                show(m[k] * 1e3), cmap="magma" if k == "t1" else "viridis", vmin=lim[0], vmax=lim[1]
-            )
-            axes[r, 2 * c].set_title(f"{name} {k.upper()} (ms)", fontsize=9)
-            fig.colorbar(h, ax=axes[r, 2 * c], fraction=0.046)
-            rel = torch.where(region, (m[k] - vol[k]) / vol[k].clamp_min(1e-9) * 100, 0.0)
-            h = axes[r, 2 * c + 1].imshow(show(rel), cmap="RdBu_r", vmin=-10, vmax=10)
-            axes[r, 2 * c + 1].set_title(f"{name} {k.upper()} error (%)", fontsize=9)
-            fig.colorbar(h, ax=axes[r, 2 * c + 1], fraction=0.046)
-    for ax in axes.ravel():
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
     """Run the relaxometry demo into ``out``; returns a markdown section.
 
@@ -97,19 +51,7 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
     protocol = Protocol(12)
     vol = simulate_volume(protocol, matrix=96, n_slices=2, snr=50.0, seed=seed)
     write_volume(out, vol)
-    cfg = TrainConfig(
-        method="pinn",
-        n_cycles=12,
-        n_samples=50_000,
-        max_epochs=60,
-        patience=10,
-        seed=seed,
-        max_seconds=75.0,
-        # demo only: larger batches and step size than the paper's (128, 2e-4) so that a short
-        # budget gives a usable network even on a busy CPU
-        batch_size=512,
-        lr=2e-3,
-    )
+    cfg = TrainConfig(**PINN_TRAINING, seed=seed)
     t0 = time.perf_counter()
     res = train(cfg, out / "pinn.pt", device=device)
     t_train = time.perf_counter() - t0
@@ -131,7 +73,7 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
         stats[name] = map_errors(maps[name], vol, region)
         for k in ("t1", "t2"):
             save_nifti_raw(out / f"{name}_{k}.nii.gz", maps[name][k].numpy() * 1e3, np.eye(4))
-    _figure(out / "relax_maps.png", vol, maps, region, z=0)
+    plot.relax_maps(out / "relax_maps.png", vol, maps, region, z=0)
     save_json(
         out / "relax_metrics.json",
         {

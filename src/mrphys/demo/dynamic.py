@@ -1,0 +1,88 @@
+"""A small dynamic MRI demonstration: spatiotemporal INR against L+S and gridding.
+
+:func:`run_demo` simulates an 8-coil golden-angle radial acquisition (6 spokes per frame, SNR 20)
+of the synthetic beating-heart cine (:func:`mrphys.tissue.dynamic.synthetic_cine`, 16 frames of
+64 x 64), reconstructs it with the methods of :data:`METHODS` through :mod:`mrphys.recon.registry`
+(the INR with its default :class:`~mrphys.recon.inr.InrConfig`, fixed iteration count, last
+iterate), writes ``dynamic.png`` (frames and an x-t profile), ``dynamic.json`` (metrics) and
+returns a markdown section. About a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from mrphys import plot
+from mrphys.metrics import psnr, ssim
+from mrphys.physics.radial import simulate_radial
+from mrphys.recon import registry
+from mrphys.tissue.dynamic import synthetic_cine
+from mrphys.utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+FRAMES, MATRIX, SPOKES, COILS, SNR = 16, 64, 6, 8, 20.0
+METHODS = ("gridding", "ls", "inr")  # registry names, in the order of the figure and the table
+
+
+def _scores(x: torch.Tensor, truth: torch.Tensor) -> dict:
+    return {
+        "psnr_db": round(float(psnr(x, truth).mean()), 2),
+        "ssim": round(float(ssim(x, truth).mean()), 3),
+    }
+
+
+def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> str:
+    """Run the demo, write ``dynamic.png`` and ``dynamic.json`` into ``out``; return markdown.
+
+    Args:
+        out: existing output directory.
+        seed: seed of the phantom, the noise and the INR initialisation.
+        device: ``auto|cpu|cuda`` or a device.
+    """
+    out = Path(out)
+    dev = resolve_device(device)
+    truth = synthetic_cine(FRAMES, MATRIX, seed=seed)
+    data = simulate_radial(truth, SPOKES, coils=COILS, snr=SNR, seed=seed)
+    recs: dict[str, torch.Tensor] = {}
+    metrics: dict[str, dict] = {}
+    for name in METHODS:
+        method = registry.get(name)
+        opts = {k: v for k, v in {"seed": seed, "device": dev}.items() if k in method.options}
+        rec = registry.reconstruct(name, data.to(dev) if opts else data, **opts)
+        recs[method.title] = rec.image.detach().to("cpu", torch.complex64)
+        metrics[method.title] = _scores(recs[method.title], truth) | {
+            "seconds": round(rec.seconds, 1)
+        }
+    log.info("dynamic demo: %s", metrics)
+    rows = [("truth", truth)]
+    rows += [(f"{k}\n{metrics[k]['psnr_db']} dB", x) for k, x in recs.items()]
+    show = [0, FRAMES // 4, FRAMES // 2, 3 * FRAMES // 4]
+    vmax = float(truth.abs().max())
+    plot.frame_grid(
+        out / "dynamic.png", rows, show, vmax=vmax, profile_line=MATRIX // 2, size=(2.0, 2.0)
+    )
+    result = {
+        "series": f"synthetic_cine({FRAMES} frames, {MATRIX}x{MATRIX}, seed {seed})",
+        "acquisition": f"{COILS} coils, {SPOKES} spokes/frame golden angle, SNR {SNR:g}",
+        "metrics": metrics,
+    }
+    (out / "dynamic.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = "\n".join(
+        f"| {k} | {v['psnr_db']:.2f} | {v['ssim']:.3f} | {v['seconds']:.1f} |"
+        for k, v in metrics.items()
+    )
+    return (
+        "![dynamic](dynamic/dynamic.png)\n\n"
+        f"Synthetic beating-heart cine, {FRAMES} frames of {MATRIX} x {MATRIX}, {COILS} coils, "
+        f"{SPOKES} golden-angle spokes per frame (acceleration {MATRIX / SPOKES:.1f}), SNR {SNR:g} "
+        "(mean |k| / noise std). PSNR/SSIM of the magnitude per frame, averaged; the INR is the "
+        "last iterate of a fixed iteration count (`mrphys dynamic recon --method inr "
+        "--frames-out` renders other frame rates from the same representation).\n\n"
+        "| method | PSNR (dB) | SSIM | seconds |\n|---|---|---|---|\n"
+        f"{table}\n"
+    )
