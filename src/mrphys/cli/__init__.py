@@ -55,6 +55,17 @@ def arg(p: argparse.ArgumentParser, flag: str, default: Any = None, help: str | 
     return p.add_argument(flag, default=default, help=help, **kw)
 
 
+def positive(text: str) -> int:
+    """argparse type: a positive integer (a bad value is a one-sentence usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
 def add_common(
     p: argparse.ArgumentParser,
     out: bool = True,
