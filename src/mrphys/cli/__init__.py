@@ -1,5 +1,5 @@
 """The ``mrphys`` command. One module per subcommand; each has ``register(subparsers)``
-(``add_parser(subparsers)`` is accepted as an alias) that adds its parser and sets ``func``.
+that adds its parser and sets ``func``.
 
 A subcommand module keeps heavy imports inside its handler so that ``mrphys --help`` stays fast,
 parses, calls one library function and writes files. The library checks the values (once, where
@@ -43,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name == f"mrphys.cli.{name}":
                 continue  # subcommand not installed in this build
             raise
-        hook = getattr(mod, "register", None) or mod.add_parser
-        hook(sub)
+        mod.register(sub)
     return parser
 
 

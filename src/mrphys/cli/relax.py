@@ -17,7 +17,7 @@ import logging
 import math
 import sys
 
-from mrphys.cli import add_common, arg, new_output
+from mrphys.cli import add_common, arg, new_output, positive
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _protocol_args(t, cycles=True)
     arg(t, "--seed", 0, "random seed (default 0)")
     threads_help = "CPU threads for torch (1 is fastest for these small networks on a busy machine)"
-    arg(t, "--threads", None, threads_help, type=int)
+    arg(t, "--threads", None, threads_help, type=positive)
     out_help = "checkpoint file (.pt); resumed if it exists"
     add_common(t, seed=False, out_help=out_help, overwrite_help="start afresh instead of resuming",
                device_help=None)  # fmt: skip
@@ -102,27 +102,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
 
 
-add_parser = register  # name used in the task description
-
-
 def _protocol(args: argparse.Namespace, n_cycles: int):
     from mrphys.relax.inputs import protocol_from_ms
 
     return protocol_from_ms(n_cycles, args.tr_ms, args.te_ms, args.flip_deg)
 
 
-def _protocol_json(protocol) -> dict:
-    return {
-        "n_cycles": protocol.n_cycles,
-        "tr_ms": protocol.tr * 1e3,
-        "te_ms": protocol.te * 1e3,
-        "flip_deg": math.degrees(protocol.flip),
-    }
-
-
 def run_fit(args: argparse.Namespace) -> int:
     new_output(args)
-    from mrphys.relax.inputs import load_network, load_pc_bssfp
+    from mrphys.relax.inputs import load_network, load_pc_bssfp, protocol_ms
     from mrphys.utils import resolve_device
 
     vol = load_pc_bssfp(args.input, args.b1, input_imag=args.input_imag,
@@ -138,8 +126,8 @@ def run_fit(args: argparse.Namespace) -> int:
     from mrphys.io import output_dir, save_json, save_nifti_raw
     from mrphys.relax.volume import fit_volume
 
-    t0 = time.perf_counter()
     signals, b1, mask = vol.tensors(device)
+    t0 = time.perf_counter()
     maps = fit_volume(signals, b1, args.method, protocol, model, mask)
     seconds, n_vox = time.perf_counter() - t0, int(vol.mask.sum())
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
@@ -149,7 +137,7 @@ def run_fit(args: argparse.Namespace) -> int:
         config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
         config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
         save_json(tmp / "config.json", {"command": "relax fit", **config,
-                  "protocol": _protocol_json(protocol), "voxels_fitted": n_vox,
+                  "protocol": protocol_ms(protocol), "voxels_fitted": n_vox,
                   "fit_seconds": seconds, "device": str(device),
                   "units": {"t1": "ms", "t2": "ms", "db0": "Hz"}})  # fmt: skip
     print(f"wrote {args.out} ({n_vox} voxels, {seconds:.2f} s)")
@@ -159,15 +147,12 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mrphys.errors import MrphysError, check
+    from mrphys.errors import check
 
     out = Path(args.out)
-    if out.is_dir():
-        raise MrphysError(
-            f"--out {out} is a directory; give a checkpoint file name such as model.pt."
-        )
-    check(args.threads is None or args.threads >= 1,
-          f"--threads must be a positive integer; got {args.threads}.")  # fmt: skip
+    check(not out.is_dir(),
+          f"--out {out} is a directory; give a checkpoint file name such as model.pt.")  # fmt: skip
+    check(args.samples >= 1000, f"--samples must be at least 1000; got {args.samples}.")
     protocol = _protocol(args, args.phase_cycles)
     from mrphys.relax.train import TrainConfig, train
     from mrphys.utils import resolve_device
@@ -200,7 +185,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     check(1 <= args.slices <= 256, f"--slices must be an integer in [1, 256]; got {args.slices}.")
     protocol = _protocol(args, args.phase_cycles)
     from mrphys.io import output_dir, save_json
-    from mrphys.relax.inputs import write_volume
+    from mrphys.relax.inputs import protocol_ms, write_volume
     from mrphys.relax.volume import simulate_volume
 
     vol = simulate_volume(
@@ -210,7 +195,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         files = write_volume(tmp, vol)
         config = {k: getattr(args, k) for k in ("matrix", "slices", "snr", "seed")}
         save_json(tmp / "config.json", {"command": "relax simulate", **config,
-                  "protocol": _protocol_json(protocol), "files": files})  # fmt: skip
+                  "protocol": protocol_ms(protocol), "files": files})  # fmt: skip
     print(f"wrote {args.out}")
     return 0
 

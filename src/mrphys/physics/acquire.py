@@ -84,7 +84,7 @@ def _settings(
         d if v is None else v for v, d in zip(given, SEQUENCE_DEFAULTS[name], strict=True)
     )
     if not 0 < te < tr:
-        raise MrphysError(f"te_ms must be positive and below tr_ms; got TE {te} ms, TR {tr} ms.")
+        raise MrphysError(f"te_ms must be positive and below the TR; got TE {te} ms, TR {tr} ms.")
     if not 0 < flip <= 180:
         raise MrphysError(f"flip_deg must lie in (0, 180]; got {flip}.")
     if fov_mm is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mrphys import plot
 from mrphys.io import save_json
 from mrphys.physics.ssfp import add_noise
 from mrphys.relax.data import (
@@ -119,79 +120,6 @@ def offresonance_sweep(
     }
 
 
-def _plot_maps(path: Path, t1g, t2g, rel1, rel2, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ext = [
-        float(t2g.min()) * 1e3,
-        float(t2g.max()) * 1e3,
-        float(t1g.min()) * 1e3,
-        float(t1g.max()) * 1e3,
-    ]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, rel, name in zip(axes, (rel1, rel2), ("T1", "T2"), strict=True):
-        lim = max(float(rel.abs().max()), 1e-3)
-        lim = min(lim, 50.0)
-        h = ax.imshow(
-            rel.numpy(),
-            origin="lower",
-            aspect="auto",
-            extent=ext,
-            cmap="RdBu_r",
-            vmin=-lim,
-            vmax=lim,
-        )
-        ax.set_xlabel("T2 (ms)")
-        ax.set_ylabel("T1 (ms)")
-        ax.set_title(f"{name} relative error (%)")
-        fig.colorbar(h, ax=ax)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _line_plot(path: Path, x: list, curves: dict[str, list], xlabel: str, ylabel: str, title: str):
-    """One line per ``curves`` entry (label -> y values) against ``x``, written to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    marker = "o-" if len(x) < 30 else "-"
-    for lab, y in curves.items():
-        ax.plot(x, y, marker, label=lab)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _plot_cod(path: Path, rows: list[dict], title: str) -> None:
-    x = [r["snr"] if math.isfinite(r["snr"]) else 60.0 for r in rows]
-    names = {
-        "grid_cod_t1": "T1 grid",
-        "grid_cod_t2": "T2 grid",
-        "invivo_cod_t1": "T1 in vivo-like",
-        "invivo_cod_t2": "T2 in vivo-like",
-    }
-    curves = {lab: [r[k] for r in rows] for k, lab in names.items() if k in rows[0]}
-    _line_plot(path, x, curves, "SNR (60 = noise-free)", "CoD", title)
-
-
-def _plot_sweep(path: Path, sweep: dict, title: str) -> None:
-    curves = {"T1": sweep["t1_rel_err_pct"], "T2": sweep["t2_rel_err_pct"]}
-    _line_plot(path, sweep["theta_over_pi"], curves, "theta / pi", "relative error (%)", title)
-
-
 def evaluate_method(
     method: str,
     protocol: Protocol,
@@ -242,13 +170,15 @@ def evaluate_method(
             row["invivo_cod_t2"] = cod(pv["t2"], mv["t2_mean"])
         rows.append(row)
         name = "inf" if math.isinf(snr) else f"{snr:g}"
-        _plot_maps(out / f"relerr_snr{name}.png", t1g, t2g, rel1, rel2, f"{tag}, SNR {name}")
+        plot.relax_error_maps(
+            out / f"relerr_snr{name}.png", t1g, t2g, rel1, rel2, f"{tag}, SNR {name}"
+        )
         log.info(
             "%s SNR %s: CoD T1 %.4f T2 %.4f", tag, name, row["grid_cod_t1"], row["grid_cod_t2"]
         )
-    _plot_cod(out / "cod_vs_snr.png", rows, tag)
+    plot.cod_vs_snr(out / "cod_vs_snr.png", rows, tag)
     sweep = offresonance_sweep(method, protocol, model)
-    _plot_sweep(out / "offres_sweep.png", sweep, tag)
+    plot.offresonance_sweep(out / "offres_sweep.png", sweep, tag)
     sweep_max = {
         "t1_max_abs_rel_err_pct": max(abs(v) for v in sweep["t1_rel_err_pct"]),
         "t2_max_abs_rel_err_pct": max(abs(v) for v in sweep["t2_rel_err_pct"]),

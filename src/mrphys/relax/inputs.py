@@ -32,6 +32,7 @@ __all__ = [
     "load_network",
     "load_pc_bssfp",
     "protocol_from_ms",
+    "protocol_ms",
     "write_volume",
 ]
 
@@ -91,6 +92,16 @@ def protocol_from_ms(
     if n_cycles < 3:
         raise MrphysError(f"phase_cycles must be at least 3; got {n_cycles}.")
     return Protocol(int(n_cycles), tr_ms * 1e-3, te_ms * 1e-3, math.radians(flip_deg))
+
+
+def protocol_ms(protocol: Protocol) -> dict[str, float]:
+    """The protocol as config files hold it: ``n_cycles``, ``tr_ms``, ``te_ms``, ``flip_deg``."""
+    return {
+        "n_cycles": protocol.n_cycles,
+        "tr_ms": protocol.tr * 1e3,
+        "te_ms": protocol.te * 1e3,
+        "flip_deg": math.degrees(protocol.flip),
+    }
 
 
 def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
