@@ -7,15 +7,6 @@ import re
 
 import pytest
 
-from mrphys.cli import main
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:  # argparse errors
-        return int(e.code)
-
 
 def _check_report(out, parts: list[str]) -> str:
     report = (out / "report.md").read_text()
@@ -28,25 +19,25 @@ def _check_report(out, parts: list[str]) -> str:
     return report
 
 
-def test_physics_part_writes_report_and_figures(tmp_path) -> None:
+def test_physics_part_writes_report_and_figures(tmp_path, cli) -> None:
     out = tmp_path / "demo"
-    assert _run(["demo", "--parts", "physics", "--out", str(out)]) == 0
+    r = cli.ok("demo", "--parts", "physics", "--out", out)
+    assert "report.md" in r.out
     report = _check_report(out, ["physics"])
     assert "PSNR" in report
 
 
-def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys) -> None:
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, cli) -> None:
     out = tmp_path / "demo"
-    assert _run(["demo", "--parts", "physics,nope", "--out", str(out)]) == 2
-    assert not out.exists()
-    assert "--parts" in capsys.readouterr().err
+    cli.fails("demo", "--parts", "physics,nope", "--out", out, out=out, says="--parts")
+    cli.fails("demo", "--parts", ",", "--out", out, out=out, says="--parts")
     out.mkdir()
-    assert _run(["demo", "--parts", "physics", "--out", str(out)]) == 2
+    cli.fails("demo", "--parts", "physics", "--out", out, out=out, says="--overwrite")
     assert list(out.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_spin_and_relax_parts_link_their_figures(tmp_path) -> None:
+def test_spin_and_relax_parts_link_their_figures(tmp_path, cli) -> None:
     out = tmp_path / "demo"
-    assert _run(["demo", "--parts", "spin,relax", "--out", str(out)]) == 0
+    cli.ok("demo", "--parts", "spin,relax", "--out", out)
     _check_report(out, ["spin", "relax"])

@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from mrphys.cli import main
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:  # argparse errors
-        return int(e.code)
+SIMULATE, RECON = ["dynamic", "simulate"], ["dynamic", "recon"]
 
 
 @pytest.fixture
@@ -29,10 +22,10 @@ def series_mat(tmp_path):
     return p
 
 
-def test_simulate_then_gridding_end_to_end(tmp_path, series_mat):
+def test_simulate_then_gridding_end_to_end(tmp_path, series_mat, cli):
     sim, rec = tmp_path / "sim", tmp_path / "rec"
-    argv = ["dynamic", "simulate", "--series", str(series_mat), "--spokes", "24", "--coils", "3"]
-    assert _run(argv + ["--snr", "50", "--seed", "1", "--out", str(sim)]) == 0
+    argv = ["--series", series_mat, "--spokes", "24", "--coils", "3", "--snr", "50", "--seed", "1"]
+    cli.ok(*SIMULATE, *argv, "--out", sim)
     k = np.load(sim / "kspace.npy")
     assert k.shape == (4, 3, 24 * 32) and k.dtype == np.complex64
     assert np.load(sim / "traj.npy").shape == (4, 24 * 32, 2)
@@ -43,8 +36,7 @@ def test_simulate_then_gridding_end_to_end(tmp_path, series_mat):
     assert np.abs(truth).max() == pytest.approx(1.0)
     assert json.loads((sim / "acquisition.json").read_text())["snr"] == 50.0
 
-    assert _run(["dynamic", "recon", "--input", str(sim), "--method", "gridding",
-                 "--out", str(rec)]) == 0  # fmt: skip
+    cli.ok(*RECON, "--input", sim, "--method", "gridding", "--out", rec)
     x = np.load(rec / "recon.npy")
     assert x.shape == (4, 16, 16) and x.dtype == np.complex64
     mag = np.asarray(nib.load(rec / "recon.nii.gz").dataobj)
@@ -56,51 +48,60 @@ def test_simulate_then_gridding_end_to_end(tmp_path, series_mat):
     assert (rec / "frames.png").stat().st_size > 0
 
 
-def _assert_fails(argv, out, capsys, words):
-    assert _run(argv) == 2
-    err = capsys.readouterr().err
-    assert words in err and "Traceback" not in err
-    assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+def test_recon_runs_the_registry_method_with_its_options(tmp_path, series_mat, cli):
+    """--iterations reaches an iterative method (more CG iterations, closer to the truth)."""
+    sim = tmp_path / "sim"
+    cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "8", "--coils", "3", "--out", sim)
+    psnr = {}
+    for it in (1, 8):
+        rec = tmp_path / f"cg{it}"
+        cli.ok(*RECON, "--input", sim, "--method", "cg-sense", "--iterations", it, "--out", rec)
+        m = json.loads((rec / "metrics.json").read_text())
+        assert m["method"] == "cg-sense" and m["config"]["iterations"] == it
+        psnr[it] = m["psnr_db"]
+    assert psnr[8] > psnr[1] + 1.0
 
 
-def test_bad_simulate_input(tmp_path, series_mat, capsys):
+def test_bad_simulate_input(tmp_path, series_mat, cli):
     out = tmp_path / "o"
-    base = ["dynamic", "simulate", "--out", str(out)]
-    _assert_fails(base + ["--series", str(tmp_path / "no.mat"), "--spokes", "4"], out, capsys,
-                  "does not exist")  # fmt: skip
-    _assert_fails(base + ["--series", str(series_mat), "--spokes", "-2"], out, capsys, "--spokes")
+    base = [*SIMULATE, "--out", out]
+    missing = tmp_path / "no.mat"
+    cli.fails(*base, "--series", missing, "--spokes", "4", out=out, says="does not exist")
+    cli.fails(*base, "--series", series_mat, "--spokes", "-2", out=out, says="--spokes")
     flat = tmp_path / "flat.mat"
     scipy.io.savemat(flat, {"img": np.ones((8, 8))})
-    _assert_fails(base + ["--series", str(flat), "--spokes", "4"], out, capsys, "3-D")
-    _assert_fails(base + ["--series", str(series_mat), "--variable", "nope", "--spokes", "4"],
-                  out, capsys, "nope")  # fmt: skip
-    _assert_fails(base + ["--series", str(series_mat), "--spokes", "4", "--snr", "-1"], out,
-                  capsys, "--snr")  # fmt: skip
+    cli.fails(*base, "--series", flat, "--spokes", "4", out=out, says="3-D")
+    argv = ["--series", series_mat, "--variable", "nope", "--spokes", "4"]
+    cli.fails(*base, *argv, out=out, says="nope")
+    argv = ["--series", series_mat, "--spokes", "4", "--snr", "-1"]
+    cli.fails(*base, *argv, out=out, says="--snr")
+    argv = ["--series", series_mat, "--spokes", "4", "--coils", "65"]
+    cli.fails(*base, *argv, out=out, says="--coils")
 
 
-def test_existing_output_needs_overwrite(tmp_path, series_mat, capsys):
+def test_existing_output_needs_overwrite(tmp_path, series_mat, cli):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    argv = ["dynamic", "simulate", "--series", str(series_mat), "--spokes", "4", "--out", str(out)]
-    assert _run(argv) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    argv = [*SIMULATE, "--series", series_mat, "--spokes", "4", "--out", out]
+    cli.fails(*argv, out=out, says="--overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert _run(argv + ["--overwrite"]) == 0
+    cli.ok(*argv, "--overwrite")
     assert (out / "kspace.npy").is_file() and not (out / "keep.txt").exists()
 
 
-def test_bad_recon_input(tmp_path, capsys):
+def test_bad_recon_input(tmp_path, cli):
     out = tmp_path / "r"
-    base = ["dynamic", "recon", "--out", str(out)]
-    _assert_fails(base + ["--input", str(tmp_path / "none"), "--method", "gridding"], out, capsys,
-                  "does not exist")  # fmt: skip
+    base = [*RECON, "--out", out]
+    none = tmp_path / "none"
+    cli.fails(*base, "--input", none, "--method", "gridding", out=out, says="does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
-    _assert_fails(base + ["--input", str(empty), "--method", "cg-sense"], out, capsys, "kspace.npy")
-    _assert_fails(base + ["--input", str(empty), "--method", "grasp", "--frames-out", "9"], out,
-                  capsys, "inr")  # fmt: skip
-    _assert_fails(base + ["--input", str(empty), "--method", "ls", "--iterations", "0"], out,
-                  capsys, "--iterations")  # fmt: skip
-    _assert_fails(base + ["--input", str(empty), "--method", "magic"], out, capsys, "--method")
+    cli.fails(*base, "--input", empty, "--method", "cg-sense", out=out, says="kspace.npy")
+    argv = ["--input", empty, "--method", "grasp", "--frames-out", "9"]
+    cli.fails(*base, *argv, out=out, says="only available with --method inr")
+    argv = ["--input", empty, "--method", "gridding", "--iterations", "5"]
+    cli.fails(*base, *argv, out=out, says="--iterations")
+    argv = ["--input", empty, "--method", "ls", "--iterations", "0"]
+    cli.fails(*base, *argv, out=out, says="--iterations")
+    cli.fails(*base, "--input", empty, "--method", "magic", out=out, says="--method")

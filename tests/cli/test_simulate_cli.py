@@ -10,32 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrphys.cli import main
+SIM = ["simulate", "--sequence"]
 
 
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:  # argparse errors
-        return int(e.code)
-
-
-def test_spin_echo_outputs(tmp_path):
+def test_spin_echo_outputs(tmp_path, cli):
     out = tmp_path / "se"
-    rc = _run(
-        ["simulate", "--sequence", "spin-echo", "--matrix", "32", "--seed", "3", "--out", str(out)]
-    )
-    assert rc == 0
+    cli.ok(*SIM, "spin-echo", "--matrix", "32", "--seed", "3", "--out", out)
     names = {p.name for p in out.iterdir()}
-    assert {
-        "kspace.npy",
-        "truth.nii.gz",
-        "image.nii.gz",
-        "phantom.npz",
-        "sequence.seq",
-        "config.json",
-        "preview.png",
-    } <= names
+    expected = ["kspace.npy", "truth.nii.gz", "image.nii.gz", "phantom.npz", "sequence.seq"]
+    assert {*expected, "config.json", "preview.png"} <= names
     k = np.load(out / "kspace.npy")
     assert k.dtype == np.complex64 and k.shape == (32, 32)
     truth = np.asarray(nib.load(out / "truth.nii.gz").dataobj)
@@ -52,75 +35,40 @@ def test_spin_echo_outputs(tmp_path):
     assert cfg["seed"] == 3
 
 
-def test_same_seed_same_kspace(tmp_path):
+def test_same_seed_same_kspace(tmp_path, cli):
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
-        assert (
-            _run(
-                [
-                    "simulate",
-                    "--sequence",
-                    "gre",
-                    "--matrix",
-                    "32",
-                    "--seed",
-                    "5",
-                    "--noise-pct",
-                    "1",
-                    "--out",
-                    str(d),
-                ]
-            )
-            == 0
-        )
+        cli.ok(*SIM, "gre", "--matrix", "32", "--seed", "5", "--noise-pct", "1", "--out", d)
     assert np.array_equal(np.load(a / "kspace.npy"), np.load(b / "kspace.npy"))
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "argv, says",
     [
-        ["--sequence", "spin-echo", "--matrix", "-4"],
-        ["--sequence", "spin-echo", "--phantom", "brain"],
-        ["--sequence", "fse"],
-        ["--sequence", "gre", "--noise-pct", "-1"],
-        ["--sequence", "gre", "--te-ms", "60", "--tr-ms", "50"],
-        ["--sequence", "gre", "--matrix", "abc"],
+        (["spin-echo", "--matrix", "-4"], "--matrix"),
+        (["spin-echo", "--phantom", "brain"], "--phantom"),
+        (["fse"], "--sequence"),
+        (["gre", "--noise-pct", "-1"], "--noise-pct"),
+        (["gre", "--te-ms", "60", "--tr-ms", "50"], "--te-ms"),
+        (["gre", "--matrix", "abc"], "--matrix"),
     ],
 )
-def test_bad_input_exit_2_nothing_written(tmp_path, argv, capsys):
+def test_bad_input_exit_2_nothing_written(tmp_path, argv, says, cli):
     out = tmp_path / "out"
-    assert _run(["simulate", *argv, "--out", str(out)]) == 2
-    assert not out.exists()
+    cli.fails(*SIM, *argv, "--out", out, out=out, says=says)
     assert list(tmp_path.iterdir()) == []
-    err = capsys.readouterr().err.strip()
-    assert err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
-def test_existing_output_needs_overwrite(tmp_path, capsys):
+def test_existing_output_needs_overwrite(tmp_path, cli):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    assert _run(["simulate", "--sequence", "gre", "--matrix", "16", "--out", str(out)]) == 2
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert "--overwrite" in capsys.readouterr().err
+    cli.fails(*SIM, "gre", "--matrix", "16", "--out", out, out=out, says="--overwrite")
+    assert (out / "keep.txt").read_text() == "x"
 
 
 def test_console_exit_code():
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mrphys",
-            "simulate",
-            "--sequence",
-            "gre",
-            "--matrix",
-            "0",
-            "--out",
-            "/nonexistent/never",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    argv = [*SIM, "gre", "--matrix", "0", "--out", "/nonexistent/never"]
+    r = subprocess.run([sys.executable, "-m", "mrphys", *argv], capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "--matrix" in r.stderr
