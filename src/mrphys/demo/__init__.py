@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class DemoReport:
     seconds: dict[str, float]
 
 
-def parse_parts(parts: str | list[str]) -> list[str]:
+def parse_parts(parts: str | Sequence[str]) -> list[str]:
     """The part names of a comma-separated string (or list); unknown or no names are an error."""
     text = parts if isinstance(parts, str) else ",".join(parts)
     names = [s.strip() for s in text.split(",") if s.strip()]
@@ -57,7 +58,7 @@ def parse_parts(parts: str | list[str]) -> list[str]:
 
 def run(
     out: str | Path,
-    parts: str | list[str] = tuple(PARTS),  # type: ignore[assignment]
+    parts: str | Sequence[str] = tuple(PARTS),
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DemoReport:
@@ -73,7 +74,7 @@ def run(
     from mrphys import __version__
     from mrphys.io import save_json
 
-    out, names = Path(out), parse_parts(list(parts))
+    out, names = Path(out), parse_parts(parts)
     sections = [
         "# mrphys demo report\n",
         f"mrphys {__version__}, seed {seed}, device {device}. Every number below was "
