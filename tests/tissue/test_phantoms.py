@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.tissue import Phantom, gach_shepp_logan, spin_echo_image, spin_shepp_logan
+from mrphys.physics.signal import spin_echo_image
+from mrphys.tissue import Phantom, gach_shepp_logan, spin_shepp_logan
 
 
 def test_spin_phantom_reproducible_and_seeded():

@@ -17,8 +17,9 @@ caches per tensor identity, and gradients accumulate over all uses.
 Conventions (see docs/physics.md): angles in rad, times in s, gradients in T/m, fov in m.
 Cartesian builders order ADC samples so that sample ``k`` of line ``n`` has
 ``kx = (k - N//2)/fov``, ``ky = (n - N//2)/fov`` with ``k = gammabar * integral(G dt)``, and the
-simulator's precession ``exp(-i 2 pi k.r)``; then ``fftshift(ifft2(ifftshift(kspace)))`` gives the
-image in :class:`~mrphys.tissue.Phantom` orientation.
+simulator's precession ``exp(-i 2 pi k.r)``; then the centred inverse FFT
+:func:`mrphys.physics.fourier.ifft2c` of the k-space gives the image in
+:class:`~mrphys.tissue.Phantom` orientation.
 """
 
 from __future__ import annotations
