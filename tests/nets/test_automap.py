@@ -66,9 +66,9 @@ def test_paper_size_parameter_count():
 
 def test_bad_shapes_raise():
     model = Automap(matrix=16, channels=4)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"must have shape \(B, 16, 16\); got \(2, 8, 8\)"):
         model(torch.zeros(2, 8, 8, dtype=torch.complex64))
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="matrix must be a multiple of 4 >= 8; got 18"):
         FFTUNet(matrix=18)
 
 

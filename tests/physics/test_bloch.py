@@ -249,15 +249,15 @@ def test_background_voxels_are_silent_and_gradients_finite():
 
 def test_bad_inputs_raise():
     ph = voxels()
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="seq must be a mrphys Sequence; got str"):
         bloch.simulate("spin echo", ph)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="phantom must be a mrphys Phantom; got str"):
         bloch.simulate(spin_echo(matrix=1, fov=1e-3), "phantom")
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="isochromats must be >= 1; got 0"):
         bloch.simulate(spin_echo(matrix=1, fov=1e-3), ph, isochromats=0)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="chunk must be >= 1; got 0"):
         bloch.simulate(spin_echo(matrix=1, fov=1e-3), ph, chunk=0)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="float32 or float64; got torch.float16"):
         bloch.simulate(spin_echo(matrix=1, fov=1e-3), ph.to(dtype=torch.float16))
 
 

@@ -122,13 +122,13 @@ def test_gradcheck_all_models():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"t1 and t2 must be >= 0 s"):
         signal.spin_echo_steady_state(1.0, -0.1, 0.05, 1.0, 0.02)
-    with pytest.raises(MrphysError):
-        signal.spin_echo_steady_state(1.0, 800.0, 70.0, 1.0, 0.02)  # milliseconds
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"milliseconds given"):
+        signal.spin_echo_steady_state(1.0, 800.0, 70.0, 1.0, 0.02)
+    with pytest.raises(MrphysError, match=r"te must lie in \[0, tr\]"):
         signal.spoiled_gre_steady_state(1.0, 0.8, 0.05, 0.01, 0.02, 0.3)  # TE > TR
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"tr must be > 0 s"):
         signal.bssfp_steady_state(1.0, 0.8, 0.05, -5e-3, 2e-3, 0.3)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"NaN or infinite"):
         signal.bssfp_steady_state(1.0, float("nan"), 0.05, 5e-3, 2e-3, 0.3)
