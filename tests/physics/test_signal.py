@@ -10,7 +10,7 @@ import torch
 from mrphys.errors import MrphysError
 from mrphys.physics import signal
 from mrphys.physics.ssfp import pc_bssfp_signal
-from mrphys.tissue import spin_shepp_logan
+from mrphys.tissue import Phantom, spin_shepp_logan
 
 F64 = torch.float64
 
@@ -31,6 +31,16 @@ def test_spin_echo_consistent_with_phantom_image():
         a = signal.spin_echo_steady_state(ph.rho, ph.t1, ph.t2, 10.0, 0.04, exact=exact)
         b = signal.spin_echo_image(ph, 10.0, 0.04, exact=exact)
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_spin_echo_image_closed_forms():
+    ph = Phantom(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.1, 0.0]]))
+    eq13 = signal.spin_echo_image(ph, tr=2.0, te=0.05)
+    assert float(eq13[0, 0]) == pytest.approx((1 - math.exp(-2.0)) * math.exp(-0.5), rel=1e-6)
+    assert float(eq13[0, 1]) == 0.0  # background
+    ex = signal.spin_echo_image(ph, tr=2.0, te=0.05, exact=True)
+    expect = (1 - 2 * math.exp(-(2.0 - 0.025)) + math.exp(-2.0)) * math.exp(-0.5)
+    assert float(ex[0, 0]) == pytest.approx(expect, rel=1e-6)
 
 
 def test_spin_echo_general_flips():
