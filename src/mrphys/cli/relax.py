@@ -131,9 +131,9 @@ def run_fit(args: argparse.Namespace) -> int:
     maps = fit_volume(signals, b1, args.method, protocol, model, mask)
     seconds, n_vox = time.perf_counter() - t0, int(vol.mask.sum())
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        for name, scale in (("t1", 1e3), ("t2", 1e3), ("db0", 1.0)):
-            if name in maps:
-                save_nifti_raw(tmp / f"{name}.nii.gz", maps[name].cpu().numpy() * scale, vol.affine)
+        for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
+            scale = 1.0 if name == "db0" else 1e3
+            save_nifti_raw(tmp / f"{name}.nii.gz", m.cpu().numpy() * scale, vol.affine)
         config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
         config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
         save_json(tmp / "config.json", {"command": "relax fit", **config,

@@ -123,7 +123,7 @@ def simulate_cartesian(
         device: a resolved device for the simulation.
     """
     from mrphys.metrics import psnr, ssim
-    from mrphys.tissue import gach_shepp_logan, spin_echo_image, spin_shepp_logan
+    from mrphys.tissue import gach_shepp_logan, spin_shepp_logan
     from mrphys.utils import make_generator
 
     tr, te, flip, fov = _settings(
@@ -137,7 +137,7 @@ def simulate_cartesian(
     ph = ph.to(device=device)
     if sequence_name == "spin-echo":
         seq = sequence.spin_echo(matrix=n, fov=fov, tr=tr, te=te, flip1=flip)
-        truth = spin_echo_image(ph, tr=tr, te=te)  # SPIN Eq. 13: the 90/180 target image
+        truth = signal.spin_echo_image(ph, tr=tr, te=te)  # SPIN Eq. 13: the 90/180 target image
     elif sequence_name == "bssfp":
         # one alternating-phase (0, pi) steady state; relaxometry uses the phase-cycled series
         seq = sequence.bssfp(tr=tr, te=te, flip=flip, phase_increment=math.pi, matrix=n, fov=fov)
