@@ -64,19 +64,18 @@ def test_recon_runs_the_registry_method_with_its_options(tmp_path, series_mat, c
 
 def test_bad_simulate_input(tmp_path, series_mat, cli):
     out = tmp_path / "o"
-    base = [*SIMULATE, "--out", out]
-    missing = tmp_path / "no.mat"
-    cli.fails(*base, "--series", missing, "--spokes", "4", out=out, says="does not exist")
-    cli.fails(*base, "--series", series_mat, "--spokes", "-2", out=out, says="--spokes")
     flat = tmp_path / "flat.mat"
     scipy.io.savemat(flat, {"img": np.ones((8, 8))})
-    cli.fails(*base, "--series", flat, "--spokes", "4", out=out, says="3-D")
-    argv = ["--series", series_mat, "--variable", "nope", "--spokes", "4"]
-    cli.fails(*base, *argv, out=out, says="nope")
-    argv = ["--series", series_mat, "--spokes", "4", "--snr", "-1"]
-    cli.fails(*base, *argv, out=out, says="--snr")
-    argv = ["--series", series_mat, "--spokes", "4", "--coils", "65"]
-    cli.fails(*base, *argv, out=out, says="--coils")
+    cases = {  # arguments besides --spokes 4: what the error names
+        ("--series", tmp_path / "no.mat"): "does not exist",
+        ("--series", series_mat, "--spokes", "-2"): "--spokes",
+        ("--series", flat): "3-D",
+        ("--series", series_mat, "--variable", "nope"): "nope",
+        ("--series", series_mat, "--snr", "-1"): "--snr",
+        ("--series", series_mat, "--coils", "65"): "--coils",
+    }
+    for argv, says in cases.items():
+        cli.fails(*SIMULATE, "--spokes", "4", *argv, "--out", out, out=out, says=says)
 
 
 def test_existing_output_needs_overwrite(tmp_path, series_mat, cli):
@@ -92,16 +91,22 @@ def test_existing_output_needs_overwrite(tmp_path, series_mat, cli):
 
 def test_bad_recon_input(tmp_path, cli):
     out = tmp_path / "r"
-    base = [*RECON, "--out", out]
-    none = tmp_path / "none"
-    cli.fails(*base, "--input", none, "--method", "gridding", out=out, says="does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
-    cli.fails(*base, "--input", empty, "--method", "cg-sense", out=out, says="kspace.npy")
-    argv = ["--input", empty, "--method", "grasp", "--frames-out", "9"]
-    cli.fails(*base, *argv, out=out, says="only available with --method inr")
-    argv = ["--input", empty, "--method", "gridding", "--iterations", "5"]
-    cli.fails(*base, *argv, out=out, says="--iterations")
-    argv = ["--input", empty, "--method", "ls", "--iterations", "0"]
-    cli.fails(*base, *argv, out=out, says="--iterations")
-    cli.fails(*base, "--input", empty, "--method", "magic", out=out, says="--method")
+    cases = {  # arguments: what the error names
+        ("--input", tmp_path / "none", "--method", "gridding"): "does not exist",
+        ("--input", empty, "--method", "cg-sense"): "kspace.npy",
+        (
+            "--input",
+            empty,
+            "--method",
+            "grasp",
+            "--frames-out",
+            "9",
+        ): "only available with --method inr",
+        ("--input", empty, "--method", "gridding", "--iterations", "5"): "--iterations",
+        ("--input", empty, "--method", "ls", "--iterations", "0"): "--iterations",
+        ("--input", empty, "--method", "magic"): "--method",
+    }
+    for argv, says in cases.items():
+        cli.fails(*RECON, *argv, "--out", out, out=out, says=says)
