@@ -14,7 +14,7 @@ def test_output_dir_atomic_and_no_overwrite(tmp_path):
     with pytest.raises(MrphysError, match="--overwrite"):
         with io.output_dir(out):
             pass
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="boom"):
         with io.output_dir(out, overwrite=True) as d:
             (d / "b.txt").write_text("y")
             raise RuntimeError("boom")
