@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = dsub.add_parser("recon", help="reconstruct a `dynamic simulate` output")
     r.add_argument("--input", required=True, help="directory written by `mrphys dynamic simulate`")
-    r.add_argument("--method", required=True, choices=_MethodNames())
+    # set after add_argument, which formats the choices (and would read the registry) at once
+    r.add_argument("--method", required=True).choices = _MethodNames()
     iterations_help = "iterations (default: the method's frozen default)"
     arg(r, "--iterations", None, iterations_help, type=positive)
     arg(r, "--frames-out", None, "frames to render (inr only)", type=positive)

@@ -3,8 +3,8 @@
 Writes ``kspace.npy`` (complex64 ``[phase encodes, readout]``), ``truth.nii.gz`` (the closed-form
 image: SPIN Eq. 13 for spin echo), ``image.nii.gz`` (magnitude of the inverse-FFT reconstruction,
 same scale as the truth), ``phantom.npz`` (``rho``, ``t1``, ``t2`` in SI units), ``sequence.seq``
-(Pulseq), ``config.json`` and ``preview.png``. The work is :func:`mrphys.physics.acquire.
-simulate_cartesian`.
+(Pulseq), ``config.json`` and ``preview.png``. The work is
+:func:`mrphys.physics.acquire.simulate_cartesian`.
 """
 
 from __future__ import annotations
