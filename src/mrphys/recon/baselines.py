@@ -18,6 +18,11 @@ and the data term is density-weighted, as in the GRASP and L+S reference impleme
   series) and an L1 penalty on the temporal Fourier transform of ``S`` (weight ``lam_s * s``), by
   FISTA on the pair ``(L, S)`` (singular value and soft thresholding as proximal steps).
 
+Each method is a short application of :mod:`mrphys.recon.solvers` (:class:`LeastSquares` for the
+data term, :func:`conjugate_gradient`, :func:`fista`, the prox helpers) on ``data.operator()``.
+:func:`cg_sense_operator` is CG-SENSE on any encoding (Cartesian ``SenseOp(maps,
+CartesianFFT(shape, mask))`` as well as radial) with optional data weights.
+
 The iterative methods take ``backend`` (the NUFFT backend of
 :class:`~mrphys.physics.nufft.RadialNUFFT`) and ``progress`` (show a tqdm bar). ``s`` is the
 maximum magnitude of the gridding image, which makes the regularisation weights independent of
@@ -62,12 +67,14 @@ DEFAULTS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _least_squares(data: RadialData, backend: str) -> LeastSquares:
-    """The density-weighted data term ``1/2 |D^(1/2) (A x - y)|^2`` of a radial acquisition."""
+def _radial(data: RadialData, backend: str) -> tuple[Linop, torch.Tensor, torch.Tensor]:
+    """The encoding ``A``, the k-space ``y`` and the density weights ``D`` (with a coil axis,
+    broadcasting against ``y``) of a radial acquisition: the data term ``1/2 |D^(1/2)(A x - y)|^2``.
+    """
     check(isinstance(data, RadialData), f"data must be a RadialData; got {type(data).__name__}.")
     y = data.kspace.to(torch.complex64)
-    w = data.dcf.to(device=y.device, dtype=torch.float32)[:, None]  # coil axis: (T, 1, ...)
-    return LeastSquares(data.operator(backend=backend), y, w)
+    w = data.dcf.to(device=y.device, dtype=torch.float32)[:, None]  # (T, 1, ...): the coil axis
+    return data.operator(backend=backend), y, w
 
 
 def _check_options(iterations: int, **weights: float) -> None:
@@ -90,7 +97,7 @@ def _scale(x0: torch.Tensor) -> float:
 @torch.no_grad()
 def gridding(data: RadialData, backend: str = "auto") -> torch.Tensor:
     """Density-compensated NUFFT adjoint, coil-combined: ``A^H D y``, ``(T, Y, X)`` complex64."""
-    return _least_squares(data, backend).rhs.to(torch.complex64)
+    return LeastSquares(*_radial(data, backend)).rhs.to(torch.complex64)
 
 
 def cg_sense_operator(
@@ -150,11 +157,8 @@ def cg_sense(
     relative residual is at most ``tol`` (None: run all iterations). Returns ``(T, Y, X)``
     complex64.
     """
-    _check_options(iterations, lam=lam)
-    ls = _least_squares(data, backend)
-    res = cg_sense_operator(
-        ls.op, ls.y, ls.weight.t, lam, iterations, tol, batch_dims=1, progress=progress
-    )
+    op, y, w = _radial(data, backend)
+    res = cg_sense_operator(op, y, w, lam, iterations, tol, batch_dims=1, progress=progress)
     log.info("CG-SENSE: %d iterations, max relative residual %.2e", res.iterations,
              float(res.residual.max()))  # fmt: skip
     return res.x.to(torch.complex64)
@@ -191,7 +195,7 @@ def grasp(
     (power iteration); starts from the gridding image.
     """
     _check_options(iterations, lam_tv=lam_tv)
-    ls = _least_squares(data, backend)
+    ls = LeastSquares(*_radial(data, backend))
     b = ls.rhs
     if b.shape[0] < 2:
         log.warning("GRASP on a single frame: temporal TV has no effect (CG-SENSE-like result)")
@@ -228,7 +232,8 @@ def low_rank_sparse(
     Starts from ``L = A^H D y``, ``S = 0``. Returns ``L + S``.
     """
     _check_options(iterations, lam_l=lam_l, lam_s=lam_s)
-    ls = _least_squares(data, backend)
+    op, y, w = _radial(data, backend)
+    ls = LeastSquares(op, y, w)
     b = ls.rhs
     step = 1.0 / (2.1 * ls.lipschitz())
     b64 = b.reshape(b.shape[0], -1).to(torch.complex128)
@@ -242,7 +247,7 @@ def low_rank_sparse(
         sp = ft.adjoint(soft_threshold(ft.forward(v[1]), step * lam_s * scale))
         return torch.stack([low, sp])
 
-    pair_ls = LeastSquares(ls.op @ pair.H, ls.y, ls.weight.t)
+    pair_ls = LeastSquares(op @ pair.H, y, w)
     x0 = torch.stack([b, torch.zeros_like(b)])
     res = fista(pair_ls.gradient, prox, x0, step, iterations, progress=progress, desc="L+S")
     return pair.adjoint(res.x).to(torch.complex64)
