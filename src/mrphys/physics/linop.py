@@ -421,6 +421,8 @@ def operator_norm(
     iterations: int = 50,
     tol: float | None = 1e-6,
     generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.complex64,
+    device: torch.device | str | None = None,
 ) -> float:
     """The largest singular value ``||A||`` (spectral norm) of ``op`` by power iteration on
     ``A^H A``.
@@ -432,6 +434,8 @@ def operator_norm(
         iterations: the most applications of ``A^H A``.
         tol: relative change of the estimate at which to stop (None: run all iterations).
         generator: CPU generator of the random start.
+        dtype: complex dtype of a random start.
+        device: device of a random start (a start vector keeps its own).
 
     Returns:
         ``||A|| = sqrt(largest eigenvalue of A^H A)``, a float (a lower bound that tightens with
@@ -439,10 +443,7 @@ def operator_norm(
         ``L = operator_norm(A, ...) ** 2``.
     """
     check(isinstance(op, Linop), f"operator_norm takes a Linop; got {type(op).__name__}.")
-    device = None
-    if isinstance(x, torch.Tensor):
-        device = x.device
-    res = power_iteration(op.normal, x, iterations, tol, generator, device=device)
+    res = power_iteration(op.normal, x, iterations, tol, generator, dtype, device)
     return math.sqrt(res.value)
 
 
