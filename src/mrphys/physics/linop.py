@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mrphys.errors import MrphysError, check
+from mrphys.errors import check
 
 __all__ = [
     "AxisFFT",
@@ -148,18 +148,31 @@ class _Adjoint(Linop):
         return f"{self.op!r}.H"
 
 
-class _Compose(Linop):
+class _Pair(Linop):
+    """An operator built from two: ``a`` and ``b`` with the trailing shapes given."""
+
+    symbol = ""
+
+    def __init__(self, a: Linop, b: Linop, ishape: tuple[int, ...], oshape: tuple[int, ...]):
+        self.a, self.b = a, b
+        self.ishape, self.oshape = ishape, oshape
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} {self.symbol} {self.b!r})"
+
+
+class _Compose(_Pair):
     """``(A @ B) x = A(B(x))``."""
 
+    symbol = "@"
+
     def __init__(self, a: Linop, b: Linop):
-        if not _shapes_agree(a.ishape, b.oshape):
-            raise MrphysError(
-                f"cannot compose operators: the left one takes shape {a.ishape} but the right one "
-                f"gives {b.oshape}."
-            )
-        self.a, self.b = a, b
-        self.ishape = b.ishape or a.ishape
-        self.oshape = a.oshape or b.oshape
+        check(
+            _shapes_agree(a.ishape, b.oshape),
+            f"cannot compose operators: the left one takes shape {a.ishape} but the right one "
+            f"gives {b.oshape}.",
+        )
+        super().__init__(a, b, b.ishape or a.ishape, a.oshape or b.oshape)
 
     def forward(self, x):
         return self.a.forward(self.b.forward(x))
@@ -167,31 +180,25 @@ class _Compose(Linop):
     def adjoint(self, y):
         return self.b.adjoint(self.a.adjoint(y))
 
-    def __repr__(self) -> str:
-        return f"({self.a!r} @ {self.b!r})"
 
-
-class _Sum(Linop):
+class _Sum(_Pair):
     """``(A + B) x = A x + B x``."""
 
+    symbol = "+"
+
     def __init__(self, a: Linop, b: Linop):
-        if not (_shapes_agree(a.ishape, b.ishape) and _shapes_agree(a.oshape, b.oshape)):
-            raise MrphysError(
-                f"cannot add operators of shapes {a.ishape} -> {a.oshape} and "
-                f"{b.ishape} -> {b.oshape}; expected the same input and output shapes."
-            )
-        self.a, self.b = a, b
-        self.ishape = a.ishape or b.ishape
-        self.oshape = a.oshape or b.oshape
+        check(
+            _shapes_agree(a.ishape, b.ishape) and _shapes_agree(a.oshape, b.oshape),
+            f"cannot add operators of shapes {a.ishape} -> {a.oshape} and {b.ishape} -> "
+            f"{b.oshape}; expected the same input and output shapes.",
+        )
+        super().__init__(a, b, a.ishape or b.ishape, a.oshape or b.oshape)
 
     def forward(self, x):
         return self.a.forward(x) + self.b.forward(x)
 
     def adjoint(self, y):
         return self.a.adjoint(y) + self.b.adjoint(y)
-
-    def __repr__(self) -> str:
-        return f"({self.a!r} + {self.b!r})"
 
 
 class _Scaled(Linop):

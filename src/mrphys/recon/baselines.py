@@ -145,9 +145,9 @@ def cg_sense(
     data: RadialData,
     iterations: int = DEFAULTS["cg_sense"]["iterations"],
     lam: float = DEFAULTS["cg_sense"]["lam"],
+    tol: float | None = None,
     backend: str = "auto",
     progress: bool = False,
-    tol: float | None = None,
 ) -> torch.Tensor:
     """CG-SENSE per frame: solve ``(A^H D A + lam I) x = A^H D y`` by ``iterations`` CG steps.
 
@@ -158,7 +158,7 @@ def cg_sense(
     complex64.
     """
     op, y, w = _radial(data, backend)
-    res = cg_sense_operator(op, y, w, lam, iterations, tol, batch_dims=1, progress=progress)
+    res = cg_sense_operator(op, y, w, lam, iterations, tol, 1, progress)
     log.info("CG-SENSE: %d iterations, max relative residual %.2e", res.iterations,
              float(res.residual.max()))  # fmt: skip
     return res.x.to(torch.complex64)
