@@ -4,17 +4,17 @@ Every encoding (Cartesian FFT, radial NUFFT, coil sensitivities) is a :class:`Li
 reconstruction written against :class:`Linop` works with any of them. A subclass implements
 :meth:`Linop.forward` and :meth:`Linop.adjoint`; everything else comes from the algebra:
 
-==================  ==========================================================================
-expression          operator
-==================  ==========================================================================
-``A @ B``           composition, ``(A @ B) x = A (B x)``
-``A + B``, ``A - B``  sum and difference (same input and output shapes)
-``c * A``, ``A * c``  scaled by a Python number ``c`` (``(c A)^H = conj(c) A^H``)
-``t * A``, ``A * t``  ``Multiply(t) @ A`` and ``A @ Multiply(t)`` for a tensor ``t``
-``-A``              ``(-1) * A``
-``A.H``             the adjoint, ``A.H.forward = A.adjoint``
-``A.H @ A``         the normal operator
-==================  ==========================================================================
+======================  ======================================================================
+expression              operator
+======================  ======================================================================
+``A @ B``               composition, ``(A @ B) x = A (B x)``
+``A + B``, ``A - B``    sum and difference (same input and output shapes)
+``c * A``, ``A * c``    scaled by a Python number ``c`` (``(c A)^H = conj(c) A^H``)
+``t * A``, ``A * t``    ``Multiply(t) @ A`` and ``A @ Multiply(t)`` for a tensor ``t``
+``-A``                  ``(-1) * A``
+``A.H``                 the adjoint, ``A.H.forward = A.adjoint``
+``A.H @ A``             the normal operator
+======================  ======================================================================
 
 :class:`Identity`, :class:`Multiply` (a diagonal operator: elementwise product with a tensor that
 broadcasts), :class:`Repeat` (``n`` stacked copies; its adjoint sums them),
