@@ -22,7 +22,7 @@ def test_simulate_shapes_and_noise_free_consistency(series):
     assert d.kspace.shape == (3, 4, 5, 32) and d.kspace.dtype == torch.complex64  # (T, C, S, N)
     assert d.traj.shape == (3, 5, 32, 2) and d.traj.dtype == torch.float32
     assert d.maps.shape == (4, 16, 16) and d.dcf.shape == (3, 5, 32)
-    assert (d.spokes_per_frame, d.samples_per_spoke) == (5, 32)
+    assert d.spoke_shape == (5, 32)
     assert torch.equal(d.truth, series)
     assert d.meta["acceleration"] == pytest.approx(16 / 5)
     # noise free: k-space is exactly the encoding of the truth

@@ -88,28 +88,24 @@ class CoilMultiply(Linop):
         self.ishape = self.im_size
         self.oshape = (self.n_coils,) + self.im_size
 
-    def _maps(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps.to(device=x.device, dtype=x.dtype)
+    def _checked(self, v: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
+        """``v`` as complex after checking that it ends in ``shape``."""
+        check(
+            v.ndim >= len(shape) and tuple(v.shape[-len(shape) :]) == shape,
+            f"CoilMultiply {what} must have shape (..., {', '.join(map(str, shape))}); "
+            f"got {tuple(v.shape)}.",
+        )
+        return as_complex(v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``(..., Y, X)`` -> coil images ``(..., C, Y, X)``."""
-        check(
-            x.ndim >= 2 and tuple(x.shape[-2:]) == self.im_size,
-            f"CoilMultiply input must have shape (..., {self.im_size[0]}, {self.im_size[1]}); "
-            f"got {tuple(x.shape)}.",
-        )
-        x = as_complex(x)
-        return x.unsqueeze(-3) * self._maps(x)
+        x = self._checked(x, self.ishape, "input")
+        return x.unsqueeze(-3) * self.maps.to(device=x.device, dtype=x.dtype)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Coil images ``(..., C, Y, X)`` -> coil-combined image ``(..., Y, X)``."""
-        check(
-            y.ndim >= 3 and tuple(y.shape[-3:]) == self.oshape,
-            f"CoilMultiply coil images must have shape (..., {self.n_coils}, {self.im_size[0]}, "
-            f"{self.im_size[1]}) (coils, Y, X); got {tuple(y.shape)}.",
-        )
-        y = as_complex(y)
-        return (y * self._maps(y).conj()).sum(-3)
+        y = self._checked(y, self.oshape, "coil images (coils, Y, X)")
+        return (y * self.maps.to(device=y.device, dtype=y.dtype).conj()).sum(-3)
 
 
 class SenseOp(Linop):

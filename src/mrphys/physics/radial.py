@@ -73,12 +73,9 @@ class RadialData:
         return (int(self.maps.shape[-2]), int(self.maps.shape[-1]))
 
     @property
-    def spokes_per_frame(self) -> int:
-        return int(self.kspace.shape[2])
-
-    @property
-    def samples_per_spoke(self) -> int:
-        return int(self.kspace.shape[3])
+    def spoke_shape(self) -> tuple[int, int]:
+        """``(S, N)``: spokes per frame and samples per spoke."""
+        return (int(self.kspace.shape[2]), int(self.kspace.shape[3]))
 
     def validate(self) -> None:
         """Raise :class:`MrphysError` unless the fields have consistent shapes and dtypes."""
@@ -143,8 +140,8 @@ class RadialData:
             n_frames=self.n_frames,
             n_coils=self.n_coils,
             im_size=list(self.im_size),
-            spokes_per_frame=self.spokes_per_frame,
-            samples_per_spoke=self.samples_per_spoke,
+            spokes_per_frame=self.spoke_shape[0],
+            samples_per_spoke=self.spoke_shape[1],
             traj_units="rad/pixel, last axis (ky, kx)",
             layout=_LAYOUT,
         )
