@@ -190,7 +190,7 @@ def test_eps_sets_the_finufft_accuracy():
 
 _KB_SCRIPT = textwrap.dedent(
     """
-    import json, torch
+    import json, os, torch
     from mrphys.physics.linop import adjoint_error
     from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, ndft_matrix
     g = torch.Generator().manual_seed(0)
@@ -208,6 +208,7 @@ _KB_SCRIPT = textwrap.dedent(
     xg = torch.randn(1, 3, 3, generator=g, dtype=torch.complex128, requires_grad=True)
     out["gradcheck"] = bool(torch.autograd.gradcheck(op.forward, (xg,), atol=1e-7))
     print("RESULT " + json.dumps(out), flush=True)
+    os._exit(0)  # skip interpreter teardown, where torchkbnufft's TorchScript forks can abort
     """
 )
 
@@ -217,8 +218,8 @@ def test_torchkbnufft_backend_in_subprocess():
 
     Run in a child process: torchkbnufft's TorchScript forks intermittently abort the
     interpreter at exit with torch 2.13 ("terminate called without an active exception") after
-    all work is done; isolating it keeps the test session's exit status clean. The child's
-    numbers are checked; an exit-time abort (status -6/134) after the result line is tolerated.
+    all work is done. The child leaves by ``os._exit(0)`` once its result is printed (as
+    ``benchmarks/nufft.py`` does), so any abort is a real failure.
     """
     pytest.importorskip("torchkbnufft")
     env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny sizes: threads only add latency
@@ -227,7 +228,7 @@ def test_torchkbnufft_backend_in_subprocess():
     )
     lines = [s for s in p.stdout.splitlines() if s.startswith("RESULT ")]
     assert lines, f"child failed (rc {p.returncode}): {p.stderr[-2000:]}"
-    assert p.returncode in (0, -6, 134), p.stderr[-2000:]
+    assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(lines[0][7:])
     assert r["adj_c64"] < 1e-5 and r["adj_c128"] < 1e-10
     assert r["acc_c64"] < 2e-3 and r["acc_c128"] < 2e-3  # KB kernel, 2x grid, 6 neighbours
