@@ -33,13 +33,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mrphys.errors import MrphysError, check, check_finite
 from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
+from mrphys.physics.coils import SenseOp
+from mrphys.physics.nufft import RadialNUFFT, radial_dcf
 from mrphys.utils import make_generator, resolve_device
 
 log = logging.getLogger(__name__)
@@ -262,97 +263,6 @@ def grid_coordinates(
 
 
 # --------------------------------------------------------------------------------------------
-# encoding operator: coil maps + per-frame NUFFT on a subset of frames
-# --------------------------------------------------------------------------------------------
-
-
-class _FinufftFrames(torch.autograd.Function):
-    """Coil images ``(B, C, Y, X)`` -> k-space ``(B, C, K)`` for the frames ``idx``.
-
-    Same convention as :class:`mrphys.physics.nufft.RadialNUFFT` (isign -1, centred modes,
-    ``1/sqrt(Y X)`` scaling); single-threaded finufft, which is the fastest choice for many small
-    transforms on a busy CPU. The gradient is the adjoint (type 1).
-    """
-
-    @staticmethod
-    def forward(ctx, xc, enc, idx):  # type: ignore[override]
-        import finufft
-
-        ctx.enc, ctx.idx = enc, idx
-        arr = xc.detach().cpu().numpy()
-        out = np.empty(arr.shape[:2] + (enc.n_k,), dtype=arr.dtype)
-        for b, f in enumerate(idx):
-            ky, kx = enc.coords[f]
-            out[b] = finufft.nufft2d2(
-                ky, kx, np.ascontiguousarray(arr[b]), eps=enc.eps, isign=-1, nthreads=1
-            )
-        return torch.from_numpy(out).to(xc.device) * enc.scale
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        import finufft
-
-        enc, idx = ctx.enc, ctx.idx
-        arr = g.detach().cpu().numpy()
-        out = np.empty(arr.shape[:2] + enc.im_size, dtype=arr.dtype)
-        for b, f in enumerate(idx):
-            ky, kx = enc.coords[f]
-            out[b] = finufft.nufft2d1(
-                ky,
-                kx,
-                np.ascontiguousarray(arr[b]),
-                n_modes=enc.im_size,
-                eps=enc.eps,
-                isign=1,
-                nthreads=1,
-            )
-        return torch.from_numpy(out).to(g.device) * enc.scale, None, None
-
-
-class FrameEncoding:
-    """SENSE radial encoding restricted to chosen frames: image ``(B, Y, X)`` -> ``(B, C, K)``.
-
-    Args:
-        traj: ``(T, K, 2)`` rad/pixel, last axis ``(ky, kx)``.
-        maps: coil sensitivities ``(C, Y, X)`` complex.
-        nufft_eps: finufft accuracy (CPU).
-    """
-
-    def __init__(self, traj: torch.Tensor, maps: torch.Tensor, nufft_eps: float = 1e-4):
-        self.traj = traj
-        self.maps = maps
-        self.im_size = (int(maps.shape[-2]), int(maps.shape[-1]))
-        self.n_k = int(traj.shape[1])
-        self.eps = float(nufft_eps)
-        self.scale = 1.0 / math.sqrt(self.im_size[0] * self.im_size[1])
-        self.use_finufft = maps.device.type == "cpu"
-        if self.use_finufft:
-            tr = traj.detach().cpu().numpy().astype(np.float32)
-            self.coords = [
-                (np.ascontiguousarray(tr[i, :, 0]), np.ascontiguousarray(tr[i, :, 1]))
-                for i in range(tr.shape[0])
-            ]
-
-    def forward(self, x: torch.Tensor, idx: list[int]) -> torch.Tensor:
-        """``x (B, Y, X)`` complex for frames ``idx`` (length B) -> ``(B, C, K)``."""
-        xc = x[:, None] * self.maps[None]  # (B, C, Y, X)
-        if self.use_finufft:
-            return _FinufftFrames.apply(xc.contiguous(), self, list(idx))
-        from mrphys.physics.nufft import RadialNUFFT
-
-        op = RadialNUFFT(self.traj[list(idx)], self.im_size)
-        return op.forward(xc.transpose(0, 1)).transpose(0, 1)  # (C, B, K) -> (B, C, K)
-
-    def adjoint(self, y: torch.Tensor, idx: list[int]) -> torch.Tensor:
-        """``y (B, C, K)`` -> coil-combined ``(B, Y, X)`` (``sum_c conj(S_c) F^H y_c``)."""
-        from mrphys.physics.nufft import RadialNUFFT
-
-        op = RadialNUFFT(self.traj[list(idx)], self.im_size)
-        xc = op.adjoint(y.transpose(0, 1)).transpose(0, 1)  # (B, C, Y, X)
-        return (xc * self.maps.conj()[None]).sum(1)
-
-
-# --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
 
@@ -378,15 +288,22 @@ def _windows(n_frames: int, size: int, gen: torch.Generator) -> list[list[int]]:
     return [wins[i] for i in order]
 
 
-def _intensity_scale(enc: FrameEncoding, kspace: torch.Tensor, dcf: torch.Tensor | None) -> float:
-    """Robust image scale from the time-averaged gridding image (all spokes together)."""
-    if dcf is None:
-        from mrphys.physics.nufft import radial_dcf
+def _intensity_scale(op: SenseOp, kspace: torch.Tensor, dcf: torch.Tensor | None) -> float:
+    """Robust image scale from the time-averaged gridding image (all spokes together).
 
-        dcf = radial_dcf(enc.traj.cpu(), im_size=enc.im_size).to(kspace.device)
-    t = kspace.shape[0]
-    x = enc.adjoint(kspace * dcf[:, None, :].to(kspace.real.dtype), list(range(t)))
-    norm = (enc.maps.abs() ** 2).sum(0).clamp_min(1e-6)
+    ``op`` is the SENSE radial encoding of all frames, ``kspace`` ``(T, C, *K)`` and ``dcf``
+    ``(T, *K)`` (computed from a radial ``(T, S, N, 2)`` trajectory when None).
+    """
+    if dcf is None:
+        traj = op.encoding.traj
+        check(
+            traj.ndim == 4,
+            "fit_inr needs dcf (T, K) with a flattened (T, K, 2) trajectory; pass dcf or the "
+            "radial trajectory (T, S, N, 2).",
+        )
+        dcf = radial_dcf(traj.cpu(), im_size=op.im_size).to(kspace.device)
+    x = op.adjoint(kspace * dcf.unsqueeze(1).to(kspace.real.dtype))
+    norm = (op.maps.abs() ** 2).sum(0).clamp_min(1e-6)
     comp = (x / norm).mean(0).abs()  # a fully sampled-like composite
     s = float(torch.quantile(comp.flatten().float(), 0.99))
     return s if s > 0 and math.isfinite(s) else 1.0
@@ -409,10 +326,13 @@ def fit_inr(
     """Fit the INR to multi-coil radial k-space.
 
     Args:
-        kspace: ``(T, C, K)`` complex k-space (any consistent units).
-        traj: ``(T, K, 2)`` trajectory in rad/pixel, last axis ``(ky, kx)``.
+        kspace: ``(T, C, S, N)`` complex k-space (any consistent units); ``(T, C, K)`` with a
+            flattened trajectory.
+        traj: ``(T, S, N, 2)`` radial trajectory in rad/pixel, last axis ``(ky, kx)``; or any
+            ``(T, K, 2)`` trajectory (then ``dcf`` is required).
         maps: ``(C, Y, X)`` complex coil sensitivities.
-        dcf: optional ``(T, K)`` density compensation (only used to set the intensity scale).
+        dcf: optional ``(T, S, N)`` (or ``(T, K)``) density compensation (only used to set the
+            intensity scale).
         config: :class:`InrConfig` (CPU defaults when None).
         iterations: fixed number of steps (overrides the config).
         seed: seed of the initialisation and of the frame windows.
@@ -431,13 +351,20 @@ def fit_inr(
         config = replace(config, iterations=int(iterations))
     config.validate()
     check(
-        kspace.dim() == 3 and kspace.is_complex(),
-        f"kspace must be complex with shape (T, C, K); got {tuple(kspace.shape)} {kspace.dtype}.",
+        kspace.dim() in (3, 4) and kspace.is_complex(),
+        "kspace must be complex with shape (T, C, S, N) or (T, C, K); "
+        f"got {tuple(kspace.shape)} {kspace.dtype}.",
     )
-    t_frames, n_coils, n_k = kspace.shape
+    t_frames, n_coils = int(kspace.shape[0]), int(kspace.shape[1])
+    samples = tuple(kspace.shape[2:])
     check(
-        traj.shape == (t_frames, n_k, 2),
-        f"traj must have shape ({t_frames}, {n_k}, 2) to match kspace; got {tuple(traj.shape)}.",
+        tuple(traj.shape) == (t_frames, *samples, 2),
+        f"traj must have shape {(t_frames, *samples, 2)} to match kspace; got {tuple(traj.shape)}.",
+    )
+    check(
+        dcf is None or tuple(dcf.shape) == (t_frames, *samples),
+        f"dcf must have shape {(t_frames, *samples)} to match kspace; "
+        f"got {None if dcf is None else tuple(dcf.shape)}.",
     )
     check(
         maps.dim() == 3 and maps.shape[0] == n_coils,
@@ -450,8 +377,10 @@ def fit_inr(
     traj = traj.to(dev, torch.float32)
     im_size = (int(maps.shape[1]), int(maps.shape[2]))
     n_ref = max(im_size)
-    enc = FrameEncoding(traj, maps, config.nufft_eps)
-    scale = _intensity_scale(enc, kspace, None if dcf is None else dcf.to(dev))
+    # the scale uses the full-accuracy NUFFT; the windows the INR's own (config.nufft_eps)
+    full = SenseOp(maps, RadialNUFFT(traj, im_size, threads=1))
+    scale = _intensity_scale(full, kspace, None if dcf is None else dcf.to(dev))
+    nufft = RadialNUFFT(traj, im_size, threads=1, eps=config.nufft_eps)
     y = kspace / scale
     # The relative-L2 term is evaluated on k-space normalised to max |y| = 1, so that its eps
     # (1e-4) is relative to the k-space peak: without this the weights 1 / (|y_hat|^2 + eps)
@@ -488,7 +417,7 @@ def fit_inr(
         idx = queue.pop()
         out = torch.stack([model.forward_planned(plans[k]) for k in idx])  # (B, P, 2)
         x = torch.complex(out[..., 0], out[..., 1]).reshape(len(idx), *im_size)
-        y_hat = enc.forward(x, idx)
+        y_hat = SenseOp(maps, nufft.frames(idx)).forward(x)  # (B, C, S, N)
         loss = relative_l2(y_hat / kscale, y[idx] / kscale, config.eps)
         if config.tv_weight > 0:
             loss = loss + config.tv_weight * temporal_tv(x)
@@ -577,8 +506,8 @@ def reconstruct_inr(
 
     Args:
         data: a :class:`mrphys.physics.radial.RadialData` (or any object / dict with ``kspace``
-            ``(T, C, K)``, ``traj`` ``(T, K, 2)`` rad/pixel, coil ``maps`` ``(C, Y, X)`` and
-            optionally ``dcf`` ``(T, K)``).
+            ``(T, C, S, N)``, ``traj`` ``(T, S, N, 2)`` rad/pixel, coil ``maps`` ``(C, Y, X)``
+            and optionally ``dcf`` ``(T, S, N)``; see :func:`fit_inr` for flattened ones).
         iterations: fixed number of optimisation steps (default: from the config).
         frames_out: frames to render (default: the acquired ``T``); more frames interpolate in time.
         matrix_out: matrix size to render (default: the acquired ``N``); larger is finer.
@@ -603,8 +532,8 @@ def reconstruct_inr(
     )
     if kspace is None or traj is None or maps is None:
         raise MrphysError(
-            "reconstruct_inr needs data with kspace (T, C, K), traj (T, K, 2) and coil maps "
-            "(C, Y, X)."
+            "reconstruct_inr needs data with kspace (T, C, S, N), traj (T, S, N, 2) and coil "
+            "maps (C, Y, X)."
         )
     model, info = fit_inr(
         torch.as_tensor(kspace),
