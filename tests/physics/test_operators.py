@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.physics.coils import SenseOp, birdcage_maps
+from mrphys.physics.coils import CoilMultiply, SenseOp, birdcage_maps
 from mrphys.physics.fourier import CartesianFFT
 from mrphys.physics.linop import (
     AxisFFT,
@@ -103,8 +103,33 @@ CASES = [
         lambda d: RadialNUFFT(_traj(d), (NY, NY), "torchkbnufft"),
         (T, NY, NY),
     ),
+    Case(
+        "radial_nufft_flat_traj",
+        lambda d: RadialNUFFT(_traj(d).reshape(T, -1, 2), (NY, NY)),
+        (T, NY, NY),
+    ),
+    Case(
+        "radial_nufft_frames", lambda d: RadialNUFFT(_traj(d), (NY, NY)).frames([1, 0]), (T, NY, NY)
+    ),
+    Case(
+        "radial_nufft_on_coils",
+        lambda d: RadialNUFFT(_traj(d), (NY, NY)).on_coils(COILS),
+        (T, COILS, NY, NY),
+    ),
+    Case(
+        "coil_multiply",
+        lambda d: CoilMultiply(birdcage_maps(COILS, (NY, NX), device=d)),
+        (T, NY, NX),
+    ),
     Case("sense_cartesian", _cart_sense, (T, NY, NX)),
     Case("sense_radial", _radial_sense, (T, NY, NY)),
+    Case(
+        "sense_radial_frames",
+        lambda d: SenseOp(
+            birdcage_maps(COILS, (NY, NY), device=d), RadialNUFFT(_traj(d), (NY, NY)).frames([1])
+        ),
+        (1, NY, NY),
+    ),
     Case("identity", lambda d: Identity((NY, NX)), (T, NY, NX)),
     Case("multiply", lambda d: Multiply(_rand((NY, NX), 4, device=d)), (T, NY, NX)),
     Case("multiply_real", lambda d: Multiply(torch.rand(T, 1, NX).to(d)), (T, NY, NX)),
