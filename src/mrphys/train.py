@@ -199,8 +199,9 @@ class Trainer:
         progress: show a tqdm bar (``desc``, ``unit``), with ``postfix(record)`` as postfix.
         on_unit: called as ``on_unit(trainer)`` after each unit (and its checkpoint).
 
-    The unit function receives the 0-based unit index and returns its record; ``lr`` (the first
-    parameter group's rate after any plateau decay) is added when the record has none. It may
+    The unit function receives the 0-based unit index and returns its record; with a
+    ``monitor``, ``lr`` (the first parameter group's rate after any plateau decay) is added when
+    the record has none. It may
     count optimiser steps in :attr:`step` and stop a unit early by :meth:`out_of_time`.
     """
 
@@ -378,7 +379,7 @@ class Trainer:
                 rec = unit_fn(u)
                 self.epoch = u + 1
                 self._after(rec)
-                if "lr" not in rec:
+                if self.monitor is not None and "lr" not in rec:
                     rec["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                 self.history.append(rec)
                 log.info("%s %d: %s", self.unit, u + 1, _brief(rec))
