@@ -240,13 +240,13 @@ class AutogradHistory(Record):
     """History of :func:`autograd_flip`: one entry per Adam step, the start included."""
 
     #: first flip angle in deg
-    flip_angle_deg: list[float] = field(default_factory=list)
+    flip_angle_deg: list[float]
     #: minibatch MSE of the step (image units squared; NaN at the start)
-    loss: list[float] = field(default_factory=list)
+    loss: list[float]
     #: cumulative phantoms simulated, each also back-propagated
-    simulated: list[int] = field(default_factory=list)
+    simulated: list[int]
     #: cumulative wall time in s
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float]
 
 
 def autograd_flip(
@@ -302,11 +302,13 @@ class JointConfig:
     a T1-weighted contrast the network has to produce).
     """
 
+    # what is learned, and from where (None: a random start)
     start_flip1_deg: float | None = None  # None: random in [10, 170]
     start_flip2_deg: float | None = None  # None: random in [60, 180]
     start_te_ms: float | None = None  # None: random in [20, 80]
     start_tr_ms: float | None = None  # None: 10000, or random in [1000, 10000] if TR is learned
     learn: tuple[str, ...] = ("flip1", "flip2", "te", "lines")
+    # the task
     budget: float = 1.0
     #: always acquire the k-space centre line (the per-acquisition normalisation divides by
     #: max |k|, which sits there; without it a run can settle on a poor line set, seen once)
@@ -314,27 +316,27 @@ class JointConfig:
     target: str = "se"
     #: TR of the ``t1`` target contrast in ms
     t1_tr_ms: float = 600.0
+    #: ``(min, max)`` that TE is mapped into, in ms
+    te_range_ms: tuple[float, float] = (12.0, 120.0)
+    #: ``(min, max)`` that TR is mapped into, in ms
+    tr_range_ms: tuple[float, float] = (200.0, 10000.0)
+    # the loop
     #: test-set evaluations (each after ``steps_per_iteration`` training steps)
     iterations: int = 10
     steps_per_iteration: int = 20
     #: training phantoms per step
     batch: int = 16
+    #: seeds the start values and the minibatches
+    seed: int = 0
+    # the optimisers
+    #: the network's settings (architecture; RMSProp ``alpha``; FC1 learning-rate scale)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(net="automap", init="dft"))
     #: RMSProp learning rate of the network (times each group's ``lr_scale``)
     lr_net: float = 5e-4
     #: Adam step on the unconstrained sequence parameters
     lr_seq: float = 0.05
     #: weight of the budget penalty ``(mean line weight - budget)^2``
     budget_weight: float = 1.0
-    #: range that TE is mapped into, in ms
-    te_min_ms: float = 12.0
-    te_max_ms: float = 120.0
-    #: range that TR is mapped into, in ms
-    tr_min_ms: float = 200.0
-    tr_max_ms: float = 10000.0
-    #: seeds the start values and the minibatches
-    seed: int = 0
-    #: the network's settings (architecture; RMSProp ``alpha``; FC1 learning-rate scale)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(net="automap", init="dft"))
 
     def check(self) -> None:
         ok = set(self.learn) <= {"flip1", "flip2", "te", "tr", "lines"}
@@ -345,7 +347,9 @@ class JointConfig:
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
         check(self.steps_per_iteration >= 1, "steps per iteration must be >= 1.")
         check(self.batch >= 1, f"batch must be >= 1; got {self.batch}.")
-        check(0 < self.te_min_ms < self.te_max_ms, "TE range must satisfy 0 < min < max (ms).")
+        (te_lo, te_hi), (tr_lo, tr_hi) = self.te_range_ms, self.tr_range_ms
+        check(0 < te_lo < te_hi, f"TE range must satisfy 0 < min < max; got {te_lo}, {te_hi} ms.")
+        check(0 < tr_lo < tr_hi, f"TR range must satisfy 0 < min < max; got {tr_lo}, {tr_hi} ms.")
 
 
 def _logit(p: float) -> float:
@@ -431,10 +435,10 @@ class JointHistory(TestHistory):
     tr_ms: list[float] = field(default_factory=list)
     #: phase-encode lines acquired (of ``N``)
     lines_kept: list[int] = field(default_factory=list)
-    #: mean training loss of the iteration's steps (NaN at the start)
-    train_loss: list[float] = field(default_factory=list)
     #: line weights ``sigmoid(w)`` ``(K + 1, N)``
     line_weights: torch.Tensor | None = None
+    #: mean training loss of the iteration's steps (NaN at the start)
+    train_loss: list[float] = field(default_factory=list)
 
     @classmethod
     def from_records(cls, records: list[dict]) -> JointHistory:
@@ -481,14 +485,14 @@ def joint(
     f1 = cfg.start_flip1_deg if cfg.start_flip1_deg is not None else draw(10, 170)
     f2 = cfg.start_flip2_deg if cfg.start_flip2_deg is not None else draw(60, 180)
     te = cfg.start_te_ms if cfg.start_te_ms is not None else draw(20, 80)
-    te = min(max(te, cfg.te_min_ms + 0.5), cfg.te_max_ms - 0.5)
+    te = min(max(te, cfg.te_range_ms[0] + 0.5), cfg.te_range_ms[1] - 0.5)
     learn_tr = "tr" in cfg.learn
     tr0 = (
         cfg.start_tr_ms
         if cfg.start_tr_ms is not None
         else (draw(1000, 10000) if learn_tr else train.acq.tr * 1e3)
     )
-    tr0 = min(max(tr0, cfg.tr_min_ms * 1.001), cfg.tr_max_ms * 0.999)
+    tr0 = min(max(tr0, cfg.tr_range_ms[0] * 1.001), cfg.tr_range_ms[1] * 0.999)
     lines0 = torch.full((n,), _logit(min(cfg.budget, 0.99)))
     lines0 += 0.01 * torch.randn(n, generator=gen)
     seq = SequenceParams(
@@ -496,11 +500,11 @@ def joint(
         math.radians(min(f1, 179.0)),
         math.radians(min(f2, 179.5)),
         te * 1e-3,
-        (cfg.te_min_ms * 1e-3, cfg.te_max_ms * 1e-3),
+        (cfg.te_range_ms[0] * 1e-3, cfg.te_range_ms[1] * 1e-3),
         cfg.learn,
         lines0,
         tr=tr0 * 1e-3,
-        tr_range=(cfg.tr_min_ms * 1e-3, cfg.tr_max_ms * 1e-3),
+        tr_range=(cfg.tr_range_ms[0] * 1e-3, cfg.tr_range_ms[1] * 1e-3),
     )
     tcfg = replace_matrix(cfg.train, n)
     model = (model if model is not None else build_model(tcfg)).to(device)
