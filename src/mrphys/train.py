@@ -159,7 +159,9 @@ def load_checkpoint(
         raise MrphysError(f"checkpoint {p} does not exist.")
     try:
         ck = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e):  # not a pickled object the guard stopped: a broken file
+            raise MrphysError(f"{p} is not a readable checkpoint (UnpicklingError).") from None
         raise MrphysError(
             f"{p} holds objects other than tensors and plain values; refusing to load it as a "
             "checkpoint."
