@@ -109,6 +109,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path) -> N
     assert marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_unreadable_or_foreign_files_are_refused_with_one_sentence(tmp_path) -> None:
     with pytest.raises(MrphysError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
