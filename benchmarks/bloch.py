@@ -47,7 +47,8 @@ import torch  # noqa: E402
 from mrphys.metrics import psnr  # noqa: E402
 from mrphys.physics import bloch  # noqa: E402
 from mrphys.physics.sequence import GAMMA, Loop, Sequence, spin_echo  # noqa: E402
-from mrphys.tissue import Phantom, spin_echo_image, spin_shepp_logan  # noqa: E402
+from mrphys.physics.signal import spin_echo_image  # noqa: E402
+from mrphys.tissue import Phantom, spin_shepp_logan  # noqa: E402
 
 
 def _timed(fn, sync=None):

@@ -50,7 +50,17 @@ def test_cod_and_relative_error():
     y = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert float(metrics.cod(y, y)) == 1.0
     assert float(metrics.cod(y, torch.full_like(y, 2.5))) == pytest.approx(0.0)
+    # 1 - 1 / 5: one unit of squared error against a spread of 5
+    assert float(metrics.cod(y, torch.tensor([1.0, 2.0, 3.0, 5.0]))) == pytest.approx(0.8)
+    # per row over dim=-1, the same as each row alone
+    rows = torch.stack([y, y.flip(0)])
+    per_row = metrics.cod(rows, torch.stack([y, y]), dim=-1)
+    assert per_row.shape == (2,) and float(per_row[0]) == 1.0
+    assert float(per_row[1]) == pytest.approx(float(metrics.cod(y.flip(0), y)))
     assert np.allclose(metrics.relative_error(torch.tensor([1.1]), torch.tensor([1.0])), 10.0)
+    assert np.allclose(metrics.relative_error(torch.tensor([0.9, 3.0]), 1.5), [-40.0, 100.0])
+    with pytest.raises(MrphysError, match="same shape"):
+        metrics.cod(y, y[:3])
 
 
 def test_shape_mismatch_is_clear():

@@ -4,24 +4,25 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.nets.automap import Automap, centred_idft_matrix, centred_ifft2, count_parameters
+from mrphys.nets.automap import Automap, count_parameters
 from mrphys.nets.unet import FFTUNet
+from mrphys.physics.fourier import centred_idft_matrix, fft2c, ifft2c
 
 
 def _image_like_kspace(n: int, gen: torch.Generator) -> torch.Tensor:
     """k-space of a positive image with values up to ~1 plus a little noise, (2, n, n)."""
     img = torch.rand(2, n, n, generator=gen, dtype=torch.float64)
-    k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(img, dim=(-2, -1))), dim=(-2, -1))
+    k = fft2c(img, norm="backward")
     noise = torch.randn(2, n, n, 2, generator=gen, dtype=torch.float64)
     return k + 0.5 * torch.view_as_complex(noise)
 
 
-def test_idft_matrix_is_centred_ifft():
-    n = 8
-    v = torch.randn(n, dtype=torch.complex128)
-    a = centred_idft_matrix(n)
-    ref = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(v)))
-    torch.testing.assert_close(a @ v, ref)
+@pytest.mark.parametrize("n", [7, 8])
+def test_idft_matrix_is_the_centred_inverse_dft(n):
+    # A[m, j] = exp(+2 pi i (m - n//2)(j - n//2) / n) / n: centre at n//2, unnormalised inverse
+    c = torch.arange(n, dtype=torch.float64) - n // 2
+    ref = torch.exp(2j * torch.pi * torch.outer(c, c) / n) / n
+    torch.testing.assert_close(centred_idft_matrix(n), ref)
 
 
 @pytest.mark.parametrize("n", [16, 32])
@@ -29,7 +30,7 @@ def test_dft_initialised_automap_equals_inverse_fft(n):
     gen = torch.Generator().manual_seed(1)
     model = Automap(matrix=n, channels=8, init="dft").double()
     k = _image_like_kspace(n, gen)
-    ref = centred_ifft2(k).real
+    ref = ifft2c(k, norm="backward").real
     out = model(k)
     assert out.shape == (2, n, n)
     # tanh in its linear range: relative error ~ (0.01 * max|x|)^2 / 3
@@ -65,9 +66,9 @@ def test_paper_size_parameter_count():
 
 def test_bad_shapes_raise():
     model = Automap(matrix=16, channels=4)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"must have shape \(B, 16, 16\); got \(2, 8, 8\)"):
         model(torch.zeros(2, 8, 8, dtype=torch.complex64))
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="matrix must be a multiple of 4 >= 8; got 18"):
         FFTUNet(matrix=18)
 
 
@@ -75,4 +76,4 @@ def test_unet_untrained_is_inverse_fft():
     n = 16
     k = torch.randn(3, n, n, dtype=torch.complex64)
     net = FFTUNet(matrix=n, width=4)
-    torch.testing.assert_close(net(k), centred_ifft2(k).real)
+    torch.testing.assert_close(net(k), ifft2c(k, norm="backward").real)

@@ -88,19 +88,19 @@ def test_foreign_trapezoid_file_is_cut_into_constant_pieces(tmp_path):
 
 
 def test_bad_files_raise(tmp_path):
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="missing.seq does not exist"):
         pulseq_io.read_seq(tmp_path / "missing.seq")
     bad = tmp_path / "bad.seq"
     bad.write_text("[VERSION]\nmajor 1\nminor 4\nrevision 1\n\n[BLOCKS]\n1 10 7 0 0 0 0 0\n")
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="bad.seq is not a readable Pulseq file"):
         pulseq_io.read_seq(bad)
     junk = tmp_path / "junk.seq"
     junk.write_bytes(b"\x00\x01 not a pulseq file")
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="junk.seq is not a readable Pulseq file"):
         pulseq_io.read_seq(junk)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="seq must be a mrphys Sequence; got str"):
         pulseq_io.write_seq("not a sequence", tmp_path / "x.seq")
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="the folder of the Pulseq file .* does not exist"):
         pulseq_io.write_seq(spin_echo(matrix=4, fov=0.004), tmp_path / "no" / "such" / "x.seq")
 
 

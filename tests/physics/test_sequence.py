@@ -126,32 +126,38 @@ def test_builder_parameters_can_require_grad_and_move():
 
 
 @pytest.mark.parametrize(
-    "call",
+    "call, message",
     [
-        lambda: spin_echo(matrix=0),
-        lambda: spin_echo(fov=64.0),  # mm given
-        lambda: spin_echo(te=0.004),  # readout does not fit
-        lambda: spin_echo(tr=0.03),
-        lambda: spin_echo(tr=float("nan")),
-        lambda: spin_echo(flip1=torch.ones(2)),
-        lambda: spin_echo(flip1="ninety"),
-        lambda: bssfp(te=6e-3, tr=5e-3),
-        lambda: bssfp(n_cycles=0),
-        lambda: bssfp(matrix=512, tr=4.8e-3),  # readout does not fit
-        lambda: gre(spoiling="perfect"),
-        lambda: gre(te=0.5, tr=0.1),
-        lambda: Sequence([Block(torch.tensor(-1.0))]),
-        lambda: Sequence(
-            [
-                Block(
-                    torch.tensor(1e-3),
-                    adc=ADC(10, torch.tensor(1e-3), torch.tensor(0.0), torch.tensor(0.0)),
-                )
-            ]
+        (lambda: spin_echo(matrix=0), "matrix must be a positive integer"),
+        (lambda: spin_echo(fov=64.0), r"fov must be in m, in \(0, 2\); got 64.0"),  # mm given
+        (lambda: spin_echo(te=0.004), "must start after TE/2; TE too short"),
+        (lambda: spin_echo(tr=0.03), "TR 0.03 s is too short for TE 0.04 s"),
+        (lambda: spin_echo(tr=float("nan")), "tr must be finite; got nan"),
+        (lambda: spin_echo(flip1=torch.ones(2)), r"flip1 must be a number .* got shape \(2,\)"),
+        (lambda: spin_echo(flip1="ninety"), "flip1 must be a number .* got str"),
+        (lambda: bssfp(te=6e-3, tr=5e-3), r"te must lie in \(0, tr\)"),
+        (lambda: bssfp(n_cycles=0), "n_cycles must be a positive integer; got 0"),
+        (lambda: bssfp(matrix=512, tr=4.8e-3), "te is too short for the readout"),
+        (lambda: gre(spoiling="perfect"), "spoiling must be 'ideal', 'rf' or 'none'"),
+        (lambda: gre(te=0.5, tr=0.1), "tr is too short for te and the readout"),
+        (lambda: Sequence([Block(torch.tensor(-1.0))]), "block durations must be >= 0 s"),
+        (
+            lambda: Sequence(
+                [
+                    Block(
+                        torch.tensor(1e-3),
+                        adc=ADC(10, torch.tensor(1e-3), torch.tensor(0.0), torch.tensor(0.0)),
+                    )
+                ]
+            ),
+            "must end inside its block",
         ),
-        lambda: Sequence([Block(torch.tensor(1e-3))], kspace_shape=(3,)),
+        (
+            lambda: Sequence([Block(torch.tensor(1e-3))], kspace_shape=(3,)),
+            "does not hold the 0 ADC samples",
+        ),
     ],
 )
-def test_bad_inputs_raise(call):
-    with pytest.raises(MrphysError):
+def test_bad_inputs_raise(call, message):
+    with pytest.raises(MrphysError, match=message):
         call()

@@ -10,7 +10,7 @@ import torch
 from mrphys.errors import MrphysError
 from mrphys.physics import signal
 from mrphys.physics.ssfp import pc_bssfp_signal
-from mrphys.tissue import spin_echo_image, spin_shepp_logan
+from mrphys.tissue import Phantom, spin_shepp_logan
 
 F64 = torch.float64
 
@@ -29,8 +29,18 @@ def test_spin_echo_consistent_with_phantom_image():
     ph = spin_shepp_logan(2, matrix=32, fov=0.032)
     for exact in (True, False):
         a = signal.spin_echo_steady_state(ph.rho, ph.t1, ph.t2, 10.0, 0.04, exact=exact)
-        b = spin_echo_image(ph, 10.0, 0.04, exact=exact)
+        b = signal.spin_echo_image(ph, 10.0, 0.04, exact=exact)
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_spin_echo_image_closed_forms():
+    ph = Phantom(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.1, 0.0]]))
+    eq13 = signal.spin_echo_image(ph, tr=2.0, te=0.05)
+    assert float(eq13[0, 0]) == pytest.approx((1 - math.exp(-2.0)) * math.exp(-0.5), rel=1e-6)
+    assert float(eq13[0, 1]) == 0.0  # background
+    ex = signal.spin_echo_image(ph, tr=2.0, te=0.05, exact=True)
+    expect = (1 - 2 * math.exp(-(2.0 - 0.025)) + math.exp(-2.0)) * math.exp(-0.5)
+    assert float(ex[0, 0]) == pytest.approx(expect, rel=1e-6)
 
 
 def test_spin_echo_general_flips():
@@ -100,7 +110,7 @@ def test_background_is_zero_with_finite_gradients():
         lambda: signal.spoiled_gre_steady_state(1.0, t1, t2, 0.01, 0.004, 0.3),
     ):
         s = f()
-        assert float(s[0]) == 0.0 and float(s[1]) > 0
+        assert float(s[0].detach()) == 0.0 and float(s[1].detach()) > 0
         (g1, g2) = torch.autograd.grad(s.sum(), (t1, t2))
         assert bool(torch.isfinite(g1).all()) and bool(torch.isfinite(g2).all())
 
@@ -122,13 +132,13 @@ def test_gradcheck_all_models():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"t1 and t2 must be >= 0 s"):
         signal.spin_echo_steady_state(1.0, -0.1, 0.05, 1.0, 0.02)
-    with pytest.raises(MrphysError):
-        signal.spin_echo_steady_state(1.0, 800.0, 70.0, 1.0, 0.02)  # milliseconds
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"milliseconds given"):
+        signal.spin_echo_steady_state(1.0, 800.0, 70.0, 1.0, 0.02)
+    with pytest.raises(MrphysError, match=r"te must lie in \[0, tr\]"):
         signal.spoiled_gre_steady_state(1.0, 0.8, 0.05, 0.01, 0.02, 0.3)  # TE > TR
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"tr must be > 0 s"):
         signal.bssfp_steady_state(1.0, 0.8, 0.05, -5e-3, 2e-3, 0.3)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"NaN or infinite"):
         signal.bssfp_steady_state(1.0, float("nan"), 0.05, 5e-3, 2e-3, 0.3)

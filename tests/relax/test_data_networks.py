@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
+from mrphys.errors import MrphysError
 from mrphys.nets import mlp
+from mrphys.physics.noise import sigma_relax
 from mrphys.relax.data import (
+    METHODS_LIST,
+    NETWORK_METHODS,
     Protocol,
+    add_relax_noise,
     evaluation_grid,
     features,
     parameter_box,
@@ -43,6 +48,32 @@ def test_invivo_density_concentrates_on_brain_tissue() -> None:
 
     assert frac(p) > 0.8 and frac(u) < 0.25
     assert bool((p["theta"] == 0).all())
+
+
+def test_relax_noise_level_order_and_per_sample_snr() -> None:
+    s = torch.zeros(20000, 4, dtype=torch.complex128)
+    n = add_relax_noise(s, 10.0, torch.Generator().manual_seed(0))
+    # METHODS 3: 0.074 / (sqrt 2 SNR) per channel, i.e. complex std sigma_relax = 0.074 / SNR
+    per_channel = sigma_relax(10.0) / math.sqrt(2)
+    for part in (n.real, n.imag):
+        assert abs(float(part.std()) - per_channel) < 0.03 * per_channel
+    # all real parts are drawn first, then all imaginary parts (the stored data sets' order)
+    g = torch.Generator().manual_seed(0)
+    re = torch.randn(s.shape, generator=g, dtype=torch.float64)
+    assert torch.equal(n.real, re * (0.074 / (math.sqrt(2) * 10.0)))
+    assert add_relax_noise(s, math.inf) is s
+    # a tensor SNR sets each sample's level; inf leaves that sample noise-free
+    snr = torch.tensor([math.inf, 5.0]).repeat(10000)
+    m = add_relax_noise(s, snr, torch.Generator().manual_seed(1))
+    assert bool((m[0::2] == 0).all())
+    assert abs(float(m[1::2].real.std()) / (0.074 / (math.sqrt(2) * 5.0)) - 1) < 0.03
+    with pytest.raises(MrphysError, match="SNR must be positive"):
+        add_relax_noise(s, -1.0)
+
+
+def test_method_lists() -> None:
+    assert METHODS_LIST == ("miracle", *NETWORK_METHODS)
+    assert all(build_network(m) is not None for m in NETWORK_METHODS)
 
 
 def test_features_shapes_and_phase_convention() -> None:

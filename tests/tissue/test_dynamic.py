@@ -62,5 +62,5 @@ def test_synthetic_cine_beats_and_is_seeded():
     assert float(d) > 0.2
     y = synthetic_cine(12, 32, seed=1, cycles=2.0)
     assert torch.allclose(y[0], y[6], atol=1e-5)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="n_frames must be a positive integer; got 0"):
         synthetic_cine(0, 32)

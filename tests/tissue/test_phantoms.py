@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.tissue import Phantom, gach_shepp_logan, spin_echo_image, spin_shepp_logan
+from mrphys.tissue import Phantom, gach_shepp_logan, spin_shepp_logan
 
 
 def test_spin_phantom_reproducible_and_seeded():
@@ -43,16 +43,6 @@ def test_gach_field_dependence():
     assert torch.any((p3.t1 - gm3).abs() < 1e-5)
     assert float(p3.t1.max()) == pytest.approx(4.2)  # CSF is field independent
     assert gach_shepp_logan(37).matrix == (37, 37)
-
-
-def test_spin_echo_image_closed_forms():
-    ph = Phantom(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.1, 0.0]]))
-    eq13 = spin_echo_image(ph, tr=2.0, te=0.05)
-    assert float(eq13[0, 0]) == pytest.approx((1 - math.exp(-2.0)) * math.exp(-0.5), rel=1e-6)
-    assert float(eq13[0, 1]) == 0.0  # background
-    ex = spin_echo_image(ph, tr=2.0, te=0.05, exact=True)
-    expect = (1 - 2 * math.exp(-(2.0 - 0.025)) + math.exp(-2.0)) * math.exp(-0.5)
-    assert float(ex[0, 0]) == pytest.approx(expect, rel=1e-6)
 
 
 def test_phantom_validates_units_and_shapes():

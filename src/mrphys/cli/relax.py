@@ -266,10 +266,10 @@ def run_fit(args: argparse.Namespace) -> int:
     maps = fit_volume(sig, b1t, args.method, protocol, model, mt)
     seconds = time.perf_counter() - t0
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        save_nifti_raw(tmp / "t1.nii.gz", maps["t1"].cpu().numpy() * 1e3, aff)
-        save_nifti_raw(tmp / "t2.nii.gz", maps["t2"].cpu().numpy() * 1e3, aff)
-        if "db0" in maps:
-            save_nifti_raw(tmp / "db0.nii.gz", maps["db0"].cpu().numpy(), aff)
+        save_nifti_raw(tmp / "t1.nii.gz", maps.t1.cpu().numpy() * 1e3, aff)
+        save_nifti_raw(tmp / "t2.nii.gz", maps.t2.cpu().numpy() * 1e3, aff)
+        if maps.db0 is not None:
+            save_nifti_raw(tmp / "db0.nii.gz", maps.db0.cpu().numpy(), aff)
         save_json(
             tmp / "config.json",
             {

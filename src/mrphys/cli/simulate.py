@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     from mrphys.io import output_dir, save_json, save_nifti
     from mrphys.physics import bloch, pulseq_io, sequence, signal
-    from mrphys.tissue import gach_shepp_logan, spin_echo_image, spin_shepp_logan
+    from mrphys.physics.signal import spin_echo_image
+    from mrphys.tissue import gach_shepp_logan, spin_shepp_logan
     from mrphys.utils import make_generator, resolve_device
 
     device = resolve_device(args.device)

@@ -34,7 +34,10 @@ from pathlib import Path
 import torch
 
 from mrphys.errors import MrphysError, check
-from mrphys.tissue import Phantom, spin_echo_image, spin_shepp_logan
+from mrphys.physics.fourier import ifft2c
+from mrphys.physics.noise import standard_complex_normal
+from mrphys.physics.signal import spin_echo_image
+from mrphys.tissue import Phantom, spin_shepp_logan
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +186,9 @@ def target_image(ph: Phantom, acq: Acquisition = REFERENCE) -> torch.Tensor:
     return spin_echo_image(ph, tr=acq.tr, te=acq.te)
 
 
-def add_noise(k: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``k + sigma * z`` with ``sigma`` ``(B,)`` and ``z`` ``(B, N, N)`` complex (E|z|^2 = 1)."""
+def _with_stored_noise(k: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``k + sigma * z`` with ``sigma`` ``(B,)`` and ``z`` ``(B, N, N)`` complex (E|z|^2 = 1):
+    the stored draw of each phantom (common random numbers), not a new one."""
     return k + sigma.to(k.real.dtype)[:, None, None] * z.to(k.dtype)
 
 
@@ -242,8 +246,10 @@ def make_data(
     for start in chunks:
         b = min(CHUNK, n - start)
         ph = random_phantoms(b, acq, gen_ph)
-        zr = torch.randn(b, acq.matrix, acq.matrix, 2, generator=gen_z) / math.sqrt(2)
-        z = torch.view_as_complex(zr.contiguous())
+        # interleaved (re, im) pairs, as in the stored data sets; each part divided by sqrt 2 for
+        # E|z|^2 = 1 (a complex division would round differently)
+        z = standard_complex_normal((b, acq.matrix, acq.matrix), gen_z, draw="interleaved")
+        z = torch.complex(z.real / math.sqrt(2), z.imag / math.sqrt(2))
         with torch.no_grad():
             k_ref = simulator(ph, REFERENCE.flip1, REFERENCE.flip2, REFERENCE.te, acq)
             sigma = acq.noise * k_ref.abs().flatten(1).amax(1)
@@ -258,7 +264,7 @@ def make_data(
         parts["t2"].append(ph.t2)
         parts["sigma"].append(sigma.float())
         parts["z"].append(z)
-        parts["kspace"].append(add_noise(k, sigma, z).to(torch.complex64))
+        parts["kspace"].append(_with_stored_noise(k, sigma, z).to(torch.complex64))
         parts["target"].append(target_image(ph))
     tensors = {k: torch.cat(v) for k, v in parts.items()}
     if path is not None:
@@ -295,8 +301,7 @@ class Normalisation:
 def fit_normalisation(data: SpinData) -> Normalisation:
     """Phase and scale from training data (see module doc)."""
     k = Normalisation().apply(data.kspace.to(torch.complex128))
-    k = torch.fft.ifftshift(k, dim=(-2, -1))
-    img = torch.fft.fftshift(torch.fft.ifft2(k), dim=(-2, -1))  # the networks' inverse FFT
+    img = ifft2c(k, norm="backward")  # the networks' (unnormalised) inverse FFT
     tgt = data.target.to(torch.float64)
     proj = (img * tgt).sum()  # <img, target>: its angle is the common phase
     check(bool(proj.abs() > 0), "the training k-space is zero; cannot normalise.")
@@ -335,4 +340,4 @@ def acquire(
         k = simulator(ph, flip1, flip2, te, data.acq)
     else:  # a learned TR (s); the simulator must accept ``tr``
         k = simulator(ph, flip1, flip2, te, data.acq, tr=tr)
-    return add_noise(k, data.sigma[sel].to(k.device), data.z[sel].to(k.device))
+    return _with_stored_noise(k, data.sigma[sel].to(k.device), data.z[sel].to(k.device))

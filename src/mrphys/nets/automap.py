@@ -7,7 +7,7 @@ image ``(B, N, N)``.
 For N = 64 and C = 64 this has 50.5 M parameters (the paper's network).
 
 ``init="dft"`` sets the network so that, before training, it returns the real part of the centred
-inverse FFT ``fftshift(ifft2(ifftshift(k)))``:
+inverse FFT ``mrphys.physics.fourier.ifft2c(k, norm="backward")``:
 
 * FC1 holds ``c * [Re A, -Im A]`` with ``A`` the centred inverse 2-D DFT matrix, so its
   pre-activation is ``c * Re(ifft(k))``; with small ``c`` the tanh is linear to ``O(c^2)``.
@@ -30,19 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mrphys.errors import check
+from mrphys.physics.fourier import centred_idft_matrix
 
 log = logging.getLogger(__name__)
-
-
-def centred_idft_matrix(n: int, dtype: torch.dtype = torch.complex128) -> torch.Tensor:
-    """Centred 1-D inverse DFT matrix ``(n, n)``: ``A @ v = fftshift(ifft(ifftshift(v)))``."""
-    eye = torch.eye(n, dtype=dtype)
-    return torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(eye, dim=0), dim=0), dim=0)
-
-
-def centred_ifft2(k: torch.Tensor) -> torch.Tensor:
-    """Centred 2-D inverse FFT over the last two axes: k-space centre at index ``N//2``."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
 
 
 class Automap(nn.Module):

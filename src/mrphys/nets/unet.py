@@ -1,6 +1,7 @@
 """A light alternative to AUTOMAP: centred inverse FFT followed by a small residual U-Net.
 
-k-space ``(B, N, N)`` complex -> ``ifft`` -> channels ``[Re, Im]`` -> U-Net (two poolings) ->
+k-space ``(B, N, N)`` complex -> centred inverse FFT (:func:`mrphys.physics.fourier.ifft2c`,
+``norm="backward"``) -> channels ``[Re, Im]`` -> U-Net (two poolings) ->
 ``Re(ifft) + correction`` ``(B, N, N)``. ``N`` must be divisible by 4. With ``zero_last=True``
 (default) the last layer starts at zero, so the untrained network is exactly ``Re(ifft(k))``.
 """
@@ -12,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mrphys.errors import check
-from mrphys.nets.automap import centred_ifft2
+from mrphys.physics.fourier import ifft2c
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -65,7 +66,7 @@ class FFTUNet(nn.Module):
             torch.is_complex(k) and k.shape[-2:] == (n, n),
             f"k-space must be complex with shape (B, {n}, {n}); got {tuple(k.shape)}.",
         )
-        img = centred_ifft2(k.reshape(-1, n, n))
+        img = ifft2c(k.reshape(-1, n, n), norm="backward")
         x = torch.stack([img.real, img.imag], dim=1).to(self.out.weight.dtype)
         e1 = self.enc1(x)
         e2 = self.enc2(F.max_pool2d(e1, 2))

@@ -419,7 +419,7 @@ def simulate_kspace(
     chunk: int | None = None,
 ) -> torch.Tensor:
     """:func:`simulate` reshaped to ``(B, *seq.kspace_shape)`` (e.g. ``(B, n_pe, n_ro)``), or
-    ``seq.kspace_shape`` for an unbatched phantom. For the Cartesian builders
-    ``fftshift(ifft2(ifftshift(k)))`` over the last two axes gives the image."""
+    ``seq.kspace_shape`` for an unbatched phantom. For the Cartesian builders the centred inverse
+    FFT :func:`mrphys.physics.fourier.ifft2c` of the result gives the image."""
     sig = simulate(seq, phantom, isochromats=isochromats, chunk=chunk)
     return sig.reshape(*sig.shape[:-1], *seq.kspace_shape)

@@ -32,7 +32,8 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
 
     from mrphys.metrics import psnr, ssim
     from mrphys.physics import bloch, sequence, signal
-    from mrphys.tissue import Phantom, spin_echo_image, spin_shepp_logan
+    from mrphys.physics.signal import spin_echo_image
+    from mrphys.tissue import Phantom, spin_shepp_logan
     from mrphys.utils import make_generator
 
     out = Path(out)

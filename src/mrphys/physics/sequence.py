@@ -17,8 +17,9 @@ caches per tensor identity, and gradients accumulate over all uses.
 Conventions (see docs/physics.md): angles in rad, times in s, gradients in T/m, fov in m.
 Cartesian builders order ADC samples so that sample ``k`` of line ``n`` has
 ``kx = (k - N//2)/fov``, ``ky = (n - N//2)/fov`` with ``k = gammabar * integral(G dt)``, and the
-simulator's precession ``exp(-i 2 pi k.r)``; then ``fftshift(ifft2(ifftshift(kspace)))`` gives the
-image in :class:`~mrphys.tissue.Phantom` orientation.
+simulator's precession ``exp(-i 2 pi k.r)``; then the centred inverse FFT
+:func:`mrphys.physics.fourier.ifft2c` of the k-space gives the image in
+:class:`~mrphys.tissue.Phantom` orientation.
 """
 
 from __future__ import annotations
@@ -283,6 +284,28 @@ class Sequence:
 # builders
 
 
+def _cartesian_readout(
+    n: int, fov: float, dt: float, tet: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A Cartesian line with sample ``n//2`` at TE, excited at t = 0 (bSSFP imaging, GRE).
+
+    Args:
+        n: matrix size (lines and samples). fov: field of view in m. dt: dwell time in s.
+        tet: echo time in s (0-dim tensor, may require grad).
+    Returns:
+        ``(tp, g_ro, g_pre, gys)``: the prephase/phase-encode duration ``TE - (n//2 + 0.5) dt``
+        in s, the readout and prephase amplitudes in T/m, and the phase-encode amplitude of
+        each line ``m`` in T/m (``ky = (m - n//2) / fov`` at the readout).
+    """
+    dk = 1.0 / fov
+    tp = tet - (n // 2 + 0.5) * dt
+    check(_num(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
+    g_ro = torch.tensor(float(dk / (GAMMABAR * dt)), dtype=dtype)
+    g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
+    gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
+    return tp, g_ro, g_pre, gys
+
+
 def _check_matrix(matrix: int) -> int:
     check(
         isinstance(matrix, int) and matrix >= 1,
@@ -500,17 +523,12 @@ def bssfp(
         n = _check_matrix(matrix)
         check(0 < fov < 2, f"fov must be in m, in (0, 2); got {fov}.")
         dt = float(readout_dt)
-        dk = 1.0 / fov
-        tp = tet - (n // 2 + 0.5) * dt
+        tp, g_ro, g_pre, gys = _cartesian_readout(n, fov, dt, tet, dtype)
         t_ro = c(n * dt)
         t_rw = trt - tp - n * dt
-        check(_num(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
         check(_num(t_rw) > 0, "tr is too short for te and the readout.")
-        g_ro = c(dk / (GAMMABAR * dt))
-        g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
         # rewind the whole readout moment: -(pre + ro)
         g_rw_x = -(g_pre * tp + g_ro * n * dt) / t_rw
-        gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
         adc_t = ADC(n, c(dt), zero, zero)
         for inc in incs:
 
@@ -585,16 +603,11 @@ def gre(
         return torch.tensor(float(x), dtype=dtype)
 
     dt = float(readout_dt)
-    dk = 1.0 / fov
-    tp = tet - (n // 2 + 0.5) * dt
-    check(_num(tp) > 0, "te is too short for the readout: lower matrix or readout_dt.")
+    tp, g_ro, g_pre, gys = _cartesian_readout(n, fov, dt, tet, dtype)
     t_rest = trt - tp - n * dt
     check(_num(t_rest) > 0, "tr is too short for te and the readout.")
-    g_ro = c(dk / (GAMMABAR * dt))
-    g_pre = -(n // 2 + 0.5) * dk / (GAMMABAR * tp)
-    gys = [(m - n // 2) * dk / (GAMMABAR * tp) for m in range(n)]
     zero = c(0.0)
-    g_sp = c(4 * n * dk / GAMMABAR) / t_rest if spoiling == "rf" else None
+    g_sp = c(4 * n * (1.0 / fov) / GAMMABAR) / t_rest if spoiling == "rf" else None
     items: list[Block | Loop] = []
 
     def rf_phase(r: int) -> torch.Tensor:

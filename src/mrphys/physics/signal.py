@@ -1,5 +1,10 @@
 """Closed-form steady-state signals (METHODS section 1): spin echo, bSSFP, spoiled GRE.
 
+The one home of each closed form: the spin echo (:func:`spin_echo_steady_state`, with SPIN
+Eq. 13 as ``exact=False``; :func:`spin_echo_image` evaluates it on a phantom) and the bSSFP steady
+state (:func:`bssfp_closed_form`; :func:`bssfp_steady_state` here and
+:func:`mrphys.physics.ssfp.pc_bssfp_signal` for a phase-cycled series call it).
+
 Every function broadcasts its tensor arguments (any shapes that broadcast together), is
 differentiable in all of them (double precision passes ``torch.autograd.gradcheck``) and follows
 the device and dtype of its inputs. Units: times in s, angles in rad, off-resonance in Hz.
@@ -14,13 +19,19 @@ the sign conventions are the simulator's (precession ``exp(-i 2 pi df t)``, rece
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from mrphys.errors import check, check_finite
 
+if TYPE_CHECKING:
+    from mrphys.tissue.phantom import Phantom
+
 __all__ = [
     "spin_echo_steady_state",
+    "spin_echo_image",
+    "bssfp_closed_form",
     "bssfp_steady_state",
     "spoiled_gre_steady_state",
     "ernst_angle",
@@ -57,7 +68,7 @@ def _relaxation(
     check(bool((t1 >= 0).all()) and bool((t2 >= 0).all()), "t1 and t2 must be >= 0 s.")
     if t1.numel() and t2.numel():
         check(
-            float(t1.max()) < 100 and float(t2.max()) < 100,
+            float(t1.detach().max()) < 100 and float(t2.detach().max()) < 100,
             "t1 and t2 are in seconds and must be below 100 s (milliseconds given?).",
         )
     tissue = (t1 > 0) & (t2 > 0)
@@ -92,12 +103,12 @@ def spin_echo_steady_state(
     ``Mz- = rho (cos(f2) (1 - Eh) Er + 1 - Er) / (1 - cos(f1) cos(f2) E1)`` and the echo is
     ``Mz- sin(f1) sin^2(f2/2) exp(-TE/T2)``. For 90/180 this is METHODS section 1:
     ``rho (1 - 2 exp(-(TR - TE/2)/T1) + exp(-TR/T1)) exp(-TE/T2)``, the same as
-    :func:`mrphys.tissue.spin_echo_image` with ``exact=True``. For ``flip2 != pi`` it is the
+    :func:`spin_echo_image` with ``exact=True``. For ``flip2 != pi`` it is the
     spin-echo pathway only (a Bloch simulation of one voxel without dephasing also sees the FID
     of the refocusing pulse).
 
     ``exact=False``: SPIN Eq. 13, ``rho (1 - exp(-TR/T1)) exp(-TE/T2)`` (flip angles ignored; the
-    SPIN ground truth, :func:`mrphys.tissue.spin_echo_image` with ``exact=False``).
+    SPIN ground truth, :func:`spin_echo_image` with ``exact=False``).
 
     Args:
         rho: proton density (any units), broadcastable.
@@ -125,6 +136,71 @@ def spin_echo_steady_state(
     return torch.where(tissue, s, torch.zeros_like(s))
 
 
+def spin_echo_image(
+    ph: Phantom,
+    tr: Value = 10.0,
+    te: Value = 0.04,
+    exact: bool = False,
+) -> torch.Tensor:
+    """Spin-echo image of a phantom's tissue maps: the SPIN ground truth.
+
+    :func:`spin_echo_steady_state` of ``ph.rho``, ``ph.t1``, ``ph.t2`` with 90/180 pulses:
+    ``exact=False`` is SPIN Eq. 13, ``rho (1 - exp(-TR/T1)) exp(-TE/T2)``; ``exact=True`` the
+    steady state ``rho (1 - 2 exp(-(TR - TE/2)/T1) + exp(-TR/T1)) exp(-TE/T2)``.
+
+    Args:
+        ph: the phantom, maps ``(B, Y, X)`` or ``(Y, X)``.
+        tr, te: repetition and echo time in s.
+        exact: steady state (True) or SPIN Eq. 13 (False).
+
+    Returns:
+        real tensor of the shape, dtype and device of ``ph.rho``; 0 where T1 or T2 is 0.
+    """
+    return spin_echo_steady_state(ph.rho, ph.t1, ph.t2, tr, te, exact=exact)
+
+
+def bssfp_closed_form(
+    m0: Value,
+    t1: torch.Tensor,
+    t2: torch.Tensor,
+    flip: torch.Tensor,
+    theta: torch.Tensor,
+    phase_increment: Value,
+    tr: Value,
+    te: Value,
+) -> torch.Tensor:
+    """The bSSFP steady state at TE (ideal hard pulses, no spoiling, no input checks).
+
+    With ``E1 = exp(-TR/T1)``, ``E2 = exp(-TR/T2)``, ``v = theta - phase_increment``,
+    ``C = E2 (E1 - 1)(1 + cos a)``, ``D = (1 - E1 cos a) - (E1 - cos a) E2^2``:
+    ``S = M0 (1 - E1) sin(a) (1 - E2 e^{-iv}) / (C cos v + D) e^{-TE/T2} e^{i theta TE/TR}``
+    (METHODS section 3, one phase cycle). The callers check their inputs and mask the
+    background: :func:`bssfp_steady_state` and :func:`mrphys.physics.ssfp.pc_bssfp_signal`.
+
+    Args:
+        m0: equilibrium magnetisation, broadcastable.
+        t1, t2: relaxation times in s (> 0), real tensors, broadcastable.
+        flip: actual flip angle ``a`` in rad, broadcastable.
+        theta: off-resonance phase per TR in rad, broadcastable.
+        phase_increment: RF phase increment per TR in rad, broadcastable.
+        tr, te: repetition and echo time in s (floats or broadcastable tensors).
+
+    Returns:
+        complex tensor of the broadcast shape (complex128 for float64 inputs, else complex64).
+    """
+    e1 = torch.exp(-tr / t1)
+    e2 = torch.exp(-tr / t2)
+    ca, sa = torch.cos(flip), torch.sin(flip)
+    c = e2 * (e1 - 1) * (1 + ca)
+    d = (1 - e1 * ca) - (e1 - ca) * e2**2
+    v = theta - phase_increment
+    # 1 - E2 exp(-i v) = (1 - E2 cos v) + i E2 sin v
+    num = torch.complex(1 - e2 * torch.cos(v), e2 * torch.sin(v))
+    amp = m0 * (1 - e1) * sa / (c * torch.cos(v) + d) * torch.exp(-te / t2)
+    ph = theta * (te / tr)
+    return num * amp * torch.complex(torch.cos(ph), torch.sin(ph))
+
+
 def bssfp_steady_state(
     rho: Value,
     t1: Value,
@@ -138,11 +214,8 @@ def bssfp_steady_state(
 ) -> torch.Tensor:
     """Complex balanced-SSFP steady state at TE (ideal hard pulses, no spoiling).
 
-    With ``E1 = exp(-TR/T1)``, ``E2 = exp(-TR/T2)``, ``v = theta - phase_increment``,
-    ``C = E2 (E1 - 1)(1 + cos a)``, ``D = (1 - E1 cos a) - (E1 - cos a) E2^2``:
-    ``S = rho (1 - E1) sin(a) (1 - E2 e^{-iv}) / (C cos v + D) e^{-TE/T2} e^{i theta TE/TR}``
-    (METHODS section 3, one phase cycle). ``theta`` is the off-resonance phase per TR; by default
-    ``theta = -2 pi off_resonance_hz TR`` (the simulator's precession sign). On resonance with the
+    :func:`bssfp_closed_form` with ``theta = -2 pi off_resonance_hz TR`` by default (the
+    simulator's precession sign), checked inputs and 0 in the background. On resonance with the
     alternating phase (``phase_increment = pi``) and ``TE = TR/2`` the signal is real, with
     magnitude ``rho (1 - E1) sin(a) sqrt(E2) / (1 - (E1 - E2) cos a - E1 E2)`` (METHODS 1).
 
@@ -170,20 +243,8 @@ def bssfp_steady_state(
         )
     _times(tr, te)
     tissue, t1s, t2s = _relaxation(t1, t2)
-    e1 = torch.exp(-tr / t1s)
-    e2 = torch.exp(-tr / t2s)
-    ca, sa = torch.cos(a), torch.sin(a)
-    c = e2 * (e1 - 1) * (1 + ca)
-    d = (1 - e1 * ca) - (e1 - ca) * e2**2
-    v = th - phi
-    amp = rho * (1 - e1) * sa / (c * torch.cos(v) + d) * torch.exp(-te / t2s)
-    re = amp * (1 - e2 * torch.cos(v))
-    im = amp * e2 * torch.sin(v)
-    ph = th * te / tr
-    cp, sp = torch.cos(ph), torch.sin(ph)
-    zero = torch.zeros_like(re)
-    re, im = torch.where(tissue, re, zero), torch.where(tissue, im, zero)
-    return torch.complex(re * cp - im * sp, re * sp + im * cp)
+    s = bssfp_closed_form(rho, t1s, t2s, a, th, phi, tr, te)
+    return torch.where(tissue, s, torch.zeros((), dtype=s.dtype, device=s.device))
 
 
 def spoiled_gre_steady_state(

@@ -1,5 +1,9 @@
 """Analytic phase-cycled bSSFP steady state and its SSFP configurations (METHODS section 3).
 
+The steady-state formula itself lives once, in :func:`mrphys.physics.signal.bssfp_closed_form`;
+:func:`pc_bssfp_signal` evaluates it for the ``N`` phase increments of a cycled series. Noise and
+the relaxometry SNR definition live in :mod:`mrphys.physics.noise`.
+
 All relaxation times and TR/TE are in seconds, angles in radians. Functions broadcast over any
 leading shape and are differentiable (double precision passes ``torch.autograd.gradcheck``).
 """
@@ -11,19 +15,14 @@ import math
 import torch
 
 from mrphys.errors import check
+from mrphys.physics.signal import bssfp_closed_form
 
 __all__ = [
     "phase_increments",
     "pc_bssfp_signal",
     "configurations",
     "remove_common_phase",
-    "add_noise",
-    "noise_sigma",
-    "NOISE_REFERENCE",
 ]
-
-#: Signal level that sets the noise: sigma = NOISE_REFERENCE / (sqrt(2) * SNR) (METHODS 3).
-NOISE_REFERENCE = 0.074
 
 
 def _as_tensor(x: torch.Tensor | float, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,7 +83,8 @@ def pc_bssfp_signal(
 
     ``S_j = M0 (1-E1) sin(a) (1 - E2 e^{-i v_j}) / (C cos v_j + D) e^{-TE/T2} e^{i theta TE/TR}``
     with ``a = b1 * flip``, ``v_j = theta - phi_j``, ``phi_j = pi (2j-1)/N``,
-    ``C = E2 (E1 - 1)(1 + cos a)``, ``D = (1 - E1 cos a) - (E1 - cos a) E2^2``.
+    ``C = E2 (E1 - 1)(1 + cos a)``, ``D = (1 - E1 cos a) - (E1 - cos a) E2^2``
+    (:func:`mrphys.physics.signal.bssfp_closed_form` at each increment).
 
     Args:
         t1, t2: relaxation times in s, broadcastable real tensors (or floats).
@@ -110,18 +110,7 @@ def pc_bssfp_signal(
     m0 = m0.unsqueeze(-1) if isinstance(m0, torch.Tensor) and m0.dim() > 0 else m0
     phi = phase_increments(n_cycles, dtype=dtype, device=t1.device)
 
-    e1 = torch.exp(-tr / t1)
-    e2 = torch.exp(-tr / t2)
-    a = b1 * flip
-    ca, sa = torch.cos(a), torch.sin(a)
-    c = e2 * (e1 - 1) * (1 + ca)
-    d = (1 - e1 * ca) - (e1 - ca) * e2**2
-    v = theta - phi
-    # 1 - E2 exp(-i v) = (1 - E2 cos v) + i E2 sin v
-    num = torch.complex(1 - e2 * torch.cos(v), e2 * torch.sin(v))
-    amp = m0 * (1 - e1) * sa / (c * torch.cos(v) + d) * torch.exp(-te / t2)
-    ph = theta * (te / tr)
-    s = num * amp * torch.complex(torch.cos(ph), torch.sin(ph))
+    s = bssfp_closed_form(m0, t1, t2, b1 * flip, theta, phi, tr, te)
     if remove_common_phase:
         s = _remove_common_phase(s)
     return s
@@ -163,34 +152,3 @@ def configurations(
         norm = (f.real**2 + f.imag**2).sum(dim=-1, keepdim=True).sqrt()
         f = f / norm.clamp_min(torch.finfo(rdtype).tiny)
     return f
-
-
-def noise_sigma(snr: float) -> float:
-    """Standard deviation per real/imaginary channel for a given SNR (``inf`` -> 0)."""
-    check(snr > 0, f"SNR must be positive; got {snr}.")
-    return 0.0 if math.isinf(snr) else NOISE_REFERENCE / (math.sqrt(2.0) * snr)
-
-
-def add_noise(
-    signals: torch.Tensor, snr: float | torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Add complex Gaussian noise with ``sigma = 0.074 / (sqrt(2) SNR)`` per channel.
-
-    Args:
-        signals: complex ``(..., N)`` phase-corrected signals (M0 = 1 scale).
-        snr: scalar, or a real tensor broadcastable to ``signals.shape[:-1]`` (``inf`` = no noise).
-        generator: seeded generator on ``signals.device``.
-    Returns:
-        complex ``(..., N)``.
-    """
-    if isinstance(snr, torch.Tensor):
-        sig = NOISE_REFERENCE / (math.sqrt(2.0) * snr.to(signals.real.dtype))
-        sig = torch.where(torch.isinf(snr), torch.zeros_like(sig), sig).unsqueeze(-1)
-    else:
-        sig = noise_sigma(float(snr))
-        if sig == 0.0:
-            return signals
-    rdtype = signals.real.dtype
-    nr = torch.randn(signals.shape, generator=generator, dtype=rdtype, device=signals.device)
-    ni = torch.randn(signals.shape, generator=generator, dtype=rdtype, device=signals.device)
-    return signals + torch.complex(nr, ni) * sig

@@ -27,6 +27,10 @@ Distributions (METHODS section 3):
 
 B1 ~ U(0.7, 1.3) for every distribution; theta ~ U(-0.9 pi, 0.9 pi) for complex models and 0 for
 magnitude models.
+
+Noise (METHODS 3): complex Gaussian with ``0.074 / (sqrt 2 SNR)`` per real/imaginary channel
+(:func:`mrphys.physics.noise.sigma_relax`), added to the phase-corrected signals by
+:func:`add_relax_noise`.
 """
 
 from __future__ import annotations
@@ -37,16 +41,19 @@ from dataclasses import asdict, dataclass
 import torch
 
 from mrphys.errors import check
-from mrphys.physics.ssfp import add_noise, configurations, pc_bssfp_signal
+from mrphys.physics.noise import RELAX_NOISE_REFERENCE, standard_complex_normal
+from mrphys.physics.ssfp import configurations, pc_bssfp_signal
 
 __all__ = [
     "Protocol",
     "DISTRIBUTIONS",
     "METHODS_LIST",
+    "NETWORK_METHODS",
     "THETA_MAX",
     "parameter_box",
     "sample_parameters",
     "simulate_signals",
+    "add_relax_noise",
     "features",
     "n_features",
     "is_complex_method",
@@ -54,7 +61,10 @@ __all__ = [
 ]
 
 DISTRIBUTIONS = ("uniform", "extended", "invivo")
-METHODS_LIST = ("miracle", "svnn", "pinn", "svnn-complex", "pinn-complex")
+#: the relaxometry networks (magnitude and complex variants of the SVNN and the PINN)
+NETWORK_METHODS = ("svnn", "pinn", "svnn-complex", "pinn-complex")
+#: every relaxometry method: the one list the command line, training and fitting read
+METHODS_LIST = ("miracle", *NETWORK_METHODS)
 THETA_MAX = 0.9 * math.pi
 
 _UNIFORM = ((0.360, 2.080), (0.020, 0.120))
@@ -214,6 +224,39 @@ def simulate_signals(params: dict[str, torch.Tensor], protocol: Protocol) -> tor
     )
 
 
+def add_relax_noise(
+    signals: torch.Tensor, snr: float | torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Signals plus complex Gaussian noise of ``0.074 / (sqrt 2 SNR)`` per channel (METHODS 3).
+
+    The noise level is :func:`mrphys.physics.noise.sigma_relax` (complex std ``0.074 / SNR``);
+    all real parts are drawn first, then all imaginary parts
+    (:func:`~mrphys.physics.noise.standard_complex_normal` with ``draw="split"``).
+
+    Args:
+        signals: complex ``(..., N)`` phase-corrected signals (M0 = 1 scale).
+        snr: scalar, or a real tensor broadcastable to ``signals.shape[:-1]`` (``inf`` = no noise).
+        generator: seeded generator on ``signals.device``.
+    Returns:
+        complex ``(..., N)`` (``signals`` itself for a scalar ``inf``).
+    """
+    rdtype = signals.real.dtype
+    # per-channel sigma as 0.074 / (sqrt(2) SNR), not sigma_relax / sqrt(2): same rounding as the
+    # numbers made so far (the two differ in the last bit)
+    if isinstance(snr, torch.Tensor):
+        sig = RELAX_NOISE_REFERENCE / (math.sqrt(2.0) * snr.to(rdtype))
+        sig = torch.where(torch.isinf(snr), torch.zeros_like(sig), sig).unsqueeze(-1)
+    else:
+        check(snr > 0, f"SNR must be positive; got {snr}.")
+        if math.isinf(snr):
+            return signals
+        sig = RELAX_NOISE_REFERENCE / (math.sqrt(2.0) * float(snr))
+    z = standard_complex_normal(
+        signals.shape, generator=generator, dtype=rdtype, device=signals.device, draw="split"
+    )
+    return signals + z * sig
+
+
 def features(
     signals: torch.Tensor,
     b1: torch.Tensor,
@@ -235,7 +278,7 @@ def features(
         real ``(..., 4)`` or ``(..., 6)``.
     """
     if not (isinstance(snr, float) and math.isinf(snr)):
-        signals = add_noise(signals, snr, generator)
+        signals = add_relax_noise(signals, snr, generator)
     f = configurations(signals, n_cycles)
     b1 = b1.to(f.real.dtype).unsqueeze(-1)
     if complex_:

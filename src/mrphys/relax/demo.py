@@ -127,7 +127,7 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
             vol["mask"].to(device),
         )
         secs[name] = time.perf_counter() - t0
-        maps[name] = {k: v.cpu() for k, v in m.items()}
+        maps[name] = {k: v.cpu() for k, v in m.as_dict().items()}
         stats[name] = map_errors(maps[name], vol, region)
         for k in ("t1", "t2"):
             save_nifti_raw(out / f"{name}_{k}.nii.gz", maps[name][k].numpy() * 1e3, np.eye(4))

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from mrphys.io import save_json
-from mrphys.physics.ssfp import add_noise
+from mrphys.metrics import cod, relative_error
 from mrphys.relax.data import (
     Protocol,
+    add_relax_noise,
     evaluation_grid,
     is_complex_method,
     sample_parameters,
@@ -35,15 +36,14 @@ from mrphys.relax.volume import fit_signals
 
 log = logging.getLogger(__name__)
 
-__all__ = ["monte_carlo", "cod", "offresonance_sweep", "evaluate_method", "PAPER_SNRS"]
+__all__ = ["monte_carlo", "offresonance_sweep", "evaluate_method", "PAPER_SNRS"]
 
 PAPER_SNRS = (math.inf, 50, 45, 40, 35, 30, 25, 20, 15, 10)
 
 
-def cod(truth: torch.Tensor, estimate: torch.Tensor) -> float:
-    """Coefficient of determination ``1 - sum (y - yhat)^2 / sum (y - ybar)^2`` (all elements)."""
-    y, e = truth.double().reshape(-1), estimate.double().reshape(-1)
-    return float(1 - ((y - e) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+def _cod(truth: torch.Tensor, estimate: torch.Tensor) -> float:
+    """:func:`mrphys.metrics.cod` over all elements, in double precision."""
+    return float(cod(truth.double(), estimate.double()))
 
 
 def monte_carlo(
@@ -77,11 +77,11 @@ def monte_carlo(
         m = sig.shape[0]
         sig = sig.unsqueeze(0).expand(reps, m, sig.shape[-1]).reshape(reps * m, -1)
         if not math.isinf(snr):
-            sig = add_noise(sig, float(snr), g)
+            sig = add_relax_noise(sig, float(snr), g)
         b1 = sub["b1"].unsqueeze(0).expand(reps, m).reshape(-1)
         fit = fit_signals(sig, b1, method, protocol, model, correct_phase=False)
-        for name in ("t1", "t2"):
-            v = fit[name].double().reshape(reps, m)
+        for name, fitted in (("t1", fit.t1), ("t2", fit.t2)):
+            v = fitted.double().reshape(reps, m)
             acc[name + "s"][s : s + m] = v.mean(0)
             acc[name + "q"][s : s + m] = (
                 v.std(0) if reps > 1 else torch.zeros(m, dtype=torch.float64)
@@ -114,8 +114,8 @@ def offresonance_sweep(
     fit = fit_signals(sig, p["b1"], method, protocol, model, correct_phase=False)
     return {
         "theta_over_pi": (k * 0.01).tolist(),
-        "t1_rel_err_pct": ((fit["t1"].double() - t1) / t1 * 100).tolist(),
-        "t2_rel_err_pct": ((fit["t2"].double() - t2) / t2 * 100).tolist(),
+        "t1_rel_err_pct": relative_error(fit.t1.double(), t1).tolist(),
+        "t2_rel_err_pct": relative_error(fit.t2.double(), t2).tolist(),
     }
 
 
@@ -223,12 +223,12 @@ def evaluate_method(
     tag = f"{method}, N={protocol.n_cycles}"
     for i, snr in enumerate(snrs):
         mc = monte_carlo(pg, method, protocol, model, snr, n_mc, seed=seed + 100 + i)
-        rel1 = ((mc["t1_mean"] - pg["t1"]) / pg["t1"] * 100).reshape(grid, grid)
-        rel2 = ((mc["t2_mean"] - pg["t2"]) / pg["t2"] * 100).reshape(grid, grid)
+        rel1 = relative_error(mc["t1_mean"], pg["t1"]).reshape(grid, grid)
+        rel2 = relative_error(mc["t2_mean"], pg["t2"]).reshape(grid, grid)
         row = {
             "snr": snr,
-            "grid_cod_t1": cod(pg["t1"], mc["t1_mean"]),
-            "grid_cod_t2": cod(pg["t2"], mc["t2_mean"]),
+            "grid_cod_t1": _cod(pg["t1"], mc["t1_mean"]),
+            "grid_cod_t2": _cod(pg["t2"], mc["t2_mean"]),
             "grid_mean_abs_rel_err_t1_pct": float(rel1.abs().mean()),
             "grid_mean_abs_rel_err_t2_pct": float(rel2.abs().mean()),
             "grid_max_abs_rel_err_t1_pct": float(rel1.abs().max()),
@@ -238,8 +238,8 @@ def evaluate_method(
         }
         if pv is not None:
             mv = monte_carlo(pv, method, protocol, model, snr, n_mc, seed=seed + 200 + i)
-            row["invivo_cod_t1"] = cod(pv["t1"], mv["t1_mean"])
-            row["invivo_cod_t2"] = cod(pv["t2"], mv["t2_mean"])
+            row["invivo_cod_t1"] = _cod(pv["t1"], mv["t1_mean"])
+            row["invivo_cod_t2"] = _cod(pv["t2"], mv["t2_mean"])
         rows.append(row)
         name = "inf" if math.isinf(snr) else f"{snr:g}"
         _plot_maps(out / f"relerr_snr{name}.png", t1g, t2g, rel1, rel2, f"{tag}, SNR {name}")

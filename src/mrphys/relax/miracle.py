@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -60,14 +61,30 @@ def _pqr(e1: torch.Tensor, e2: torch.Tensor, ca: torch.Tensor):
     return p, q, r
 
 
-class MiracleResult(dict):
-    """``{"t1": (M,) s, "t2": (M,) s, "rounds": int}``."""
+@dataclass
+class MiracleResult:
+    """T1 and T2 fitted by :func:`miracle_fit`.
+
+    Attributes:
+        t1: longitudinal relaxation time in s, real, shape ``features.shape[:-1]``.
+        t2: transverse relaxation time in s, real, same shape.
+        rounds: alternating T2/T1 rounds of the slowest chunk (``solver="alternating"``); 1 for
+            the profile solver (one golden-section search).
+    """
+
+    t1: torch.Tensor
+    t2: torch.Tensor
+    rounds: int
+
+
+def _ratios(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The measured ratios ``F1/F0`` (T1 step) and ``F-1/(F0 - F1)`` (T2 step) of ``f (M, 3)``."""
+    fm1, f0, f1 = f.unbind(-1)
+    return f1 / f0, fm1 / (f0 - f1)
 
 
 def _fit_chunk(
-    fm1: torch.Tensor,
-    f0: torch.Tensor,
-    f1: torch.Tensor,
+    f: torch.Tensor,
     ca: torch.Tensor,
     tr_ms: float,
     bounds_ms: tuple[float, float],
@@ -75,14 +92,13 @@ def _fit_chunk(
     max_rounds: int,
     t1_init_ms: float,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Fit one chunk of voxels; all inputs ``(M,)``; returns T1, T2 in ms."""
+    """Fit one chunk of voxels: ``f (M, 3)`` magnitudes, ``ca (M,)``; returns T1, T2 in ms."""
     tiny = 1e-6  # ms; keeps exp(-TR/T) finite at the bracket end T = 0
-    ratio_t1 = f1 / f0  # measured F1/F0
-    ratio_t2 = fm1 / (f0 - f1)  # measured F-1/(F0 - F1)
-    m = f0.numel()
-    t1 = torch.full((m,), t1_init_ms, dtype=f0.dtype, device=f0.device)
+    ratio_t1, ratio_t2 = _ratios(f)
+    m = f.shape[0]
+    t1 = torch.full((m,), t1_init_ms, dtype=f.dtype, device=f.device)
     t2 = torch.zeros_like(t1)
-    active = torch.arange(m, device=f0.device)
+    active = torch.arange(m, device=f.device)
     lo_v, hi_v = bounds_ms
     rounds = 0
     for rounds in range(1, max_rounds + 1):  # noqa: B007 (rounds is reported)
@@ -143,9 +159,7 @@ def _t1_closed_form_k(
 
 
 def _fit_chunk_profile(
-    fm1: torch.Tensor,
-    f0: torch.Tensor,
-    f1: torch.Tensor,
+    f: torch.Tensor,
     ca: torch.Tensor,
     tr_ms: float,
     bounds_ms: tuple[float, float],
@@ -153,14 +167,15 @@ def _fit_chunk_profile(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MIRACLE's fixed point by one golden-section search over T2 (T1 profiled out).
 
+    Inputs as :func:`_fit_chunk`; returns T1, T2 in ms.
+
     The alternating T1 step has an exact minimiser (:func:`_t1_closed_form`); putting it into the
     T2 objective leaves a 1-D search whose minimum is the point where both MIRACLE residuals
     vanish, i.e. where the alternation converges, at the cost of one search instead of tens of
     rounds. T1 is clipped to the same search interval.
     """
     tiny = 1e-6
-    r1 = f1 / f0
-    r2 = fm1 / (f0 - f1)
+    r1, r2 = _ratios(f)
     e1_lo = math.exp(-tr_ms / max(bounds_ms[0], tiny))
     e1_hi = math.exp(-tr_ms / bounds_ms[1])
     # per-voxel constants of the objective (it runs ~35 times per voxel: few, in-place operations)
@@ -191,8 +206,8 @@ def _fit_chunk_profile(
         ratio = fm1m.mul_(om).div_(f0m.mul_(q.sub_(p).add_(r)))
         return ratio.sub_(r2).abs_().nan_to_num_(math.inf)
 
-    lo = torch.full_like(f0, bounds_ms[0])
-    hi = torch.full_like(f0, bounds_ms[1])
+    lo = torch.full_like(r1, bounds_ms[0])
+    hi = torch.full_like(r1, bounds_ms[1])
     t2 = golden_section(obj_t2, lo, hi, tol_ms)
     e2 = torch.exp(-tr_ms / t2.clamp_min(tiny))
     e1, _ = e1_of(e2, e2 * e2)
@@ -212,7 +227,7 @@ def miracle_fit(
     t1_init: float = 1.0,
     chunk: int = 1 << 16,
     solver: str = "profile",
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> MiracleResult:
     """Fit T1 and T2 with MIRACLE.
 
     Two solvers reach the same fixed point: ``"alternating"`` is the published scheme (alternate
@@ -233,7 +248,8 @@ def miracle_fit(
         solver: ``"profile"`` or ``"alternating"``.
 
     Returns:
-        ``(t1, t2)`` in s, each of shape ``features.shape[:-1]``, dtype of ``features`` (real).
+        :class:`MiracleResult`: ``t1``, ``t2`` in s, each of shape ``features.shape[:-1]``, dtype
+        of ``features`` (real).
     """
     check(
         features.shape[-1] == 3,
@@ -252,34 +268,16 @@ def miracle_fit(
     ca = torch.cos(b1t * flip)
     t1_out = torch.empty(feats.shape[0], dtype=dtype, device=feats.device)
     t2_out = torch.empty_like(t1_out)
+    ms = (tr * 1e3, (bounds[0] * 1e3, bounds[1] * 1e3), tol * 1e3)  # the chunk solvers work in ms
+    most_rounds = 1
     for s in range(0, feats.shape[0], chunk):
         sl = slice(s, s + chunk)
-        f = feats[sl]
         if solver == "profile":
-            t1, t2 = _fit_chunk_profile(
-                f[:, 0],
-                f[:, 1],
-                f[:, 2],
-                ca[sl],
-                tr * 1e3,
-                (bounds[0] * 1e3, bounds[1] * 1e3),
-                tol * 1e3,
-            )
-            t1_out[sl] = t1 * 1e-3
-            t2_out[sl] = t2 * 1e-3
-            continue
-        t1, t2, rounds = _fit_chunk(
-            f[:, 0],
-            f[:, 1],
-            f[:, 2],
-            ca[sl],
-            tr * 1e3,
-            (bounds[0] * 1e3, bounds[1] * 1e3),
-            tol * 1e3,
-            max_rounds,
-            t1_init * 1e3,
-        )
-        log.debug("MIRACLE chunk %d: %d rounds", s // chunk, rounds)
+            t1, t2 = _fit_chunk_profile(feats[sl], ca[sl], *ms)
+        else:
+            t1, t2, rounds = _fit_chunk(feats[sl], ca[sl], *ms, max_rounds, t1_init * 1e3)
+            log.debug("MIRACLE chunk %d: %d rounds", s // chunk, rounds)
+            most_rounds = max(most_rounds, rounds)
         t1_out[sl] = t1 * 1e-3
         t2_out[sl] = t2 * 1e-3
-    return t1_out.reshape(shape), t2_out.reshape(shape)
+    return MiracleResult(t1_out.reshape(shape), t2_out.reshape(shape), most_rounds)

@@ -11,13 +11,20 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mrphys.errors import MrphysError, check
-from mrphys.physics.ssfp import add_noise, pc_bssfp_signal, remove_common_phase
-from mrphys.relax.data import METHODS_LIST, Protocol, features, is_complex_method
+from mrphys.physics.ssfp import pc_bssfp_signal, remove_common_phase
+from mrphys.relax.data import (
+    METHODS_LIST,
+    Protocol,
+    add_relax_noise,
+    features,
+    is_complex_method,
+)
 from mrphys.relax.miracle import miracle_fit
 from mrphys.relax.networks import RelaxNet
 from mrphys.relax.train import TrainConfig, load_model, train
@@ -25,6 +32,7 @@ from mrphys.relax.train import TrainConfig, load_model, train
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "RelaxMaps",
     "fit_signals",
     "fit_volume",
     "default_model",
@@ -39,6 +47,32 @@ DEFAULT_MODEL_EPOCHS = 60
 DEFAULT_MODEL_SAMPLES = 400_000
 
 
+@dataclass
+class RelaxMaps:
+    """Fitted relaxometry parameters, one value per voxel.
+
+    The shape ``S`` is ``(M,)`` for :func:`fit_signals` and the volume's shape (e.g.
+    ``(X, Y, Z)``) for :func:`fit_volume`.
+
+    Attributes:
+        t1: longitudinal relaxation time in s, real ``S`` (float32; 0 outside a mask).
+        t2: transverse relaxation time in s, real ``S``.
+        db0: off-resonance in Hz, real ``S``, ``theta = -2 pi dB0 TR``; None for magnitude
+            methods (miracle, svnn, pinn), which do not estimate it.
+    """
+
+    t1: torch.Tensor
+    t2: torch.Tensor
+    db0: torch.Tensor | None = None
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """``{"t1", "t2"[, "db0"]}``: the maps that are present, by name."""
+        out = {"t1": self.t1, "t2": self.t2}
+        if self.db0 is not None:
+            out["db0"] = self.db0
+        return out
+
+
 def fit_signals(
     signals: torch.Tensor,
     b1: torch.Tensor,
@@ -48,7 +82,7 @@ def fit_signals(
     *,
     chunk: int | None = None,
     correct_phase: bool = True,
-) -> dict[str, torch.Tensor]:
+) -> RelaxMaps:
     """Fit T1, T2 (and off-resonance for complex methods) voxel by voxel, vectorised.
 
     Args:
@@ -61,7 +95,8 @@ def fit_signals(
         correct_phase: remove each voxel's common phase first (off only for signals that are
             already corrected, as in the Monte Carlo evaluation).
     Returns:
-        ``{"t1": (M,) s, "t2": (M,) s}`` plus ``"db0": (M,) Hz`` for complex methods.
+        :class:`RelaxMaps` of shape ``(M,)``: ``t1``, ``t2`` in s, ``db0`` in Hz for complex
+        methods (None otherwise).
     """
     check(method in METHODS_LIST, f"method must be one of {METHODS_LIST}; got {method!r}.")
     n = protocol.n_cycles
@@ -80,9 +115,9 @@ def fit_signals(
         bb = b1[s : s + chunk]
         if method == "miracle":
             f = features(sig.to(torch.complex128), bb.double(), n, False)
-            t1, t2 = miracle_fit(f[:, :3], f[:, 3], tr=protocol.tr, flip=protocol.flip)
-            out["t1"].append(t1.float())
-            out["t2"].append(t2.float())
+            mf = miracle_fit(f[:, :3], f[:, 3], tr=protocol.tr, flip=protocol.flip)
+            out["t1"].append(mf.t1.float())
+            out["t2"].append(mf.t2.float())
             continue
         check(model is not None, f"method {method} needs a trained model.")
         dev = model.lo.device
@@ -93,7 +128,7 @@ def fit_signals(
         if cplx:
             # theta = -2 pi dB0 TR (the sign of mrphys.physics.bloch)
             out["db0"].append((-p[:, 2] / (2 * math.pi * protocol.tr)).to(signals.device))
-    return {k: torch.cat(v) if v else torch.zeros(0) for k, v in out.items()}
+    return RelaxMaps(**{k: torch.cat(v) if v else torch.zeros(0) for k, v in out.items()})
 
 
 def fit_volume(
@@ -105,7 +140,7 @@ def fit_volume(
     mask: torch.Tensor | None = None,
     *,
     chunk: int | None = None,
-) -> dict[str, torch.Tensor]:
+) -> RelaxMaps:
     """Fit every voxel of a volume (inside ``mask``).
 
     Args:
@@ -113,8 +148,8 @@ def fit_volume(
         b1: real ``(*S)``.
         mask: bool ``(*S)`` or None (all voxels).
     Returns:
-        maps of shape ``S``: ``t1``, ``t2`` (s), for complex methods ``db0`` (Hz); 0 outside the
-        mask.
+        :class:`RelaxMaps` of shape ``S``: ``t1``, ``t2`` (s), for complex methods ``db0`` (Hz);
+        0 outside the mask.
     """
     shape = signals.shape[:-1]
     check(b1.shape == shape, f"B1 has shape {tuple(b1.shape)}; expected {tuple(shape)}.")
@@ -124,15 +159,15 @@ def fit_volume(
     if idx is not None:
         flat, b1f = flat[idx], b1f[idx]
     fit = fit_signals(flat, b1f, method, protocol, model, chunk=chunk)
-    maps = {}
-    for k, v in fit.items():
-        full = torch.zeros(shape.numel(), dtype=torch.float32, device=signals.device)
-        if idx is not None:
-            full[idx] = v.float()
-        else:
-            full = v.float()
-        maps[k] = full.reshape(shape)
-    return maps
+
+    def full(v: torch.Tensor) -> torch.Tensor:
+        if idx is None:
+            return v.float().reshape(shape)
+        out = torch.zeros(shape.numel(), dtype=torch.float32, device=signals.device)
+        out[idx] = v.float()
+        return out.reshape(shape)
+
+    return RelaxMaps(**{k: full(v) for k, v in fit.as_dict().items()})
 
 
 def cache_dir() -> Path:
@@ -247,7 +282,7 @@ def simulate_volume(
     )
     s = s * torch.polar(torch.ones_like(rx), rx).unsqueeze(-1)
     g = torch.Generator().manual_seed(seed)
-    s = add_noise(s, snr, g)
+    s = add_relax_noise(s, snr, g)
     return {
         "signals": s.to(torch.complex64),
         "b1": b1.float().contiguous(),

@@ -1,7 +1,12 @@
-"""What is imaged: per-voxel tissue maps on a Cartesian grid."""
+"""What is imaged: per-voxel tissue maps on a Cartesian grid.
+
+The spin-echo image of a phantom (the SPIN ground truth) is a signal model and lives with the
+other closed forms: :func:`mrphys.physics.signal.spin_echo_image`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -93,72 +98,26 @@ class Phantom:
         y, x = torch.meshgrid(iy * dy, ix * dx, indexing="ij")
         return y, x
 
-    def to(self, device=None, dtype=None) -> Phantom:
-        def mv(t):
-            return None if t is None else t.to(device=device, dtype=dtype)
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Phantom:
+        """The phantom with ``fn`` applied to every map (``b1``, ``db0`` only where present)."""
 
-        return replace(
-            self, rho=mv(self.rho), t1=mv(self.t1), t2=mv(self.t2), b1=mv(self.b1), db0=mv(self.db0)
-        )
+        def opt(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else fn(t)
+
+        maps = {"rho": fn(self.rho), "t1": fn(self.t1), "t2": fn(self.t2)}
+        return replace(self, **maps, b1=opt(self.b1), db0=opt(self.db0))
+
+    def to(self, device=None, dtype=None) -> Phantom:
+        return self._map(lambda t: t.to(device=device, dtype=dtype))
 
     def __getitem__(self, idx) -> Phantom:
         """Select phantoms of a batch: ``ph[0]``, ``ph[2:5]``."""
         check(self.batched, "indexing needs a batched phantom of shape (B, Y, X).")
-
-        def sel(t):
-            return None if t is None else t[idx]
-
-        return replace(
-            self,
-            rho=sel(self.rho),
-            t1=sel(self.t1),
-            t2=sel(self.t2),
-            b1=sel(self.b1),
-            db0=sel(self.db0),
-        )
+        return self._map(lambda t: t[idx])
 
     def __len__(self) -> int:
         return int(self.rho.shape[0]) if self.batched else 1
 
     def as_batch(self) -> Phantom:
         """The same phantom with a leading batch dimension."""
-        if self.batched:
-            return self
-
-        def add(t):
-            return None if t is None else t.unsqueeze(0)
-
-        return replace(
-            self,
-            rho=add(self.rho),
-            t1=add(self.t1),
-            t2=add(self.t2),
-            b1=add(self.b1),
-            db0=add(self.db0),
-        )
-
-
-def spin_echo_image(
-    ph: Phantom,
-    tr: float | torch.Tensor = 10.0,
-    te: float | torch.Tensor = 0.04,
-    exact: bool = False,
-) -> torch.Tensor:
-    """Spin-echo image from tissue maps: the SPIN ground truth.
-
-    ``exact=False``: SPIN Eq. 13, ``rho * (1 - exp(-TR/T1)) * exp(-TE/T2)``.
-    ``exact=True``: the steady state with perfect 90/180 pulses and no transverse carry-over,
-    ``rho * (1 - 2 exp(-(TR - TE/2)/T1) + exp(-TR/T1)) * exp(-TE/T2)``.
-    Times in s; where T1 or T2 is 0 (background) the image is 0. Shape of ``ph.rho``.
-    """
-    t1 = ph.t1
-    t2 = ph.t2
-    tissue = (t1 > 0) & (t2 > 0)
-    t1s = torch.where(tissue, t1, torch.ones_like(t1))
-    t2s = torch.where(tissue, t2, torch.ones_like(t2))
-    if exact:
-        long = 1 - 2 * torch.exp(-(tr - te / 2) / t1s) + torch.exp(-tr / t1s)
-    else:
-        long = 1 - torch.exp(-tr / t1s)
-    img = ph.rho * long * torch.exp(-te / t2s)
-    return torch.where(tissue, img, torch.zeros_like(img))
+        return self if self.batched else self._map(lambda t: t.unsqueeze(0))
