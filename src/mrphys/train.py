@@ -203,8 +203,18 @@ class Trainer:
 
     The unit function receives the 0-based unit index and returns its record; with a
     ``monitor``, ``lr`` (the first parameter group's rate after any plateau decay) is added when
-    the record has none. It may
-    count optimiser steps in :attr:`step` and stop a unit early by :meth:`out_of_time`.
+    the record has none. It may count optimiser steps in :attr:`step` and stop a unit early by
+    :meth:`out_of_time`.
+
+    A fixed-iteration fit (one unit per optimiser step, a checkpoint every 100)::
+
+        gen = torch.Generator().manual_seed(seed)
+        t = Trainer(model, opt, plain_config(cfg), units=3000, checkpoint=path,
+                    checkpoint_every=100, generators={"batches": gen}, progress=True,
+                    unit="it", on_unit=lambda t: t.epoch % 100 or report(t.history[-1]))
+        if resume and path.exists():
+            t.resume(path)
+        t.run(lambda it: {"loss": step(gen)})
     """
 
     def __init__(
