@@ -149,7 +149,7 @@ def test_early_stopping_keeps_the_best_weights_and_decays_the_rate() -> None:
     assert tr.run(unit) == "early_stopping"
     assert [h["lr"] for h in tr.history] == [1.0, 1.0, 0.5, 0.25]
     tr.load_best()
-    assert float(model.weight) == 1.0
+    assert float(model.weight.detach()) == 1.0
 
 
 def test_schedule_sets_each_group_with_its_scale_and_time_budget_stops() -> None:
