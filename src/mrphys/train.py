@@ -199,6 +199,7 @@ class Trainer:
         max_seconds: wall-time budget in s, counted from ``started`` (``time.perf_counter()``
             value; default: construction); the run stops before the next unit when spent.
         progress: show a tqdm bar (``desc``, ``unit``), with ``postfix(record)`` as postfix.
+        log_every: log a unit's record (``logging.INFO``) every this many units.
         on_unit: called as ``on_unit(trainer)`` after each unit (and its checkpoint).
 
     The unit function receives the 0-based unit index and returns its record; with a
@@ -240,6 +241,7 @@ class Trainer:
         desc: str = "train",
         unit: str = "epoch",
         postfix: Callable[[dict], dict[str, str]] | None = None,
+        log_every: int = 1,
         on_unit: Callable[[Trainer], None] | None = None,
     ) -> None:
         check(units >= 0, f"the number of training units must be >= 0; got {units}.")
@@ -265,6 +267,7 @@ class Trainer:
         self.resume_ignore = tuple(resume_ignore)
         self.progress, self.desc, self.unit, self.postfix = progress, desc, unit, postfix
         self.on_unit = on_unit
+        self.log_every = max(1, int(log_every))
         #: units completed
         self.epoch = 0
         #: optimiser steps taken (counted by the unit function)
@@ -394,7 +397,8 @@ class Trainer:
                 if self.monitor is not None and "lr" not in rec:
                     rec["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                 self.history.append(rec)
-                log.info("%s %d: %s", self.unit, u + 1, _brief(rec))
+                if self.epoch % self.log_every == 0 or self.epoch == self.units:
+                    log.info("%s %d: %s", self.unit, u + 1, _brief(rec))
                 if self.path is not None and (
                     self.epoch % self.checkpoint_every == 0 or self.epoch == self.units
                 ):

@@ -249,7 +249,7 @@ def test_frames_out_and_matrix_out_shapes_and_continuity():
         iterations=20, frames_per_batch=3, lr=1e-2,
     )  # fmt: skip
     model, info = fit_inr(data["kspace"], data["traj"], data["maps"], config=cfg, progress=False)
-    assert info["iterations"] == 20
+    assert info.iterations == 20 and len(info.losses) == 20
     base = render_inr(model, info)
     assert base.shape == (6, 16, 16)
     more = render_inr(model, info, frames_out=12)

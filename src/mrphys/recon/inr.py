@@ -30,17 +30,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mrphys.errors import MrphysError, check, check_finite
 from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
 from mrphys.physics.coils import SenseOp
 from mrphys.physics.nufft import RadialNUFFT, radial_dcf
+from mrphys.train import Record, Trainer
 from mrphys.utils import make_generator, resolve_device
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,39 @@ class InrConfig:
             f"iterations must be None or >= 1; got {self.iterations}.",
         )
         check(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}.")
+
+
+@dataclass
+class InrFit(Record):
+    """What :func:`fit_inr` returns beside the model (and :func:`render_inr` needs).
+
+    Attributes:
+        scale: image units per network output unit (the network fits ``x / scale``).
+        n_frames: acquired frames ``T``.
+        im_size: acquired matrix ``(Y, X)``.
+        iterations: optimisation steps run.
+        seconds: wall time of the fit in s (interpolation plans included).
+        final_loss: loss of the last step (dimensionless).
+        config: the :class:`InrConfig` as a dict.
+        losses: loss of every step, ``(iterations,)``.
+        plans: interpolation plans of the acquired pixel grid, one per frame (reused by
+            :func:`render_inr`; not part of the JSON form).
+    """
+
+    scale: float
+    n_frames: int
+    im_size: tuple[int, int]
+    iterations: int
+    seconds: float
+    final_loss: float
+    config: dict = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    plans: list[InterpolationPlan] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.pop("plans", None)
+        return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,9 +353,9 @@ def fit_inr(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
-    callback: Callable[[int, SpatiotemporalInr, dict], None] | None = None,
+    callback: Callable[[int, SpatiotemporalInr, InrFit], None] | None = None,
     callback_every: int = 100,
-) -> tuple[SpatiotemporalInr, dict]:
+) -> tuple[SpatiotemporalInr, InrFit]:
     """Fit the INR to multi-coil radial k-space.
 
     Args:
@@ -343,8 +376,8 @@ def fit_inr(
         callback_every: steps between callback calls.
 
     Returns:
-        The fitted model and a dict ``info`` with ``scale`` (image units per network unit),
-        ``n_frames``, ``im_size``, ``iterations``, ``seconds``, ``final_loss`` and ``config``.
+        The fitted model and its :class:`InrFit` (scale, sizes, iterations, seconds, losses).
+        The steps run on the package's one training loop (:class:`mrphys.train.Trainer`).
     """
     config = config or InrConfig()
     if iterations is not None:
@@ -403,15 +436,17 @@ def fit_inr(
         "INR: %d frames %s, %d coils, %d iterations of %d frames, %d parameters",
         t_frames, im_size, n_coils, n_iter, batch, sum(p.numel() for p in model.parameters()),
     )  # fmt: skip
+    fit = InrFit(
+        scale=scale, n_frames=t_frames, im_size=im_size, iterations=n_iter, seconds=0.0,
+        final_loss=float("nan"), config=asdict(config), plans=plans,
+    )  # fmt: skip
     queue: list[list[int]] = []
-    loss_val = float("nan")
-    bar = tqdm(range(n_iter), desc="INR", disable=not progress, leave=False)
-    for it in bar:
+
+    def step(it: int) -> dict[str, float]:
+        """One optimiser step on one window of frames (a trainer unit)."""
+        nonlocal queue
         if config.coarse_to_fine:
             model.encoding.set_active_levels(1 + (it * config.n_levels) // n_iter)
-        if it == halve_at:
-            for g in opt.param_groups:
-                g["lr"] = config.lr / 2
         if not queue:
             queue = _windows(t_frames, batch, gen)
         idx = queue.pop()
@@ -429,33 +464,43 @@ def fit_inr(
         loss_val = float(loss.detach())
         if not math.isfinite(loss_val):
             raise MrphysError(f"INR training diverged at iteration {it} (loss {loss_val}).")
-        if (it + 1) % config.log_every == 0 or it + 1 == n_iter:
-            log.info("INR iteration %d/%d loss %.4g", it + 1, n_iter, loss_val)
-            bar.set_postfix(loss=f"{loss_val:.3g}")
-        if callback is not None and ((it + 1) % callback_every == 0 or it + 1 == n_iter):
-            cb_info = {"scale": scale, "n_frames": t_frames, "im_size": im_size, "_plans": plans}
+        return {"loss": loss_val}
+
+    def after(trainer: Trainer) -> None:
+        it = trainer.epoch
+        if callback is not None and (it % callback_every == 0 or it == n_iter):
+            fit.seconds = time.perf_counter() - t0
             was = model.encoding.level_mask.clone()
-            callback(it + 1, model, cb_info)
+            callback(it, model, fit)
             model.encoding.level_mask.copy_(was)
-    bar.close()
+
+    # the one training loop of the package: a fixed count of steps (the result is the last
+    # iterate), the learning rate halved after lr_halve_at of them, a progress bar
+    trainer = Trainer(
+        model,
+        opt,
+        {},
+        units=n_iter,
+        schedule=lambda it: config.lr if it < halve_at else config.lr / 2,
+        progress=progress,
+        desc="INR",
+        unit="it",
+        log_every=config.log_every,
+        postfix=lambda rec: {"loss": f"{rec['loss']:.3g}"},
+        on_unit=after if callback is not None else None,
+    )
+    trainer.run(step)
     model.encoding.set_active_levels(config.n_levels)
-    info = {
-        "scale": scale,
-        "n_frames": t_frames,
-        "im_size": im_size,
-        "iterations": n_iter,
-        "seconds": time.perf_counter() - t0,
-        "final_loss": loss_val,
-        "config": asdict(config),
-        "_plans": plans,
-    }
-    return model, info
+    fit.seconds = time.perf_counter() - t0
+    fit.final_loss = trainer.history[-1]["loss"] if trainer.history else float("nan")
+    fit.losses = [rec["loss"] for rec in trainer.history]
+    return model, fit
 
 
 @torch.no_grad()
 def render_inr(
     model: SpatiotemporalInr,
-    info: dict,
+    info: InrFit,
     frames_out: int | None = None,
     matrix_out: int | tuple[int, int] | None = None,
 ) -> torch.Tensor:
@@ -464,8 +509,8 @@ def render_inr(
     ``frames_out`` frames span the acquired time interval (frame ``k'`` at acquired-frame position
     ``(k' + 0.5) T / T' - 0.5``); ``matrix_out`` pixels span the same field of view.
     """
-    t_frames = info["n_frames"]
-    im_size = tuple(info["im_size"])
+    t_frames = info.n_frames
+    im_size = tuple(info.im_size)
     n_ref = max(im_size)
     t_out = t_frames if frames_out is None else int(frames_out)
     if matrix_out is None:
@@ -477,7 +522,7 @@ def render_inr(
     check(t_out >= 1, f"frames_out must be a positive integer; got {frames_out}.")
     check(min(out_size) >= 1, f"matrix_out must be positive; got {matrix_out}.")
     dev = model.encoding.table.device
-    plans = info.get("_plans")
+    plans = info.plans
     frames = []
     if t_out == t_frames and out_size == im_size and plans is not None:
         for k in range(t_frames):
@@ -489,7 +534,7 @@ def render_inr(
             frames.append(model(coords[k]))
     out = torch.stack(frames)
     x = torch.complex(out[..., 0], out[..., 1]).reshape(t_out, *out_size)
-    return (x * info["scale"]).to(torch.complex64)
+    return (x * info.scale).to(torch.complex64)
 
 
 def reconstruct_inr(
@@ -546,5 +591,5 @@ def reconstruct_inr(
         device=device,
     )
     x = render_inr(model, info, frames_out=frames_out, matrix_out=matrix_out)
-    log.info("INR: %d iterations in %.1f s", info["iterations"], info["seconds"])
+    log.info("INR: %d iterations in %.1f s", info.iterations, info.seconds)
     return x
