@@ -35,7 +35,6 @@ DATA_DIR = ROOT.parent / "shared" / "data"
 if not DATA_DIR.is_dir():
     DATA_DIR = Path("/work/shared/data")
 FILES = {"pincat": "pincat_128x128x50.mat", "rat": "rat_cine_192x192x8.mat"}
-METHODS = ("gridding", "cg-sense", "grasp", "ls", "inr")
 SPOKES = (5, 10)
 SNR = 20.0
 COILS = 8
@@ -102,27 +101,25 @@ def run_cell(
 
     from mrphys.metrics import psnr, ssim
     from mrphys.physics.radial import simulate_radial
+    from mrphys.recon.registry import reconstruct
 
     x = _series(name, quick)
     data = simulate_radial(x, spokes, coils=COILS, snr=SNR, seed=seed)
-    t0 = time.perf_counter()
+    options: dict = {}
+    extra: dict = {}
     if method == "inr":
         from dataclasses import replace
 
-        from mrphys.recon.inr import InrConfig, reconstruct_inr
+        from mrphys.recon.inr import InrConfig
 
         cfg = InrConfig()
         if quick:
             cfg = replace(cfg, iterations=600)
         cfg = replace(cfg, **_inr_overrides(inr_config))
-        rec = reconstruct_inr(data, iterations=iters, seed=seed, config=cfg, device="cpu")
+        options = {"iterations": iters, "seed": seed, "config": cfg, "device": "cpu"}
         extra = {"config": {k: v for k, v in cfg.__dict__.items()}, "iterations": iters}
-    else:
-        from mrphys.recon.baselines import METHODS as BASE
-
-        rec = BASE[method](data)
-        extra = {}
-    seconds = time.perf_counter() - t0
+    result = reconstruct(method, data, **options)  # frozen defaults for the classical methods
+    rec, seconds = result.image, result.seconds
     truth = data.truth
     return {
         "data": name,
@@ -226,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row))
         return
 
+    from mrphys.recon.registry import names  # the one method list
+
     only = _parse_only(args.only)
     datas = ["pincat"] if args.quick else list(FILES)
     spokes_list = [5] if args.quick else list(SPOKES)
@@ -233,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         (d, s, m)
         for d in datas
         for s in spokes_list
-        for m in METHODS
+        for m in names()
         if (not only.get("data") or d in only["data"])
         and (not only.get("spokes") or str(s) in only["spokes"])
         and (not only.get("method") or m in only["method"])

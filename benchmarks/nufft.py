@@ -47,7 +47,7 @@ def speed(backend: str, threads: int, dev: torch.device, repeats: int) -> dict:
     op = RadialNUFFT(traj, (n, n), backend=backend, threads=threads)
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(coils, frames, n, n, generator=g, dtype=torch.complex64).to(dev)
-    y = torch.randn(coils, frames, spokes * samples, generator=g, dtype=torch.complex64).to(dev)
+    y = torch.randn(coils, frames, spokes, samples, generator=g, dtype=torch.complex64).to(dev)
     return {
         "forward_s": _time(lambda: op.forward(x), repeats, dev),
         "adjoint_s": _time(lambda: op.adjoint(y), repeats, dev),
@@ -61,10 +61,12 @@ def accuracy(backend: str, dev: torch.device) -> dict:
     for name, dt in (("complex64", torch.complex64), ("complex128", torch.complex128)):
         g = torch.Generator(device="cpu").manual_seed(1)
         x = torch.randn(2, 2, 32, 32, generator=g, dtype=dt).to(dev)
-        y = torch.randn(2, 2, 512, generator=g, dtype=dt).to(dev)
+        y = torch.randn(2, 2, 8, 64, generator=g, dtype=dt).to(dev)  # (C, T, S, N)
         op = RadialNUFFT(traj.to(dev), (32, 32), backend=backend)
         ref_f = torch.einsum("tkn,ctn->ctk", a, x.reshape(2, 2, -1).to(torch.complex128))
-        ref_a = torch.einsum("tkn,ctk->ctn", a.conj(), y.to(torch.complex128)).reshape(x.shape)
+        ref_f = ref_f.reshape(y.shape)
+        ref_a = torch.einsum("tkn,ctk->ctn", a.conj(), y.flatten(2).to(torch.complex128))
+        ref_a = ref_a.reshape(x.shape)
         out[name] = {
             "forward_rel_err": float((op.forward(x) - ref_f).norm() / ref_f.norm()),
             "adjoint_rel_err": float((op.adjoint(y) - ref_a).norm() / ref_a.norm()),

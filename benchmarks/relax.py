@@ -30,7 +30,7 @@ import torch
 
 from mrphys.relax.data import Protocol, sample_parameters, simulate_signals
 from mrphys.relax.networks import build_network
-from mrphys.relax.train import TrainConfig, _adam, _Data, _loss
+from mrphys.relax.train import TrainConfig, TrainingData, adam, training_loss
 from mrphys.relax.volume import fit_signals
 
 VOLUME = (176, 176, 128)
@@ -44,11 +44,11 @@ def _sync(dev: torch.device) -> None:
 def epoch_seconds(method: str, device: torch.device) -> tuple[float, float]:
     """Wall and process CPU time of one epoch of 240,000 samples (data simulated beforehand)."""
     cfg = TrainConfig(method=method, n_samples=400_000)
-    data = _Data(cfg, device)
+    data = TrainingData(cfg, device)
     torch.manual_seed(0)
     model = build_network(method).to(device)
     model.set_normalisation(data.clean["train"].mean(0), data.clean["train"].std(0))
-    opt = _adam(model, cfg.lr)
+    opt = adam(model, cfg.lr)
     feats, tgt = data.clean["train"], data.target["train"]
     n = feats.shape[0]
     _sync(device)
@@ -56,7 +56,7 @@ def epoch_seconds(method: str, device: torch.device) -> tuple[float, float]:
     perm = torch.randperm(n, device=device)
     feats, tgt = feats[perm], tgt[perm]
     for s in range(0, n, cfg.batch_size):
-        loss = _loss(model, cfg, feats[s : s + cfg.batch_size], tgt[s : s + cfg.batch_size])
+        loss = training_loss(model, cfg, feats[s : s + cfg.batch_size], tgt[s : s + cfg.batch_size])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -47,8 +47,8 @@ from mrphys.design.train import TrainConfig, train  # noqa: E402
 from mrphys.io import to_jsonable  # noqa: E402
 
 
-def _first_within(hist: dict, tol: float) -> int | None:
-    for i, f in enumerate(hist["flip_angle_deg"]):
+def _first_within(hist, tol: float) -> int | None:
+    for i, f in enumerate(hist.flip_angle_deg):
         if abs(f - 90.0) < tol:
             return i
     return None
@@ -96,21 +96,19 @@ def main() -> None:
     t0 = time.perf_counter()
     model, hist = train(cfg, tr, te, norm, device=a.device, progress=False)
     res["seconds_train"] = round(time.perf_counter() - t0, 2)
-    res["train_final"] = hist[-1]
+    res["train_final"] = hist[-1].to_dict()
 
     fd = finite_difference(model, norm, te, FDConfig(iterations=a.iterations), progress=False)
     i_fd = _first_within(fd, a.tolerance)
-    res["finite_difference"] = {
-        k: fd[k]
-        for k in ("flip_angle_deg", "mse", "ssim", "psnr", "fft_psnr", "simulated", "seconds")
-    }
+    keys = ("flip_angle_deg", "mse", "ssim", "psnr", "fft_psnr", "simulated", "seconds")
+    res["finite_difference"] = {k: getattr(fd, k) for k in keys}
     ag = autograd_flip(model, norm, tr, AutogradConfig(tolerance_deg=a.tolerance, seed=a.seed))
     i_ag = _first_within(ag, a.tolerance)
-    res["autograd"] = ag
+    res["autograd"] = ag.to_dict()
     if i_fd is not None and i_ag is not None:
         # FD cost to reach iteration i: the evaluations that produced alpha_i (2 per iteration + 1)
-        fd_sims = fd["simulated"][i_fd - 1] if i_fd > 0 else 0
-        fd_sec = fd["seconds"][i_fd - 1] if i_fd > 0 else 0.0
+        fd_sims = fd.simulated[i_fd - 1] if i_fd > 0 else 0
+        fd_sec = fd.seconds[i_fd - 1] if i_fd > 0 else 0.0
         res["reach"] = {
             "finite_difference": {
                 "iteration": i_fd,
@@ -119,12 +117,12 @@ def main() -> None:
             },
             "autograd": {
                 "step": i_ag,
-                "simulated_fwd_bwd": ag["simulated"][i_ag],
-                "seconds": round(ag["seconds"][i_ag], 2),
+                "simulated_fwd_bwd": ag.simulated[i_ag],
+                "seconds": round(ag.seconds[i_ag], 2),
             },
         }
-        res["ratio_simulated"] = fd_sims / max(ag["simulated"][i_ag], 1)
-        res["ratio_seconds"] = fd_sec / max(ag["seconds"][i_ag], 1e-9)
+        res["ratio_simulated"] = fd_sims / max(ag.simulated[i_ag], 1)
+        res["ratio_seconds"] = fd_sec / max(ag.seconds[i_ag], 1e-9)
     else:
         res["reach"] = {"finite_difference": i_fd, "autograd": i_ag}
     # parameters the published loop would need per iteration for the joint problem
@@ -142,7 +140,7 @@ def main() -> None:
             )
             _, seq, jh = joint(jc, tr, te, norm, device=a.device, progress=False)
             res[name] = {
-                k: jh[k]
+                k: getattr(jh, k)
                 for k in (
                     "flip_angle_deg",
                     "flip2_deg",
@@ -156,8 +154,8 @@ def main() -> None:
                     "seconds",
                 )
             }
-            w = jh["line_weights"][-1]
-            res[name]["kept_lines"] = sorted(torch.topk(w, jh["lines_kept"][-1]).indices.tolist())
+            w = jh.line_weights[-1]
+            res[name]["kept_lines"] = sorted(torch.topk(w, jh.lines_kept[-1]).indices.tolist())
     res["loadavg_end"] = os.getloadavg()
     res["seconds_total"] = round(time.perf_counter() - t_all, 2)
     print(json.dumps(to_jsonable(res), allow_nan=False))

@@ -83,6 +83,8 @@ def to_jsonable(obj: Any) -> Any:
     non-finite floats as strict JSON allows: NaN as ``null``, infinities as ``"inf"``/``"-inf"``."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if hasattr(obj, "to_dict") and hasattr(obj, "__dataclass_fields__"):  # typed results
+        return to_jsonable(obj.to_dict())
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, (torch.Tensor, np.ndarray)):

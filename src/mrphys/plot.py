@@ -193,7 +193,7 @@ def spin_curves(path: str | Path, hist: dict) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
     a.plot(it, hist["ssim"], "o-", label="network")
     b.plot(it, hist["psnr"], "o-", label="network")
-    if "fft_ssim" in hist:
+    if hist.get("fft_ssim"):
         a.plot(it, hist["fft_ssim"], "s--", label="inverse FFT")
         b.plot(it, hist["fft_psnr"], "s--", label="inverse FFT")
     a.set_xlabel("iteration")

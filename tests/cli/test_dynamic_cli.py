@@ -27,10 +27,10 @@ def test_simulate_then_gridding_end_to_end(tmp_path, series_mat, cli):
     argv = ["--series", series_mat, "--spokes", "24", "--coils", "3", "--snr", "50", "--seed", "1"]
     cli.ok(*SIMULATE, *argv, "--out", sim)
     k = np.load(sim / "kspace.npy")
-    assert k.shape == (4, 3, 24 * 32) and k.dtype == np.complex64
-    assert np.load(sim / "traj.npy").shape == (4, 24 * 32, 2)
+    assert k.shape == (4, 3, 24, 32) and k.dtype == np.complex64
+    assert np.load(sim / "traj.npy").shape == (4, 24, 32, 2)
     assert np.load(sim / "maps.npy").shape == (3, 16, 16)
-    assert np.load(sim / "dcf.npy").shape == (4, 24 * 32)
+    assert np.load(sim / "dcf.npy").shape == (4, 24, 32)
     truth = np.load(sim / "truth.npy")
     assert truth.shape == (4, 16, 16) and truth.dtype == np.complex64
     assert np.abs(truth).max() == pytest.approx(1.0)

@@ -15,17 +15,21 @@ from mrphys.design.data import (
 )
 from mrphys.design.optimize import (
     AutogradConfig,
+    AutogradHistory,
     FDConfig,
+    FDHistory,
     JointConfig,
+    JointHistory,
     autograd_flip,
     finite_difference,
     hard_mask,
     joint,
     loss_at,
 )
-from mrphys.design.train import TrainConfig, build_model, load_checkpoint, train
+from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
 from mrphys.nets.unet import FFTUNet
+from mrphys.physics.fourier import ifft2c
 
 ACQ = Acquisition(matrix=16)
 
@@ -66,7 +70,7 @@ def test_data_shapes_noise_and_target(tiny):
     # the normalised inverse FFT is the Eq. 13 target up to noise and Gibbs ringing
     norm = fit_normalisation(tr)
     k = norm.apply(tr.kspace)
-    img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
+    img = ifft2c(k, norm="backward")
     rel = (img.real - tr.target).norm() / tr.target.norm()
     assert rel < 0.5
     assert img.imag.abs().mean() < 0.3 * img.real.abs().mean()
@@ -80,7 +84,7 @@ def test_data_is_seeded_and_cached(tmp_path):
     c = make_data(3, 6, ACQ)
     assert not torch.allclose(a.rho, c.rho)
     assert settings_key({"n": 3, "seed": 5}) != settings_key({"n": 3, "seed": 6})
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="number of phantoms must be >= 1"):
         make_data(0, 0, ACQ)
 
 
@@ -121,20 +125,26 @@ def test_gradcheck_flips_and_te(tiny):
     assert torch.autograd.gradcheck(f, x, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_tiny_training_lowers_loss_and_resumes(tiny, tmp_path):
+def test_tiny_training_lowers_loss_and_resumes_exactly(tiny, tmp_path):
     tr, te = tiny
     norm = fit_normalisation(tr)
     cfg = TrainConfig(net="unet", matrix=16, width=4, epochs=3, batch_size=8, lr=1e-3)
     model, hist = train(cfg, tr, te, norm, out=tmp_path, progress=False)
-    assert len(hist) == 3
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    # resume one more epoch from the checkpoint; the history continues
+    assert len(hist) == 3 and all(isinstance(h, EpochRecord) for h in hist)
+    assert hist[-1].train_loss < hist[0].train_loss
+    assert hist[-1].psnr > hist[0].psnr
+    # resume one more epoch from the checkpoint: the history continues, and the weights are
+    # bitwise those of 4 epochs in one go
     cfg4 = TrainConfig(**{**cfg.__dict__, "epochs": 4})
-    _, hist4 = train(cfg4, tr, te, norm, resume=tmp_path / "checkpoint.pt", progress=False)
-    assert [h["epoch"] for h in hist4] == [1, 2, 3, 4]
+    resumed, hist4 = train(cfg4, tr, te, norm, resume=tmp_path / "checkpoint.pt", progress=False)
+    assert [h.epoch for h in hist4] == [1, 2, 3, 4] and hist4[:3] == hist
+    straight, hist_s = train(cfg4, tr, te, norm, progress=False)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [h.train_loss for h in hist_s] == [h.train_loss for h in hist4]
     loaded, lcfg, lnorm, _ = load_checkpoint(tmp_path / "checkpoint.pt")
     assert lcfg.net == "unet" and lnorm.scale == pytest.approx(norm.scale)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match=r"other settings \(batch_size, lr, width\)"):
         train(
             TrainConfig(net="unet", matrix=16, width=8, epochs=4),
             tr,
@@ -145,17 +155,55 @@ def test_tiny_training_lowers_loss_and_resumes(tiny, tmp_path):
         )
 
 
+def test_checkpoint_of_the_earlier_format_resumes(tiny, tmp_path):
+    """The dict SPIN training wrote before the one trainer (history under ``extra``)."""
+    tr, te = tiny
+    norm = fit_normalisation(tr)
+    cfg = TrainConfig(net="unet", matrix=16, width=2, epochs=2, batch_size=8)
+    model = build_model(cfg)
+    old = {
+        "model": model.state_dict(),
+        "optimizer": torch.optim.RMSprop(model.parameters()).state_dict(),
+        "config": cfg.__dict__,
+        "epoch": 1,
+        "normalisation": norm.as_dict(),
+        "version": "0.1.0",
+        "extra": {"history": [{"epoch": 1, "lr": 5e-4, "train_loss": 0.5, "seconds": 0.1}]},
+    }
+    torch.save(old, tmp_path / "old.pt")
+    _, cfg_l, norm_l, _ = load_checkpoint(tmp_path / "old.pt")
+    assert cfg_l == cfg and norm_l == norm
+    _, hist = train(cfg, tr, None, norm, resume=tmp_path / "old.pt", progress=False)
+    assert [h.epoch for h in hist] == [1, 2] and hist[0].train_loss == 0.5
+    assert hist[1].psnr is None and "psnr" not in hist[1].to_dict()  # no test set
+
+
 def test_finite_difference_moves_flip_towards_90(tiny):
     """With the inverse FFT as 'network' the test loss falls from 30 deg towards 90 deg."""
     _, te = tiny
     norm = fit_normalisation(te)
     model = build_model(TrainConfig(net="unet", matrix=16, width=2))  # = inverse FFT
     h = finite_difference(model, norm, te, FDConfig(iterations=2, step=800.0), progress=False)
-    f = h["flip_angle_deg"]
-    assert len(f) == len(h["mse"]) == len(h["ssim"]) == len(h["psnr"]) == 3
+    assert isinstance(h, FDHistory)
+    f = h.flip_angle_deg
+    assert len(f) == len(h.mse) == len(h.ssim) == len(h.psnr) == len(h.grad) == 3
     assert f[0] == 30.0 and f[1] > 30.0 and f[2] > f[1]
-    assert h["mse"][-1] < h["mse"][0]
-    assert h["images"].shape[0] == 3
+    assert h.mse[-1] < h.mse[0]
+    assert h.grad[0] < 0 and math.isnan(h.grad[-1])  # the loss falls as the flip rises
+    assert h.images.shape == h.fft_images.shape == (3, 4, 16, 16)
+    # metrics.json keeps the keys of the former dict (tensors left out)
+    assert list(h.to_dict()) == [
+        "flip_angle_deg",
+        "mse",
+        "ssim",
+        "psnr",
+        "fft_mse",
+        "fft_ssim",
+        "fft_psnr",
+        "simulated",
+        "seconds",
+        "grad",
+    ]
 
 
 def test_autograd_flip_moves_towards_90(tiny):
@@ -163,7 +211,8 @@ def test_autograd_flip_moves_towards_90(tiny):
     norm = fit_normalisation(tr)
     model = build_model(TrainConfig(net="unet", matrix=16, width=2))
     h = autograd_flip(model, norm, tr, AutogradConfig(steps=3, batch=4, tolerance_deg=0))
-    assert h["flip_angle_deg"][-1] > 40.0
+    assert isinstance(h, AutogradHistory) and h.simulated == [0, 4, 8, 12]
+    assert h.flip_angle_deg[-1] > 40.0
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -182,10 +231,41 @@ def test_joint_learns_sequence_and_network(tiny):
         train=TrainConfig(net="unet", matrix=16, width=2),
     )
     model, seq, h = joint(cfg, tr, te, norm, progress=False)
-    assert len(h["flip_angle_deg"]) == len(h["psnr"]) == 2
-    assert h["flip_angle_deg"][1] != pytest.approx(40.0)
-    assert h["lines_kept"] == [8, 8]
-    assert h["te_ms"][0] == pytest.approx(50.0, rel=1e-4)
+    assert isinstance(h, JointHistory)
+    assert len(h.flip_angle_deg) == len(h.psnr) == len(h.train_loss) == 2
+    assert h.flip_angle_deg[1] != pytest.approx(40.0)
+    assert h.lines_kept == [8, 8] and h.line_weights.shape == (2, 16)
+    assert h.te_ms[0] == pytest.approx(50.0, rel=1e-4)
+    assert h.simulated == [0, 8] and math.isnan(h.train_loss[0])
+
+
+def test_joint_resumes_bitwise(tiny, tmp_path):
+    """Joint learning stopped after one iteration and resumed equals two in one go (the
+    minibatch generator travels in the checkpoint)."""
+    tr, te = tiny
+    norm = fit_normalisation(tr)
+    kw = dict(budget=0.5, steps_per_iteration=2, batch=4, seed=5)
+    kw["train"] = TrainConfig(net="unet", matrix=16, width=2)
+    m2, s2, h2 = joint(JointConfig(iterations=2, **kw), tr, te, norm, progress=False)
+    ck = tmp_path / "joint.pt"
+    joint(JointConfig(iterations=1, **kw), tr, te, norm, progress=False, checkpoint=ck)
+    m, s, h = joint(
+        JointConfig(iterations=2, **kw), tr, te, norm, progress=False, checkpoint=ck, resume=True
+    )
+    straight, resumed = [*m2.parameters(), *s2.parameters()], [*m.parameters(), *s.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(straight, resumed, strict=True))
+    assert h.flip_angle_deg == h2.flip_angle_deg and h.train_loss[1:] == h2.train_loss[1:]
+    assert torch.equal(h.line_weights, h2.line_weights) and h.simulated == h2.simulated
+    with pytest.raises(MrphysError, match=r"other settings \(batch\)"):
+        joint(
+            JointConfig(iterations=3, **{**kw, "batch": 3}),
+            tr,
+            te,
+            norm,
+            progress=False,
+            checkpoint=ck,
+            resume=True,
+        )
 
 
 def test_hard_mask_budget():
@@ -231,4 +311,4 @@ def test_gradient_wrt_tr_and_joint_with_tr(tiny):
         train=TrainConfig(net="unet", matrix=16, width=2),
     )
     _, seq, h = joint(cfg, tr, te, fit_normalisation(tr), progress=False)
-    assert h["tr_ms"][0] == pytest.approx(3000.0, rel=1e-3) and h["tr_ms"][1] != h["tr_ms"][0]
+    assert h.tr_ms[0] == pytest.approx(3000.0, rel=1e-3) and h.tr_ms[1] != h.tr_ms[0]

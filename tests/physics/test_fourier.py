@@ -64,5 +64,18 @@ def test_cartesian_rejects_bad_shapes():
     op = CartesianFFT((8, 8))
     with pytest.raises(MrphysError, match="shape"):
         op.forward(torch.zeros(8, 7, dtype=torch.complex64))
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="two positive sizes"):
         CartesianFFT((8, 0))
+
+
+def test_cartesian_on_coils_states_the_coil_axis():
+    mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)  # per frame, broadcast over coils
+    mask[0, :, ::2], mask[1, :, 1::2] = True, True
+    op = CartesianFFT((4, 4), mask)
+    coils = op.on_coils(3)
+    assert (coils.ishape, coils.oshape, op.ishape) == ((3, 4, 4), (3, 4, 4), (4, 4))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.complex128, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(coils.forward(x), op.forward(x))  # the same masked FFT of every coil
+    assert torch.all(coils.forward(x)[1, :, 0::2] == 0)  # frame 1 keeps its own rows only
+    with pytest.raises(MrphysError, match=r"\(\.\.\., 3, 4, 4\)"):
+        coils.forward(x[:, :2])

@@ -1,4 +1,5 @@
-"""Radial NUFFT: accuracy against the exact NDFT, adjointness, autograd, trajectory and DCF."""
+"""Radial NUFFT: accuracy against the exact NDFT, adjointness, autograd, frame subsets, coil
+layout, trajectory (spoke axis) and DCF."""
 
 import json
 import math
@@ -29,7 +30,7 @@ def _rand(shape, seed, dtype=torch.complex128):
 
 def test_golden_angle_trajectory_is_continuous_across_frames():
     traj = golden_angle_radial(3, 2, 8)
-    assert traj.shape == (3, 16, 2) and traj.dtype == torch.float32
+    assert traj.shape == (3, 2, 8, 2) and traj.dtype == torch.float32  # (T, S, N, (ky, kx))
     assert float(traj.abs().max()) <= math.pi * (1 + 1e-6)
     spokes = traj.reshape(6, 8, 2).double()
     ends = spokes[:, -1]  # last sample: positive radius along the spoke direction
@@ -49,10 +50,11 @@ def test_finufft_matches_ndft(im, dtype, tol):
     ref = torch.einsum("tkn,btn->btk", a, x.reshape(2, 2, -1).to(torch.complex128))
     op = RadialNUFFT(traj, im, backend="finufft")
     y = op.forward(x)
-    assert y.dtype == dtype and y.shape == (2, 2, 48)
-    assert float((y - ref).norm() / ref.norm()) < tol
-    yy = _rand((2, 2, 48), 1, dtype)
-    ref_a = torch.einsum("tkn,btk->btn", a.conj(), yy.to(torch.complex128)).reshape(x.shape)
+    assert y.dtype == dtype and y.shape == (2, 2, 3, 16)  # (B, T, S, N)
+    assert float((y.reshape(2, 2, 48) - ref).norm() / ref.norm()) < tol
+    yy = _rand((2, 2, 3, 16), 1, dtype)
+    ref_a = torch.einsum("tkn,btk->btn", a.conj(), yy.reshape(2, 2, 48).to(torch.complex128))
+    ref_a = ref_a.reshape(x.shape)
     assert float((op.adjoint(yy) - ref_a).norm() / ref_a.norm()) < tol
 
 
@@ -61,7 +63,7 @@ def test_finufft_adjoint(dtype, tol):
     traj = golden_angle_radial(3, 4, 32)
     op = RadialNUFFT(traj, (16, 16), backend="finufft")
     x = _rand((2, 3, 16, 16), 2, dtype)
-    y = _rand((2, 3, 128), 3, dtype)
+    y = _rand((2, 3, 4, 32), 3, dtype)
     assert adjoint_error(op, x, y) < tol
 
 
@@ -79,7 +81,7 @@ def test_finufft_gradcheck():
     traj = golden_angle_radial(2, 2, 8).double()
     op = RadialNUFFT(traj, (4, 4), backend="finufft")
     x = _rand((2, 4, 4), 5).requires_grad_()
-    y = _rand((2, 16), 6).requires_grad_()
+    y = _rand((2, 2, 8), 6).requires_grad_()
     assert torch.autograd.gradcheck(op.forward, (x,), atol=1e-7)
     assert torch.autograd.gradcheck(op.adjoint, (y,), atol=1e-7)
 
@@ -88,7 +90,7 @@ def test_dcf_is_ramp_and_integrates_to_disc_area():
     n = 32
     traj = golden_angle_radial(2, 50, n)
     w = radial_dcf(traj, im_size=(n // 2, n // 2))
-    assert w.shape == (2, 50 * n) and bool((w > 0).all())
+    assert w.shape == (2, 50, n) and bool((w > 0).all())  # (T, S, N) like the trajectory
     # k-space disc of radius pi, in units where A^H D A ~ I: area * N^2 / (2 pi)^2 = pi N^2 / 4
     disc = math.pi * (n // 2) ** 2 / 4
     assert abs(float(w[0].sum()) / disc - 1) < 0.02
@@ -96,7 +98,9 @@ def test_dcf_is_ramp_and_integrates_to_disc_area():
     outer = (r > 1.0) & (r < 2.0)
     ratio = w[0][outer] / r[outer]  # ramp: weight proportional to radius
     assert float(ratio.std() / ratio.mean()) < 0.25
-    assert torch.allclose(radial_dcf(traj), radial_dcf(traj, n_samples=n))
+    assert torch.equal(radial_dcf(traj), w)  # default image size: N // 2 for 2x oversampling
+    with pytest.raises(MrphysError, match=r"\(T, S, N, 2\)"):
+        radial_dcf(traj.reshape(2, 50 * n, 2))  # a flattened trajectory has no spoke axis
 
 
 def test_gridding_of_fully_sampled_blob_is_close():
@@ -117,13 +121,76 @@ def test_nufft_rejects_bad_input():
     op = RadialNUFFT(golden_angle_radial(2, 1, 8), (8, 8))
     with pytest.raises(MrphysError, match="frames"):
         op.forward(torch.zeros(3, 8, 8, dtype=torch.complex64))
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="spokes, samples"):
+        op.adjoint(torch.zeros(2, 8, dtype=torch.complex64))
+    with pytest.raises(MrphysError, match="spokes_per_frame"):
         golden_angle_radial(1, 0, 8)
+    with pytest.raises(MrphysError, match="eps"):
+        RadialNUFFT(golden_angle_radial(1, 1, 8), (8, 8), eps=2.0)
+    with pytest.raises(MrphysError, match="frame indices"):
+        op.frames([0, 2])
+    with pytest.raises(MrphysError, match="frame indices"):
+        op.frames([])
+
+
+def test_frame_subset_is_those_frames_of_the_full_operator():
+    traj = golden_angle_radial(5, 3, 16)
+    full = RadialNUFFT(traj, (8, 8), backend="finufft")
+    idx = [3, 0, 4]
+    sub = full.frames(idx)
+    assert sub.ishape == (3, 8, 8) and sub.oshape == (3, 3, 16)
+    x = _rand((2, 5, 8, 8), 9, torch.complex64)
+    y = _rand((2, 5, 3, 16), 10, torch.complex64)
+    assert torch.equal(sub.forward(x[:, idx]), full.forward(x)[:, idx])
+    assert torch.equal(sub.adjoint(y[:, idx]), full.adjoint(y)[:, idx])
+    # a subset of a subset indexes the original frames; the cached coordinates are shared
+    subsub = sub.frames([2])
+    assert torch.equal(subsub.forward(x[:, [4]]), full.forward(x)[:, [4]])
+    assert subsub._coords(torch.complex64)[0][0] is full._coords(torch.complex64)[4][0]
+    assert adjoint_error(sub, x[:, idx], y[:, idx]) < 1e-5
+
+
+def test_frame_subset_gradcheck():
+    sub = RadialNUFFT(golden_angle_radial(3, 2, 6).double(), (3, 3), backend="finufft").frames([2])
+    x = _rand((1, 3, 3), 11).requires_grad_()
+    y = _rand((1, 2, 6), 12).requires_grad_()
+    assert torch.autograd.gradcheck(sub.forward, (x,), atol=1e-7)
+    assert torch.autograd.gradcheck(sub.adjoint, (y,), atol=1e-7)
+
+
+def test_flattened_and_coil_layouts_give_the_same_samples():
+    traj = golden_angle_radial(2, 3, 16)
+    radial = RadialNUFFT(traj, (8, 8), backend="finufft")
+    flat = RadialNUFFT(traj.reshape(2, 48, 2), (8, 8), backend="finufft")  # any (T, K, 2)
+    assert flat.oshape == (2, 48)
+    x = _rand((4, 2, 8, 8), 13, torch.complex64)  # (C, T, Y, X)
+    assert torch.equal(flat.forward(x), radial.forward(x).reshape(4, 2, 48))
+    # on coil images (T, C, Y, X) -> (T, C, S, N): the coil axis after the frames
+    coils = radial.on_coils(4)
+    assert coils.ishape == (2, 4, 8, 8) and coils.oshape == (2, 4, 3, 16)
+    y = coils.forward(x.transpose(0, 1))
+    assert torch.equal(y, radial.forward(x).transpose(0, 1))
+    assert torch.equal(coils.adjoint(y), radial.adjoint(y.transpose(0, 1)).transpose(0, 1))
+
+
+def test_eps_sets_the_finufft_accuracy():
+    traj = golden_angle_radial(1, 4, 16)
+    a = ndft_matrix(traj, (8, 8))
+    x = _rand((1, 8, 8), 14)
+    ref = (a[0] @ x.reshape(-1)).reshape(1, 4, 16)
+
+    def err(op):
+        return float((op.forward(x) - ref).norm() / ref.norm())
+
+    default = RadialNUFFT(traj, (8, 8), backend="finufft")
+    coarse = RadialNUFFT(traj, (8, 8), backend="finufft", eps=1e-3)
+    assert default.eps is None and coarse.eps == 1e-3
+    assert err(default) < 1e-9 < 1e-5 < err(coarse) < 1e-2  # complex128: 1e-11 by default
 
 
 _KB_SCRIPT = textwrap.dedent(
     """
-    import json, torch
+    import json, os, torch
     from mrphys.physics.linop import adjoint_error
     from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, ndft_matrix
     g = torch.Generator().manual_seed(0)
@@ -132,15 +199,16 @@ _KB_SCRIPT = textwrap.dedent(
         traj = golden_angle_radial(3, 3, 16)
         op = RadialNUFFT(traj, (8, 8), backend="torchkbnufft")
         x = torch.randn(2, 3, 8, 8, generator=g, dtype=dt)
-        y = torch.randn(2, 3, 48, generator=g, dtype=dt)
+        y = torch.randn(2, 3, 3, 16, generator=g, dtype=dt)
         out["adj_" + name] = adjoint_error(op, x, y)
         a = ndft_matrix(traj, (8, 8))
         ref = torch.einsum("tkn,btn->btk", a, x.reshape(2, 3, -1).to(torch.complex128))
-        out["acc_" + name] = float((op.forward(x) - ref).norm() / ref.norm())
+        out["acc_" + name] = float((op.forward(x).reshape(2, 3, 48) - ref).norm() / ref.norm())
     op = RadialNUFFT(golden_angle_radial(1, 2, 6).double(), (3, 3), backend="torchkbnufft")
     xg = torch.randn(1, 3, 3, generator=g, dtype=torch.complex128, requires_grad=True)
     out["gradcheck"] = bool(torch.autograd.gradcheck(op.forward, (xg,), atol=1e-7))
     print("RESULT " + json.dumps(out), flush=True)
+    os._exit(0)  # skip interpreter teardown, where torchkbnufft's TorchScript forks can abort
     """
 )
 
@@ -150,8 +218,8 @@ def test_torchkbnufft_backend_in_subprocess():
 
     Run in a child process: torchkbnufft's TorchScript forks intermittently abort the
     interpreter at exit with torch 2.13 ("terminate called without an active exception") after
-    all work is done; isolating it keeps the test session's exit status clean. The child's
-    numbers are checked; an exit-time abort (status -6/134) after the result line is tolerated.
+    all work is done. The child leaves by ``os._exit(0)`` once its result is printed (as
+    ``benchmarks/nufft.py`` does), so any abort is a real failure.
     """
     pytest.importorskip("torchkbnufft")
     env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny sizes: threads only add latency
@@ -160,7 +228,7 @@ def test_torchkbnufft_backend_in_subprocess():
     )
     lines = [s for s in p.stdout.splitlines() if s.startswith("RESULT ")]
     assert lines, f"child failed (rc {p.returncode}): {p.stderr[-2000:]}"
-    assert p.returncode in (0, -6, 134), p.stderr[-2000:]
+    assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(lines[0][7:])
     assert r["adj_c64"] < 1e-5 and r["adj_c128"] < 1e-10
     assert r["acc_c64"] < 2e-3 and r["acc_c128"] < 2e-3  # KB kernel, 2x grid, 6 neighbours
@@ -173,7 +241,7 @@ def test_cuda_auto_backend_adjoint_and_matches_cpu():
     traj = golden_angle_radial(3, 4, 32)
     op = RadialNUFFT(traj.cuda(), (16, 16))  # auto: torchkbnufft on CUDA, frames batched
     x = _rand((2, 3, 16, 16), 7, torch.complex64).cuda()
-    y = _rand((2, 3, 128), 8, torch.complex64).cuda()
+    y = _rand((2, 3, 4, 32), 8, torch.complex64).cuda()
     assert adjoint_error(op, x, y) < 1e-5
     ref = RadialNUFFT(traj, (16, 16), backend="finufft").forward(x.cpu())
     assert float((op.forward(x).cpu() - ref).norm() / ref.norm()) < 2e-3

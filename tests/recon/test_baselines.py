@@ -1,11 +1,13 @@
 """Classical radial reconstructions: gridding, CG-SENSE, GRASP (temporal TV), L+S."""
 
+import logging
+
 import pytest
 import torch
 
 from mrphys.errors import MrphysError
 from mrphys.metrics import psnr
-from mrphys.physics.radial import simulate_radial
+from mrphys.physics.radial import RadialData, simulate_radial
 from mrphys.recon import baselines as B
 from mrphys.tissue.dynamic import synthetic_cine
 
@@ -58,12 +60,35 @@ def test_defaults_beat_gridding_when_undersampled(under):
     assert p_ls > p_cg + 1.0
 
 
+def test_cg_sense_runs_frames_as_independent_systems(under):
+    """Solving all frames in one batch equals solving each frame on its own (per-frame steps)."""
+    together = B.cg_sense(under, iterations=5)
+    for t in (0, 5):
+        frame = RadialData(
+            under.kspace[t : t + 1], under.traj[t : t + 1], under.maps, under.dcf[t : t + 1]
+        )
+        alone = B.cg_sense(frame, iterations=5)
+        assert torch.allclose(alone[0], together[t], rtol=1e-4, atol=1e-5)
+
+
+def test_grasp_single_frame_warns_and_still_reconstructs(full, caplog):
+    one = RadialData(full.kspace[:1], full.traj[:1], full.maps, full.dcf[:1], full.truth[:1])
+    with caplog.at_level(logging.WARNING, logger="mrphys.recon.baselines"):
+        x = B.grasp(one, iterations=20)
+    assert "temporal TV has no effect" in caplog.text
+    assert float(psnr(x, one.truth).min()) > 33.0
+
+
 def test_bad_arguments(full):
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="iterations must be a positive integer; got 0"):
         B.cg_sense(full, iterations=0)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="lam must be finite and >= 0; got -1"):
+        B.cg_sense(full, lam=-1.0)
+    with pytest.raises(MrphysError, match="lam_tv must be finite and >= 0; got -1.0"):
         B.grasp(full, lam_tv=-1.0)
-    with pytest.raises(MrphysError):
+    with pytest.raises(MrphysError, match="lam_s must be finite and >= 0; got nan"):
         B.low_rank_sparse(full, lam_s=float("nan"))
-    with pytest.raises(MrphysError, match="RadialData"):
+    with pytest.raises(MrphysError, match="tol must be None or a finite number >= 0"):
+        B.cg_sense(full, tol=-1e-3)
+    with pytest.raises(MrphysError, match="data must be a RadialData; got dict"):
         B.gridding({"kspace": full.kspace})

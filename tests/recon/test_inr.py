@@ -9,9 +9,9 @@ import torch
 
 from mrphys.errors import MrphysError
 from mrphys.metrics import psnr
+from mrphys.physics.coils import SenseOp
 from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, radial_dcf
 from mrphys.recon.inr import (
-    FrameEncoding,
     InrConfig,
     SpatiotemporalInr,
     casorati_nuclear,
@@ -139,30 +139,48 @@ def test_casorati_nuclear_closed_form_and_gradient():
 # --------------------------------------------------------------------------------------------
 
 
-def test_frame_encoding_adjoint_and_autograd_match():
+def test_window_encoding_adjoint_and_autograd_match():
+    """The INR's per-window encoding: SENSE on a frame subset of one NUFFT (finufft eps 1e-4)."""
     x = _series(4, 16)
     data = _acquire(x, spokes=3, n_coils=3)
-    enc = FrameEncoding(data["traj"], data["maps"], nufft_eps=1e-6)
+    nufft = RadialNUFFT(data["traj"], (16, 16), threads=1, eps=1e-4)
     idx = [1, 3]
+    enc = SenseOp(data["maps"], nufft.frames(idx))
     g = torch.Generator().manual_seed(0)
     u = torch.complex(torch.randn(2, 16, 16, generator=g), torch.randn(2, 16, 16, generator=g))
-    v = torch.complex(
-        torch.randn(2, 3, enc.n_k, generator=g), torch.randn(2, 3, enc.n_k, generator=g)
-    )
-    au = enc.forward(u, idx)
-    ahv = enc.adjoint(v, idx)
+    v = torch.complex(torch.randn(2, 3, 3, 32, generator=g), torch.randn(2, 3, 3, 32, generator=g))
+    au = enc.forward(u)
+    ahv = enc.adjoint(v)
     lhs = torch.vdot(au.flatten(), v.flatten())
     rhs = torch.vdot(u.flatten(), ahv.flatten())
     assert abs(lhs - rhs) / abs(lhs) < 1e-5
-    # the custom autograd backward is the adjoint: d/du Re<A u, v> = A^H v
+    # the autograd backward is the adjoint: d/du Re<A u, v> = A^H v
     ur = u.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(
-        torch.real(torch.vdot(v.flatten(), enc.forward(ur, idx).flatten())), ur
+        torch.real(torch.vdot(v.flatten(), enc.forward(ur).flatten())), ur
     )
     torch.testing.assert_close(grad, ahv, rtol=1e-4, atol=1e-4 * float(ahv.abs().max()))
-    # same values as the reference operator on the full series
-    full = enc.forward(x.to(torch.complex64), list(range(4)))
+    # the windows of the coarse NUFFT agree with the full-accuracy encoding of the data
+    full = SenseOp(data["maps"], nufft.frames(range(4))).forward(x.to(torch.complex64))
     torch.testing.assert_close(full, data["kspace"], rtol=1e-3, atol=1e-3 * float(full.abs().max()))
+
+
+def test_flattened_layout_fits_the_same():
+    x = _series(4, 16)
+    data = _acquire(x, spokes=4, n_coils=2)
+    cfg = InrConfig(n_levels=3, log2_table_size=10, hidden_width=8, hidden_layers=1, iterations=4)
+    t = x.shape[0]
+    flat = {
+        "kspace": data["kspace"].flatten(2),  # (T, C, K)
+        "traj": data["traj"].reshape(t, -1, 2),  # (T, K, 2)
+        "maps": data["maps"],
+        "dcf": data["dcf"].reshape(t, -1),
+    }
+    torch.testing.assert_close(
+        reconstruct_inr(flat, config=cfg, seed=1), reconstruct_inr(data, config=cfg, seed=1)
+    )
+    with pytest.raises(MrphysError, match="needs dcf"):
+        reconstruct_inr({k: v for k, v in flat.items() if k != "dcf"}, config=cfg)
 
 
 def test_planned_and_direct_queries_agree():
@@ -231,7 +249,7 @@ def test_frames_out_and_matrix_out_shapes_and_continuity():
         iterations=20, frames_per_batch=3, lr=1e-2,
     )  # fmt: skip
     model, info = fit_inr(data["kspace"], data["traj"], data["maps"], config=cfg, progress=False)
-    assert info["iterations"] == 20
+    assert info.iterations == 20 and len(info.losses) == 20
     base = render_inr(model, info)
     assert base.shape == (6, 16, 16)
     more = render_inr(model, info, frames_out=12)
@@ -280,6 +298,8 @@ def test_bad_input_raises_mrphys_error():
         fit_inr(ks.real, traj, maps, iterations=1, progress=False)
     with pytest.raises(MrphysError, match="traj"):
         fit_inr(ks, traj[:, :-1], maps, iterations=1, progress=False)
+    with pytest.raises(MrphysError, match="dcf must have shape"):
+        fit_inr(ks, traj, maps, dcf=data["dcf"][:, :-1], iterations=1, progress=False)
     with pytest.raises(MrphysError, match="coil maps"):
         fit_inr(ks, traj, maps[:1], iterations=1, progress=False)
     bad = ks.clone()

@@ -1,9 +1,10 @@
 """``mrphys dynamic``: simulate a multi-coil golden-angle radial acquisition and reconstruct it.
 
 ``mrphys dynamic simulate --series FILE.mat|synthetic --spokes S --coils C [--snr X] --out DIR``
-writes ``kspace.npy`` (complex64 ``[T, C, K]``), ``traj.npy`` (float32 ``[T, K, 2]`` rad/pixel,
-``(ky, kx)``), ``maps.npy`` (complex64 ``[C, Y, X]``), ``dcf.npy`` (float32 ``[T, K]``),
-``truth.npy`` (complex64 ``[T, Y, X]``, max ``|x| = 1``) and ``acquisition.json``.
+writes ``kspace.npy`` (complex64 ``[T, C, S, N]``), ``traj.npy`` (float32 ``[T, S, N, 2]``
+rad/pixel, ``(ky, kx)``), ``maps.npy`` (complex64 ``[C, Y, X]``), ``dcf.npy`` (float32
+``[T, S, N]``), ``truth.npy`` (complex64 ``[T, Y, X]``, max ``|x| = 1``) and
+``acquisition.json``.
 
 ``mrphys dynamic recon --input DIR --method NAME --out DIR2`` runs a method of
 :mod:`mrphys.recon.registry` (gridding, cg-sense, grasp, ls, inr) and writes ``recon.npy``
@@ -96,7 +97,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         data.save(tmp)
         save_json(tmp / "config.json", {**options(args), "command": "dynamic simulate"})
-    t, c, k = data.kspace.shape
+    t, c, k = *data.kspace.shape[:2], data.kspace[0, 0].numel()  # (T, C, S, N): S*N per frame
     print(
         f"wrote {args.out}: {t} frames of {data.im_size[0]}x{data.im_size[1]}, {c} coils, "
         f"{args.spokes} spokes/frame ({k} samples), acceleration {data.meta['acceleration']:.1f}"

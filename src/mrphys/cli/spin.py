@@ -146,10 +146,10 @@ def run_optimize(args: argparse.Namespace) -> int:
     fd = FDConfig(30.0 if start is None else start, args.iterations, args.delta_deg, args.step)
     fd.check()
     learn = tuple(s.strip() for s in args.learn.split(",") if s.strip())
-    jc = JointConfig(start, learn=learn, budget=args.line_fraction, target=args.target,
-                     keep_centre=not args.free_centre, iterations=args.iterations,
-                     steps_per_iteration=args.steps_per_iteration, batch=args.minibatch,
-                     seed=args.seed, train=tcfg)  # fmt: skip
+    jc = JointConfig(start_flip1_deg=start, learn=learn, budget=args.line_fraction,
+                     target=args.target, keep_centre=not args.free_centre,
+                     iterations=args.iterations, steps_per_iteration=args.steps_per_iteration,
+                     batch=args.minibatch, seed=args.seed, train=tcfg)  # fmt: skip
     jc.check()
     cfg = OptimizeConfig(args.method, data, tcfg, fd, jc, checkpoint=args.checkpoint)
     new_output(args)

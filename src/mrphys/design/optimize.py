@@ -23,25 +23,59 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn as nn
 
 from mrphys.design.data import Normalisation, SpinData, acquire, bloch_simulator
-from mrphys.design.train import TrainConfig, build_model, image_metrics
+from mrphys.design.train import TrainConfig, build_model, image_metrics, param_groups
 from mrphys.errors import check
+from mrphys.physics.fourier import ifft2c
+from mrphys.train import Record, Trainer, plain_config
 
 log = logging.getLogger(__name__)
 
 #: keep example images of this many test phantoms per iteration (for the figures)
 N_SHOW = 4
 
+#: the test-set metrics of :func:`evaluate`, network first, then the inverse FFT of the input
+METRICS = ("mse", "ssim", "psnr", "fft_mse", "fft_ssim", "fft_psnr")
 
-def _centred_ifft(k: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1))), dim=(-2, -1))
+
+@dataclass
+class TestHistory(Record):
+    """Test-set metrics per iteration of a sequence optimisation, the start included
+    (``K + 1`` entries for ``K`` iterations)."""
+
+    #: first flip angle in deg
+    flip_angle_deg: list[float] = field(default_factory=list)
+    #: mean squared error of the network images (image units squared)
+    mse: list[float] = field(default_factory=list)
+    #: mean SSIM of the network images (dimensionless)
+    ssim: list[float] = field(default_factory=list)
+    #: mean PSNR of the network images in dB
+    psnr: list[float] = field(default_factory=list)
+    #: the same three for the real part of the inverse FFT of the normalised input
+    fft_mse: list[float] = field(default_factory=list)
+    fft_ssim: list[float] = field(default_factory=list)
+    fft_psnr: list[float] = field(default_factory=list)
+    #: cumulative simulated phantoms (forward-equivalents)
+    simulated: list[int] = field(default_factory=list)
+    #: cumulative wall time in s
+    seconds: list[float] = field(default_factory=list)
+    #: network images of the first ``N_SHOW`` test phantoms, ``(K + 1, N_SHOW, N, N)``
+    images: torch.Tensor | None = None
+    #: inverse-FFT images of the same phantoms, ``(K + 1, N_SHOW, N, N)``
+    fft_images: torch.Tensor | None = None
+
+    def add_metrics(self, m: dict[str, float]) -> None:
+        """Append one iteration's :data:`METRICS`."""
+        for key in METRICS:
+            getattr(self, key).append(m[key])
 
 
 def evaluate(
@@ -72,7 +106,7 @@ def evaluate(
             if mask is not None:
                 k = k * mask.to(k.device)[None, :, None]
             outs.append(model(k.to(dev)).float().cpu())
-            ffts.append(_centred_ifft(k).real.float().cpu())
+            ffts.append(ifft2c(k, norm="backward").real.float().cpu())
     net, fft = torch.cat(outs), torch.cat(ffts)
     m = image_metrics(net, data.target)
     m.update({f"fft_{key}": v for key, v in image_metrics(fft, data.target).items()})
@@ -98,6 +132,14 @@ class FDConfig:
         check(self.step > 0, f"step must be > 0; got {self.step}.")
 
 
+@dataclass
+class FDHistory(TestHistory):
+    """History of :func:`finite_difference` (the published loop)."""
+
+    #: forward difference d log L / d alpha per deg at each iteration (NaN for the last entry)
+    grad: list[float] = field(default_factory=list)
+
+
 def finite_difference(
     model: nn.Module,
     norm: Normalisation,
@@ -105,31 +147,14 @@ def finite_difference(
     cfg: FDConfig,
     simulator: Callable = bloch_simulator,
     progress: bool = True,
-) -> dict:
+) -> FDHistory:
     """The published loop: first flip angle by finite differences of the test loss, network fixed.
 
-    Returns a history dict of equal-length lists (start included): ``flip_angle_deg``, ``mse``,
-    ``ssim``, ``psnr``, ``fft_*``, ``simulated`` (cumulative simulated phantoms), ``seconds``
-    (cumulative), ``grad`` (d log L / d alpha per deg, NaN for the last entry), and ``images`` /
-    ``fft_images`` ``(K+1, N_SHOW, N, N)``.
+    Returns the :class:`FDHistory` (``K + 1`` entries for ``K = cfg.iterations``).
     """
     cfg.check()
     t0 = time.perf_counter()
-    hist: dict[str, list] = {
-        k: []
-        for k in (
-            "flip_angle_deg",
-            "mse",
-            "ssim",
-            "psnr",
-            "fft_mse",
-            "fft_ssim",
-            "fft_psnr",
-            "simulated",
-            "seconds",
-            "grad",
-        )
-    }
+    hist = FDHistory()
     imgs, ffts = [], []
     alpha = float(cfg.start_deg)
     n_sim = 0
@@ -141,24 +166,23 @@ def finite_difference(
 
         bar = tqdm(total=cfg.iterations, desc="finite-difference flip angle", unit="it")
     for it in range(cfg.iterations + 1):
-        for key in ("mse", "ssim", "psnr", "fft_mse", "fft_ssim", "fft_psnr"):
-            hist[key].append(m0[key])
-        hist["flip_angle_deg"].append(alpha)
+        hist.add_metrics(m0)
+        hist.flip_angle_deg.append(alpha)
         imgs.append(net)
         ffts.append(fft)
         if it == cfg.iterations:
-            hist["grad"].append(float("nan"))
-            hist["simulated"].append(n_sim)
-            hist["seconds"].append(time.perf_counter() - t0)
+            hist.grad.append(float("nan"))
+            hist.simulated.append(n_sim)
+            hist.seconds.append(time.perf_counter() - t0)
             break
         m1, _, _ = evaluate(
             model, norm, test, math.radians(alpha + cfg.delta_deg), simulator=simulator
         )
         n_sim += len(test)
         grad = (m1["mse"] - m0["mse"]) / (cfg.delta_deg * m0["mse"])
-        hist["grad"].append(grad)
-        hist["simulated"].append(n_sim)
-        hist["seconds"].append(time.perf_counter() - t0)
+        hist.grad.append(grad)
+        hist.simulated.append(n_sim)
+        hist.seconds.append(time.perf_counter() - t0)
         alpha = min(max(alpha - cfg.step * grad, 1.0), 179.0)
         m0, net, fft = evaluate(model, norm, test, math.radians(alpha), simulator=simulator)
         n_sim += len(test)
@@ -168,8 +192,8 @@ def finite_difference(
             bar.set_postfix(flip=f"{alpha:.1f}", mse=f"{m0['mse']:.3g}")
     if bar is not None:
         bar.close()
-    hist["images"] = torch.stack(imgs)
-    hist["fft_images"] = torch.stack(ffts)
+    hist.images = torch.stack(imgs)
+    hist.fft_images = torch.stack(ffts)
     return hist
 
 
@@ -211,17 +235,30 @@ class AutogradConfig:
     seed: int = 0
 
 
+@dataclass
+class AutogradHistory(Record):
+    """History of :func:`autograd_flip`: one entry per Adam step, the start included."""
+
+    #: first flip angle in deg
+    flip_angle_deg: list[float]
+    #: minibatch MSE of the step (image units squared; NaN at the start)
+    loss: list[float]
+    #: cumulative phantoms simulated, each also back-propagated
+    simulated: list[int]
+    #: cumulative wall time in s
+    seconds: list[float]
+
+
 def autograd_flip(
     model: nn.Module,
     norm: Normalisation,
     train: SpinData,
     cfg: AutogradConfig,
     simulator: Callable = bloch_simulator,
-) -> dict:
+) -> AutogradHistory:
     """First flip angle by exact gradients (Adam on random minibatches of ``train``), network fixed.
 
-    Returns lists per step (start included): ``flip_angle_deg``, ``loss`` (minibatch MSE),
-    ``simulated`` (cumulative phantoms simulated; each also back-propagated), ``seconds``.
+    Returns the :class:`AutogradHistory` (one entry per step, the start included).
     """
     for p in model.parameters():
         p.requires_grad_(False)
@@ -229,12 +266,7 @@ def autograd_flip(
     alpha = torch.tensor(math.radians(cfg.start_deg), dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=math.radians(cfg.lr_deg))
     gen = torch.Generator().manual_seed(cfg.seed)
-    hist: dict[str, list] = {
-        "flip_angle_deg": [cfg.start_deg],
-        "loss": [float("nan")],
-        "simulated": [0],
-        "seconds": [0.0],
-    }
+    hist = AutogradHistory([cfg.start_deg], [float("nan")], [0], [0.0])
     t0 = time.perf_counter()
     n_sim = 0
     try:
@@ -248,10 +280,10 @@ def autograd_flip(
                 alpha.clamp_(math.radians(1.0), math.radians(179.0))
             n_sim += len(idx)
             deg = math.degrees(float(alpha.detach()))
-            hist["flip_angle_deg"].append(deg)
-            hist["loss"].append(float(loss.detach()))
-            hist["simulated"].append(n_sim)
-            hist["seconds"].append(time.perf_counter() - t0)
+            hist.flip_angle_deg.append(deg)
+            hist.loss.append(float(loss.detach()))
+            hist.simulated.append(n_sim)
+            hist.seconds.append(time.perf_counter() - t0)
             if cfg.tolerance_deg > 0 and abs(deg - 90.0) < cfg.tolerance_deg:
                 break
     finally:
@@ -270,29 +302,41 @@ class JointConfig:
     a T1-weighted contrast the network has to produce).
     """
 
+    # what is learned, and from where (None: a random start)
     start_flip1_deg: float | None = None  # None: random in [10, 170]
     start_flip2_deg: float | None = None  # None: random in [60, 180]
     start_te_ms: float | None = None  # None: random in [20, 80]
     start_tr_ms: float | None = None  # None: 10000, or random in [1000, 10000] if TR is learned
     learn: tuple[str, ...] = ("flip1", "flip2", "te", "lines")
+    # the task
     budget: float = 1.0
     #: always acquire the k-space centre line (the per-acquisition normalisation divides by
     #: max |k|, which sits there; without it a run can settle on a poor line set, seen once)
     keep_centre: bool = True
     target: str = "se"
+    #: TR of the ``t1`` target contrast in ms
     t1_tr_ms: float = 600.0
+    #: ``(min, max)`` that TE is mapped into, in ms
+    te_range_ms: tuple[float, float] = (12.0, 120.0)
+    #: ``(min, max)`` that TR is mapped into, in ms
+    tr_range_ms: tuple[float, float] = (200.0, 10000.0)
+    # the loop
+    #: test-set evaluations (each after ``steps_per_iteration`` training steps)
     iterations: int = 10
     steps_per_iteration: int = 20
+    #: training phantoms per step
     batch: int = 16
-    lr_net: float = 5e-4
-    lr_seq: float = 0.05  # Adam step on the unconstrained sequence parameters
-    budget_weight: float = 1.0
-    te_min_ms: float = 12.0
-    te_max_ms: float = 120.0
-    tr_min_ms: float = 200.0
-    tr_max_ms: float = 10000.0
+    #: seeds the start values and the minibatches
     seed: int = 0
+    # the optimisers
+    #: the network's settings (architecture; RMSProp ``alpha``; FC1 learning-rate scale)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(net="automap", init="dft"))
+    #: RMSProp learning rate of the network (times each group's ``lr_scale``)
+    lr_net: float = 5e-4
+    #: Adam step on the unconstrained sequence parameters
+    lr_seq: float = 0.05
+    #: weight of the budget penalty ``(mean line weight - budget)^2``
+    budget_weight: float = 1.0
 
     def check(self) -> None:
         ok = set(self.learn) <= {"flip1", "flip2", "te", "tr", "lines"}
@@ -303,7 +347,9 @@ class JointConfig:
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
         check(self.steps_per_iteration >= 1, "steps per iteration must be >= 1.")
         check(self.batch >= 1, f"batch must be >= 1; got {self.batch}.")
-        check(0 < self.te_min_ms < self.te_max_ms, "TE range must satisfy 0 < min < max (ms).")
+        (te_lo, te_hi), (tr_lo, tr_hi) = self.te_range_ms, self.tr_range_ms
+        check(0 < te_lo < te_hi, f"TE range must satisfy 0 < min < max; got {te_lo}, {te_hi} ms.")
+        check(0 < tr_lo < tr_hi, f"TR range must satisfy 0 < min < max; got {tr_lo}, {tr_hi} ms.")
 
 
 def _logit(p: float) -> float:
@@ -377,6 +423,34 @@ def hard_mask(weights: torch.Tensor, budget: float, centre: bool = False) -> tor
     return m
 
 
+@dataclass
+class JointHistory(TestHistory):
+    """History of :func:`joint`: one entry per iteration, the start included."""
+
+    #: refocusing flip angle in deg
+    flip2_deg: list[float] = field(default_factory=list)
+    #: echo time in ms
+    te_ms: list[float] = field(default_factory=list)
+    #: repetition time in ms
+    tr_ms: list[float] = field(default_factory=list)
+    #: phase-encode lines acquired (of ``N``)
+    lines_kept: list[int] = field(default_factory=list)
+    #: line weights ``sigmoid(w)`` ``(K + 1, N)``
+    line_weights: torch.Tensor | None = None
+    #: mean training loss of the iteration's steps (NaN at the start)
+    train_loss: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> JointHistory:
+        """Gather the per-iteration records of the trainer."""
+        stacked = ("images", "fft_images", "line_weights")
+        lists = [f for f in cls.__dataclass_fields__ if f not in stacked]
+        h = cls(**{f: [r[f] for r in records] for f in lists})
+        for f in stacked:
+            setattr(h, f, torch.stack([r[f] for r in records]))
+        return h
+
+
 def joint(
     cfg: JointConfig,
     train: SpinData,
@@ -386,18 +460,20 @@ def joint(
     device: torch.device | str = "cpu",
     simulator: Callable = bloch_simulator,
     progress: bool = True,
-    on_iteration: Callable[[int, dict], None] | None = None,
-) -> tuple[nn.Module, SequenceParams, dict]:
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> tuple[nn.Module, SequenceParams, JointHistory]:
     """Learn network weights and sequence parameters together by exact gradients.
 
     Each step simulates a random minibatch of training phantoms at the current sequence,
     reconstructs, and back-propagates MSE (+ activity penalty + budget penalty) into both the
     network and the sequence (RMSProp for the network, as in training; Adam for the sequence).
     After each iteration (``steps_per_iteration`` steps) the test set is evaluated at the current
-    sequence with the hard line mask. Returns ``(model, seq, history)``; the history has
-    equal-length lists (start included): ``flip_angle_deg``, ``flip2_deg``, ``te_ms``,
-    ``lines_kept``, ``mse``, ``ssim``, ``psnr``, ``fft_*``, ``simulated``, ``seconds``, and
-    ``images`` / ``fft_images`` ``(K+1, N_SHOW, N, N)``, ``line_weights`` ``(K+1, N)``.
+    sequence with the hard line mask. Returns ``(model, seq, history)``.
+
+    ``checkpoint``: written after every iteration (network, sequence, both optimisers, the
+    generator state, the history); with ``resume`` an existing one is continued, bitwise as if
+    the run had not stopped (``cfg`` may differ in ``iterations`` only).
     """
     cfg.check()
     n = train.acq.matrix
@@ -409,14 +485,14 @@ def joint(
     f1 = cfg.start_flip1_deg if cfg.start_flip1_deg is not None else draw(10, 170)
     f2 = cfg.start_flip2_deg if cfg.start_flip2_deg is not None else draw(60, 180)
     te = cfg.start_te_ms if cfg.start_te_ms is not None else draw(20, 80)
-    te = min(max(te, cfg.te_min_ms + 0.5), cfg.te_max_ms - 0.5)
+    te = min(max(te, cfg.te_range_ms[0] + 0.5), cfg.te_range_ms[1] - 0.5)
     learn_tr = "tr" in cfg.learn
     tr0 = (
         cfg.start_tr_ms
         if cfg.start_tr_ms is not None
         else (draw(1000, 10000) if learn_tr else train.acq.tr * 1e3)
     )
-    tr0 = min(max(tr0, cfg.tr_min_ms * 1.001), cfg.tr_max_ms * 0.999)
+    tr0 = min(max(tr0, cfg.tr_range_ms[0] * 1.001), cfg.tr_range_ms[1] * 0.999)
     lines0 = torch.full((n,), _logit(min(cfg.budget, 0.99)))
     lines0 += 0.01 * torch.randn(n, generator=gen)
     seq = SequenceParams(
@@ -424,57 +500,49 @@ def joint(
         math.radians(min(f1, 179.0)),
         math.radians(min(f2, 179.5)),
         te * 1e-3,
-        (cfg.te_min_ms * 1e-3, cfg.te_max_ms * 1e-3),
+        (cfg.te_range_ms[0] * 1e-3, cfg.te_range_ms[1] * 1e-3),
         cfg.learn,
         lines0,
         tr=tr0 * 1e-3,
-        tr_range=(cfg.tr_min_ms * 1e-3, cfg.tr_max_ms * 1e-3),
+        tr_range=(cfg.tr_range_ms[0] * 1e-3, cfg.tr_range_ms[1] * 1e-3),
     )
-    if model is None:
-        model = build_model(replace_matrix(cfg.train, n))
-    model = model.to(device)
-    tcfg = cfg.train
-    from mrphys.design.train import param_groups
-
-    groups = param_groups(model, replace_matrix(tcfg, n))
+    tcfg = replace_matrix(cfg.train, n)
+    model = (model if model is not None else build_model(tcfg)).to(device)
+    groups = param_groups(model, tcfg)
     for g in groups:
         g["lr"] = cfg.lr_net * g["lr_scale"]
-    opt_net = torch.optim.RMSprop(groups, lr=cfg.lr_net, alpha=tcfg.alpha)
-    seq_params = [p for p in seq.parameters()]
-    opt_seq = torch.optim.Adam(seq_params, lr=cfg.lr_seq) if seq_params else None
+    opts = {"network": torch.optim.RMSprop(groups, lr=cfg.lr_net, alpha=tcfg.alpha)}
+    seq_params = list(seq.parameters())
+    if seq_params:
+        opts["sequence"] = torch.optim.Adam(seq_params, lr=cfg.lr_seq)
     tgt_train, tgt_test = train.target, test.target
     if cfg.target == "t1":
-        from mrphys.design.data import Acquisition as _Acq
-        from mrphys.design.data import target_image
+        from mrphys.design.data import Acquisition, target_image
 
-        acq_t1 = _Acq(matrix=n, fov=train.acq.fov, tr=cfg.t1_tr_ms * 1e-3, te=train.acq.te)
+        acq_t1 = Acquisition(matrix=n, fov=train.acq.fov, tr=cfg.t1_tr_ms * 1e-3, te=train.acq.te)
         tgt_train = target_image(train.phantom(), acq_t1)
         tgt_test = target_image(test.phantom(), acq_t1)
-    train_t = _with_target(train, tgt_train)
-    test_t = _with_target(test, tgt_test)
+    train_t = replace(train, target=tgt_train)
+    test_t = replace(test, target=tgt_test)
 
-    keys = (
-        "flip_angle_deg",
-        "flip2_deg",
-        "te_ms",
-        "tr_ms",
-        "lines_kept",
-        "mse",
-        "ssim",
-        "psnr",
-        "fft_mse",
-        "fft_ssim",
-        "fft_psnr",
-        "simulated",
-        "seconds",
-        "train_loss",
+    trainer = Trainer(
+        nn.ModuleDict({"network": model, "sequence": seq}),
+        opts,
+        plain_config(cfg),
+        units=cfg.iterations,
+        checkpoint=checkpoint,
+        normalisation=norm.as_dict(),
+        generators={"minibatches": gen},
+        resume_ignore=("iterations",),
+        progress=progress,
+        desc="joint sequence + network",
+        unit="it",
+        postfix=lambda r: {"flip": f"{r['flip_angle_deg']:.1f}", "psnr": f"{r['psnr']:.1f}"},
     )
-    hist: dict[str, list] = {k: [] for k in keys}
-    imgs, ffts, weights = [], [], []
-    t0 = time.perf_counter()
-    n_sim = 0
+    # cumulative counters: simulated phantoms and seconds (continued on resume)
+    count = {"simulated": 0, "t0": time.perf_counter()}
 
-    def record(train_loss: float) -> None:
+    def record(train_loss: float) -> dict:
         with torch.no_grad():
             a1, a2, te_s, w = seq.values()
             tr_s = float(seq.tr_value())
@@ -490,27 +558,30 @@ def joint(
             simulator=simulator,
             tr=tr_s if learn_tr else None,
         )
-        hist["tr_ms"].append(tr_s * 1e3)
-        hist["flip_angle_deg"].append(math.degrees(float(a1)))
-        hist["flip2_deg"].append(math.degrees(float(a2)))
-        hist["te_ms"].append(float(te_s) * 1e3)
-        hist["lines_kept"].append(int(n if mask is None else mask.sum()))
-        for key in ("mse", "ssim", "psnr", "fft_mse", "fft_ssim", "fft_psnr"):
-            hist[key].append(m[key])
-        hist["simulated"].append(n_sim)
-        hist["seconds"].append(time.perf_counter() - t0)
-        hist["train_loss"].append(train_loss)
-        imgs.append(net)
-        ffts.append(fft)
-        weights.append(w.detach().cpu().clone())
+        return {
+            "flip_angle_deg": math.degrees(float(a1)),
+            "flip2_deg": math.degrees(float(a2)),
+            "te_ms": float(te_s) * 1e3,
+            "tr_ms": tr_s * 1e3,
+            "lines_kept": int(n if mask is None else mask.sum()),
+            **{key: m[key] for key in METRICS},
+            "simulated": count["simulated"],
+            "seconds": time.perf_counter() - count["t0"],
+            "train_loss": train_loss,
+            "images": net,
+            "fft_images": fft,
+            "line_weights": w.detach().cpu().clone(),
+        }
 
-    record(float("nan"))
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        trainer.resume(checkpoint)
+        last = trainer.history[-1]
+        count["simulated"] = last["simulated"]
+        count["t0"] -= last["seconds"]
+    else:
+        trainer.history.append(record(float("nan")))
 
-        bar = tqdm(total=cfg.iterations, desc="joint sequence + network", unit="it")
-    for it in range(cfg.iterations):
+    def iteration(it: int) -> dict:
         model.train()
         tot = 0.0
         for _ in range(cfg.steps_per_iteration):
@@ -527,31 +598,19 @@ def joint(
             )
             if cfg.budget < 1:
                 loss = loss + cfg.budget_weight * (w.mean() - cfg.budget).square()
-            opt_net.zero_grad(set_to_none=True)
-            if opt_seq is not None:
-                opt_seq.zero_grad(set_to_none=True)
+            for opt in opts.values():
+                opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt_net.step()
-            if opt_seq is not None:
-                opt_seq.step()
-            n_sim += len(idx)
+            for opt in opts.values():
+                opt.step()
+            trainer.step += 1
+            count["simulated"] += len(idx)
             tot += float(loss.detach())
-        record(tot / cfg.steps_per_iteration)
-        if on_iteration is not None:
-            on_iteration(it + 1, hist)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                flip=f"{hist['flip_angle_deg'][-1]:.1f}", psnr=f"{hist['psnr'][-1]:.1f}"
-            )
-        log.info("joint iteration %d: %s", it + 1, {k: v[-1] for k, v in hist.items()})
-    if bar is not None:
-        bar.close()
-    hist["images"] = torch.stack(imgs)
-    hist["fft_images"] = torch.stack(ffts)
-    hist["line_weights"] = torch.stack(weights)
+        return record(tot / cfg.steps_per_iteration)
+
+    trainer.run(iteration)
     model.eval()
-    return model, seq, hist
+    return model, seq, JointHistory.from_records(trainer.history)
 
 
 def replace_matrix(cfg: TrainConfig, matrix: int) -> TrainConfig:
@@ -559,9 +618,3 @@ def replace_matrix(cfg: TrainConfig, matrix: int) -> TrainConfig:
     d = asdict(cfg)
     d["matrix"] = matrix
     return TrainConfig(**d)
-
-
-def _with_target(data: SpinData, target: torch.Tensor) -> SpinData:
-    from dataclasses import replace
-
-    return replace(data, target=target)

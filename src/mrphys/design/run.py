@@ -16,8 +16,17 @@ import torch.nn as nn
 
 from mrphys import plot
 from mrphys.design.data import Acquisition, Normalisation, SpinData, fit_normalisation, make_data
-from mrphys.design.optimize import FDConfig, JointConfig, finite_difference, joint
-from mrphys.design.train import TrainConfig, build_model, load_checkpoint, train
+from mrphys.design.optimize import (
+    FDConfig,
+    FDHistory,
+    JointConfig,
+    JointHistory,
+    finite_difference,
+    joint,
+)
+from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
+from mrphys.errors import MrphysError
+from mrphys.train import Record
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,7 @@ def train_reference(
     resume: str | Path | None = None,
     progress: bool = True,
     datasets: tuple[SpinData, SpinData] | None = None,
-) -> tuple[nn.Module, Normalisation, list[dict], tuple[SpinData, SpinData]]:
+) -> tuple[nn.Module, Normalisation, list[EpochRecord], tuple[SpinData, SpinData]]:
     """Train the reconstruction network on 90 deg data; writes ``checkpoint.pt`` and
     ``train_metrics.json`` into ``out``. Returns model, normalisation, history and the data."""
     tr, te = datasets if datasets is not None else data.make(progress)
@@ -73,14 +82,45 @@ class OptimizeConfig:
     checkpoint: str | None = None
 
 
-def _plain(hist: dict) -> dict:
-    return {k: v for k, v in hist.items() if not isinstance(v, torch.Tensor)}
+@dataclass
+class OptimizeResult(Record):
+    """What :func:`run_optimize` wrote; ``to_dict()`` is ``metrics.json``."""
+
+    #: ``finite-difference`` or ``autograd``
+    method: str
+    #: per-iteration test metrics and sequence values
+    history: FDHistory | JointHistory
+    #: epochs of the reference network trained here (empty when loaded or not trained)
+    reference_training: list[EpochRecord]
+    #: wall time in s spent on data and the reference network, and in all
+    seconds_reference: float
+    seconds_total: float
+    #: training and test phantoms, and the matrix size ``N``
+    n_train: int
+    n_test: int
+    matrix: int
+    #: file names of the figures written
+    figures: list[str]
+    #: autograd: the final line weights ``sigmoid(w)``, ``N`` values in ``[0, 1]``
+    line_weights: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        """The flat ``metrics.json`` form: the history's lists, then the run's numbers."""
+        out = self.history.to_dict()
+        if self.line_weights is not None:
+            out["line_weights"] = self.line_weights
+        rest = super().to_dict()
+        rest.pop("history")
+        rest.pop("line_weights", None)
+        out.update(rest)
+        return out
 
 
 def run_optimize(
     out: Path, cfg: OptimizeConfig, device: torch.device | str = "cpu", progress: bool = True
-) -> dict:
-    """Run a sequence optimisation into ``out``; returns the metrics written to ``metrics.json``.
+) -> OptimizeResult:
+    """Run a sequence optimisation into ``out``; returns what it wrote (``metrics.json`` is its
+    ``to_dict()``).
 
     ``finite-difference``: the published loop on a network trained on 90 deg data (loaded from
     ``cfg.checkpoint`` or trained here into ``out/reference``). ``autograd``: joint learning of
@@ -90,12 +130,10 @@ def run_optimize(
     from mrphys.io import save_json
 
     t0 = time.perf_counter()
-    ref_hist: list[dict] = []
+    ref_hist: list[EpochRecord] = []
     if cfg.checkpoint is not None:  # checked before any simulation
         model, tcfg, norm, _ = load_checkpoint(cfg.checkpoint, device)
         if tcfg.matrix != cfg.data.matrix:
-            from mrphys.errors import MrphysError
-
             raise MrphysError(
                 f"the checkpoint is for matrix {tcfg.matrix}, the data for "
                 f"{cfg.data.matrix}; pass --matrix {tcfg.matrix}."
@@ -112,23 +150,10 @@ def run_optimize(
         norm = fit_normalisation(tr)
         model = build_model(cfg.train).to(device)
     t_ref = time.perf_counter() - t0
+    line_weights = None
     if cfg.method == "finite-difference":
         hist = finite_difference(model, norm, te, cfg.fd, progress=progress)
-        extra: dict = {}
     else:
-
-        def save(it: int, h: dict) -> None:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "iteration": it,
-                    "normalisation": norm.as_dict(),
-                    "history": _plain(h),
-                    "config": asdict(cfg.joint),
-                },
-                out / "joint_checkpoint.pt",
-            )
-
         model, seq, hist = joint(
             cfg.joint,
             tr,
@@ -137,46 +162,46 @@ def run_optimize(
             model=model,
             device=device,
             progress=progress,
-            on_iteration=save,
+            checkpoint=out / "joint_checkpoint.pt",
         )
-        extra = {"line_weights": hist["line_weights"][-1].tolist()}
+        line_weights = hist.line_weights[-1].tolist()
     names = plot.spin_figures(out, hist, te.target[0])
-    metrics = _plain(hist)
-    metrics.update(extra)
-    metrics.update(
-        {
-            "method": cfg.method,
-            "reference_training": ref_hist,
-            "seconds_reference": round(t_ref, 2),
-            "seconds_total": round(time.perf_counter() - t0, 2),
-            "n_train": len(tr),
-            "n_test": len(te),
-            "matrix": cfg.data.matrix,
-            "figures": names,
-        }
+    res = OptimizeResult(
+        method=cfg.method,
+        history=hist,
+        reference_training=ref_hist,
+        seconds_reference=round(t_ref, 2),
+        seconds_total=round(time.perf_counter() - t0, 2),
+        n_train=len(tr),
+        n_test=len(te),
+        matrix=cfg.data.matrix,
+        figures=names,
+        line_weights=line_weights,
     )
-    save_json(out / "metrics.json", metrics)
+    save_json(out / "metrics.json", res.to_dict())
     save_json(out / "config.json", asdict(cfg))
     torch.save(
         {
-            "images": hist["images"],
-            "fft_images": hist["fft_images"],
-            "target": te.target[: hist["images"].shape[1]],
+            "images": hist.images,
+            "fft_images": hist.fft_images,
+            "target": te.target[: hist.images.shape[1]],
         },
         out / "images.pt",
     )
     log.info(
         "SPIN %s: flip %.1f -> %.1f deg",
         cfg.method,
-        metrics["flip_angle_deg"][0],
-        metrics["flip_angle_deg"][-1],
+        hist.flip_angle_deg[0],
+        hist.flip_angle_deg[-1],
     )
-    return metrics
+    return res
 
 
-def summary(m: dict) -> str:
-    """One line: flip angle and test metrics at the start and the end."""
-    f, s, p, e = m["flip_angle_deg"], m["ssim"], m["psnr"], m["mse"]
+def summary(m: OptimizeResult | dict) -> str:
+    """One line: flip angle and test metrics at the start and the end (of a result or of its
+    ``metrics.json`` dict)."""
+    h = m.history if isinstance(m, OptimizeResult) else m
+    f, s, p, e = h["flip_angle_deg"], h["ssim"], h["psnr"], h["mse"]
     return (
         f"flip {f[0]:.1f} -> {f[-1]:.1f} deg, MSE {e[0]:.5f} -> {e[-1]:.5f}, "
         f"SSIM {s[0]:.3f} -> {s[-1]:.3f}, PSNR {p[0]:.2f} -> {p[-1]:.2f} dB "

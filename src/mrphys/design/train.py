@@ -2,27 +2,27 @@
 
 Per the paper: loss = MSE + L1 activity penalty (1e-4), RMSProp (momentum 0, alpha 0.9), lr 5e-4
 for ``decay_start`` epochs then divided by ``decay`` per epoch, batch 100, Glorot initialisation.
-Checkpoints hold model, optimiser, config, epoch, normalisation and package version, and resume
-exactly (the shuffling of epoch ``e`` is seeded by ``(seed, e)``). Metrics per epoch go to JSON.
-
-Note: this application module uses the networks of :mod:`mrphys.recon` (AUTOMAP lives there by
-the project layout).
+The loop is the package's one trainer (:class:`mrphys.train.Trainer`): checkpoints hold model,
+optimiser, config, epoch, normalisation, history and package version, and resume exactly (the
+shuffling of epoch ``e`` is seeded by ``(seed, e)``). Metrics per epoch go to JSON. The networks
+come from :mod:`mrphys.nets`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from mrphys import __version__
 from mrphys.design.data import Normalisation, SpinData
 from mrphys.errors import MrphysError, check
 from mrphys.metrics import psnr, ssim
+from mrphys.train import Record, Trainer, plain_config
+from mrphys.train import load_checkpoint as read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -115,47 +115,49 @@ def image_metrics(x: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     }
 
 
-def save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    cfg: TrainConfig,
-    epoch: int,
-    norm: Normalisation,
-    extra: dict | None = None,
-) -> None:
-    """Atomically write a checkpoint (``epoch`` = epochs completed)."""
-    from mrphys.io import atomic_file
+@dataclass
+class EpochRecord(Record):
+    """One training epoch of the SPIN network (test metrics when a test set was given)."""
 
-    state = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "config": asdict(cfg),
-        "epoch": epoch,
-        "normalisation": norm.as_dict(),
-        "version": __version__,
-        "extra": extra or {},
-    }
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    #: epochs completed (1-based)
+    epoch: int
+    #: learning rate of the epoch (before the FC1 ``lr_scale``)
+    lr: float
+    #: mean over the epoch's batches of MSE + L1 activity penalty (image units squared)
+    train_loss: float
+    #: test-set mean squared error of the network images against the Eq. 13 targets
+    mse: float | None = None
+    #: test-set mean SSIM (dimensionless)
+    ssim: float | None = None
+    #: test-set mean PSNR in dB (data range of each target)
+    psnr: float | None = None
+    #: wall time of the epoch in s (rounded to ms)
+    seconds: float = 0.0
 
 
 def load_checkpoint(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, TrainConfig, Normalisation, dict]:
-    """Model (eval mode), config, normalisation and the raw checkpoint dict from ``path``."""
+    """Model (eval mode), config, normalisation and the raw checkpoint dict from ``path``.
+
+    Checkpoints of earlier package versions load too; nothing in the file is executed.
+    """
     p = Path(path)
     if not p.is_file():
         raise MrphysError(f"checkpoint {p} does not exist.")
+    state = read_checkpoint(p, map_location=device)
     try:
-        state = torch.load(p, map_location=device, weights_only=False)
         cfg = TrainConfig(**state["config"])
-    except (KeyError, TypeError, RuntimeError, EOFError) as e:
+        norm = Normalisation(**state["normalisation"])
+    except (KeyError, TypeError) as e:
         raise MrphysError(f"{p} is not a mrphys SPIN checkpoint ({type(e).__name__}).") from None
     model = build_model(cfg).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise MrphysError(f"{p} holds weights that do not fit its SPIN network.") from None
     model.eval()
-    return model, cfg, Normalisation(**state["normalisation"]), state
+    return model, cfg, norm, state
 
 
 def train(
@@ -168,8 +170,8 @@ def train(
     device: torch.device | str = "cpu",
     progress: bool = True,
     model: nn.Module | None = None,
-) -> tuple[nn.Module, list[dict]]:
-    """Train the reconstruction network; returns ``(model, history)``.
+) -> tuple[nn.Module, list[EpochRecord]]:
+    """Train the reconstruction network; returns ``(model in eval mode, history)``.
 
     Args:
         cfg: network and optimiser settings.
@@ -179,8 +181,7 @@ def train(
         resume: a checkpoint to continue from (its config must match ``cfg`` apart from epochs).
         model: start from this model instead of a new one (e.g. the DFT-initialised AUTOMAP).
 
-    ``history`` has one dict per epoch: epoch, lr, train_loss (MSE + penalty, mean over
-    batches), test mse/ssim/psnr, seconds.
+    ``history`` has one :class:`EpochRecord` per epoch, resumed epochs included.
     """
     from mrphys.io import save_json
 
@@ -192,41 +193,37 @@ def train(
     device = torch.device(device)
     model = (model if model is not None else build_model(cfg)).to(device)
     opt = torch.optim.RMSprop(param_groups(model, cfg), lr=cfg.lr, alpha=cfg.alpha, momentum=0.0)
-    start, history = 0, []
+
+    def write_metrics(t: Trainer) -> None:
+        save_json(out / "train_metrics.json", t.history)
+
+    trainer = Trainer(
+        model,
+        opt,
+        plain_config(cfg),
+        units=cfg.epochs,
+        checkpoint=out / "checkpoint.pt" if out is not None else None,
+        normalisation=norm.as_dict(),
+        schedule=lambda epoch: lr_at(epoch, cfg),
+        resume_ignore=("epochs",),
+        progress=progress,
+        desc=f"training {cfg.net}",
+        postfix=lambda r: {"loss": f"{r['train_loss']:.2e}", "psnr": f"{r.get('psnr', 0):.1f}"},
+        on_unit=write_metrics if out is not None else None,
+    )
     if resume is not None:
         p = Path(resume)
         if not p.is_file():
             raise MrphysError(f"checkpoint {p} to resume from does not exist.")
-        state = torch.load(p, map_location=device, weights_only=False)
-        old = dict(state["config"])
-        new = asdict(cfg)
-        old.pop("epochs")
-        new.pop("epochs")
-        if old != new:
-            diff = sorted(k for k in new if old.get(k) != new[k])
-            raise MrphysError(
-                f"checkpoint {p} was trained with other settings ({', '.join(diff)})."
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"])
-        history = list(state["extra"].get("history", []))
-        log.info("resuming from epoch %d", start)
+        trainer.resume(p)
 
     k_train = norm.apply(train_data.kspace)
     y_train = train_data.target.float()
     k_test = norm.apply(test_data.kspace) if test_data is not None else None
     n = len(train_data)
-    epochs = range(start, cfg.epochs)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=cfg.epochs, initial=start, desc=f"training {cfg.net}", unit="epoch")
-    for epoch in epochs:
+    def epoch_fn(epoch: int) -> dict:
         t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(epoch, cfg) * g.get("lr_scale", 1.0)
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(n, generator=gen)
@@ -240,23 +237,15 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            trainer.step += 1
             tot += float(loss.detach())
             nb += 1
         rec = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "train_loss": tot / max(nb, 1)}
         if test_data is not None:
             rec.update(image_metrics(predict(model, k_test, cfg.batch_size), test_data.target))
         rec["seconds"] = round(time.perf_counter() - t0, 3)
-        history.append(rec)
-        if out is not None:
-            save_checkpoint(
-                out / "checkpoint.pt", model, opt, cfg, epoch + 1, norm, {"history": history}
-            )
-            save_json(out / "train_metrics.json", history)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['train_loss']:.2e}", psnr=f"{rec.get('psnr', 0):.1f}")
-        log.info("epoch %d: %s", epoch + 1, rec)
-    if bar is not None:
-        bar.close()
+        return rec
+
+    trainer.run(epoch_fn)
     model.eval()
-    return model, history
+    return model, [EpochRecord(**h) for h in trainer.history]

@@ -2,9 +2,11 @@
 
 :func:`birdcage_maps` builds smooth synthetic sensitivities of ``C`` loop coils spaced evenly on a
 circle around the object (the usual "birdcage" simulation: magnitude falling off as the inverse
-distance to the coil, phase turning with the azimuth). :class:`SenseOp` multiplies an image series
-by the maps and applies any per-coil Fourier encoding (:class:`~mrphys.physics.nufft.RadialNUFFT`
-or :class:`~mrphys.physics.fourier.CartesianFFT`).
+distance to the coil, phase turning with the azimuth). :class:`CoilMultiply` multiplies an image
+by the maps, and :class:`SenseOp` composes it with any Fourier encoding of coil images:
+``SenseOp(maps, E) = E.on_coils(C) @ CoilMultiply(maps)`` for
+:class:`~mrphys.physics.nufft.RadialNUFFT` and :class:`~mrphys.physics.fourier.CartesianFFT`
+alike.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import math
 
 import torch
 
-from mrphys.errors import MrphysError, check, check_finite
-from mrphys.physics.fourier import CartesianFFT
-from mrphys.physics.linop import Linop
-from mrphys.physics.nufft import RadialNUFFT
+from mrphys.errors import check, check_finite
+from mrphys.physics.linop import Linop, as_complex
 
 
 def birdcage_maps(
@@ -63,90 +63,100 @@ def birdcage_maps(
     return (maps / rss).to(dtype)
 
 
-class SenseOp(Linop):
-    """SENSE encoding ``A = F S``: coil maps then a per-coil Fourier encoding.
+class CoilMultiply(Linop):
+    """Coil sensitivity weighting ``S``: image ``(..., Y, X)`` -> coil images ``(..., C, Y, X)``.
+
+    ``forward(x)[..., c, :, :] = S_c * x`` and the adjoint combines the coils,
+    ``adjoint(y) = sum_c conj(S_c) * y[..., c, :, :]``. Leading dims (batch, frames) pass through:
+    an image series ``(..., T, Y, X)`` becomes ``(..., T, C, Y, X)``. Device and dtype follow the
+    input (the maps are moved and cast as needed; real input is promoted to complex).
 
     Args:
-        maps: coil sensitivities ``(C, Y, X)`` complex.
-        encoding: a :class:`~mrphys.physics.nufft.RadialNUFFT` (image ``(..., T, Y, X)`` ->
-            ``(..., T, K)``) or a :class:`~mrphys.physics.fourier.CartesianFFT` (``(..., Y, X)``
-            -> ``(..., Y, X)``; a per-frame mask is given as ``(T, 1, Y, X)``).
-
-    Shapes:
-        radial: image ``(..., T, Y, X)`` -> k-space ``(..., T, C, K)``.
-        Cartesian: image ``(..., T, Y, X)`` -> k-space ``(..., T, C, Y, X)``.
-
-    The adjoint combines the coils: ``A^H y = sum_c conj(S_c) F^H y_c``. Device and dtype follow
-    the input (the maps are moved and cast as needed). Differentiable through autograd.
+        maps: coil sensitivities ``(C, Y, X)`` complex, finite.
     """
 
-    def __init__(self, maps: torch.Tensor, encoding: Linop):
+    def __init__(self, maps: torch.Tensor):
         maps = torch.as_tensor(maps)
         check(
             maps.ndim == 3 and maps.is_complex(),
             f"coil maps must be complex (C, Y, X); got {tuple(maps.shape)} {maps.dtype}.",
         )
         check_finite("coil maps", maps)
-        if isinstance(encoding, RadialNUFFT):
-            im = encoding.im_size
-            self.radial = True
-        elif isinstance(encoding, CartesianFFT):
-            im = encoding.shape
-            self.radial = False
-        else:
-            raise MrphysError(
-                f"SenseOp encoding must be a RadialNUFFT or CartesianFFT; got "
-                f"{type(encoding).__name__}."
-            )
-        check(
-            tuple(maps.shape[1:]) == tuple(im),
-            f"coil maps must have the encoding's image size {tuple(im)}; got {tuple(maps.shape)}.",
-        )
         self.maps = maps
-        self.encoding = encoding
         self.n_coils = int(maps.shape[0])
-        self.im_size = tuple(int(s) for s in im)
-        if self.radial:
-            self.ishape = encoding.ishape
-            self.oshape = (encoding.n_frames, self.n_coils, encoding.n_k)
-        else:
-            self.ishape = self.im_size
-            self.oshape = (self.n_coils,) + self.im_size
+        self.im_size = (int(maps.shape[1]), int(maps.shape[2]))
+        self.ishape = self.im_size
+        self.oshape = (self.n_coils,) + self.im_size
 
-    def _maps(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps.to(device=x.device, dtype=x.dtype)
+    def _checked(self, v: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
+        """``v`` as complex after checking that it ends in ``shape``."""
+        check(
+            v.ndim >= len(shape) and tuple(v.shape[-len(shape) :]) == shape,
+            f"CoilMultiply {what} must have shape (..., {', '.join(map(str, shape))}); "
+            f"got {tuple(v.shape)}.",
+        )
+        return as_complex(v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``(..., T, Y, X)`` -> ``(..., T, C, K)`` (radial) or ``(..., T, C, Y, X)``."""
-        check(
-            x.ndim >= 3 and tuple(x.shape[-2:]) == self.im_size,
-            f"SenseOp input must have shape (..., T, {self.im_size[0]}, {self.im_size[1]}); "
-            f"got {tuple(x.shape)}.",
-        )
-        if not x.is_complex():
-            x = x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
-        xc = x.unsqueeze(-3) * self._maps(x)  # (..., T, C, Y, X)
-        if self.radial:
-            k = self.encoding.forward(xc.movedim(-3, -4))  # (..., C, T, K)
-            return k.movedim(-3, -2)  # (..., T, C, K)
-        return self.encoding.forward(xc)
+        """Image ``(..., Y, X)`` -> coil images ``(..., C, Y, X)``."""
+        x = self._checked(x, self.ishape, "input")
+        return x.unsqueeze(-3) * self.maps.to(device=x.device, dtype=x.dtype)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """k-space ``(..., T, C, K)`` or ``(..., T, C, Y, X)`` -> image ``(..., T, Y, X)``."""
-        if not y.is_complex():
-            y = y.to(torch.complex128 if y.dtype == torch.float64 else torch.complex64)
-        if self.radial:
-            check(
-                y.ndim >= 3 and tuple(y.shape[-3:]) == self.oshape,
-                f"SenseOp k-space must have shape (..., {self.oshape[0]}, {self.n_coils}, "
-                f"{self.oshape[2]}) (frames, coils, samples); got {tuple(y.shape)}.",
-            )
-            xc = self.encoding.adjoint(y.movedim(-2, -3)).movedim(-4, -3)  # (..., T, C, Y, X)
-        else:
-            check(
-                y.ndim >= 4 and tuple(y.shape[-3:]) == self.oshape,
-                f"SenseOp k-space must have shape (..., T, {self.n_coils}, {self.im_size[0]}, "
-                f"{self.im_size[1]}); got {tuple(y.shape)}.",
-            )
-            xc = self.encoding.adjoint(y)
-        return (xc * self._maps(xc).conj()).sum(-3)
+        """Coil images ``(..., C, Y, X)`` -> coil-combined image ``(..., Y, X)``."""
+        y = self._checked(y, self.oshape, "coil images (coils, Y, X)")
+        return (y * self.maps.to(device=y.device, dtype=y.dtype).conj()).sum(-3)
+
+
+class SenseOp(Linop):
+    """SENSE encoding ``A = E S``, built by composition: ``encoding.on_coils(C) @ CoilMultiply``.
+
+    Args:
+        maps: coil sensitivities ``(C, Y, X)`` complex.
+        encoding: a Fourier encoding of images with an ``on_coils(n_coils)`` method that returns
+            the same encoding of coil images (``(..., C, Y, X)`` where the image was
+            ``(..., Y, X)``): a :class:`~mrphys.physics.nufft.RadialNUFFT` (image
+            ``(..., T, Y, X)``) or a :class:`~mrphys.physics.fourier.CartesianFFT`
+            (``(..., Y, X)``; a per-frame mask is given as ``(T, 1, Y, X)``).
+
+    Shapes:
+        radial: image ``(..., T, Y, X)`` -> k-space ``(..., T, C, S, N)`` (``(..., T, C, K)`` for
+        a ``(T, K, 2)`` trajectory). Cartesian: image ``(..., T, Y, X)`` -> k-space
+        ``(..., T, C, Y, X)``.
+
+    The adjoint combines the coils: ``A^H y = sum_c conj(S_c) E^H y_c``. Device and dtype follow
+    the input (the maps are moved and cast as needed). Differentiable through autograd.
+    Attributes: ``maps``, ``n_coils``, ``im_size``, ``encoding`` (as given), ``coils``
+    (the :class:`CoilMultiply`) and ``op`` (the composition).
+    """
+
+    def __init__(self, maps: torch.Tensor, encoding: Linop):
+        self.coils = CoilMultiply(maps)
+        on_coils = getattr(encoding, "on_coils", None)
+        check(
+            callable(on_coils),
+            "SenseOp encoding must provide on_coils(n_coils) (an encoding of coil images, such "
+            f"as RadialNUFFT or CartesianFFT); got {type(encoding).__name__}.",
+        )
+        im = tuple(encoding.ishape[-2:])
+        check(
+            im == self.coils.im_size,
+            f"coil maps must have the encoding's image size {im}; "
+            f"got {tuple(self.coils.maps.shape)}.",
+        )
+        self.maps = self.coils.maps
+        self.n_coils = self.coils.n_coils
+        self.im_size = self.coils.im_size
+        self.encoding = encoding
+        coil_encoding = on_coils(self.n_coils)
+        self.op = coil_encoding @ self.coils
+        self.ishape = tuple(encoding.ishape)
+        self.oshape = tuple(coil_encoding.oshape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image ``(..., T, Y, X)`` -> k-space ``(..., T, C, S, N)`` or ``(..., T, C, Y, X)``."""
+        return self.op.forward(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """k-space ``(..., T, C, S, N)`` or ``(..., T, C, Y, X)`` -> image ``(..., T, Y, X)``."""
+        return self.op.adjoint(y)

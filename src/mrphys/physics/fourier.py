@@ -10,6 +10,8 @@ which is ``fftshift(fft2(ifftshift(x), norm="ortho"))``. The operator is unitary
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from mrphys.errors import MrphysError, check
@@ -54,7 +56,8 @@ class CartesianFFT(Linop):
             against the data.
 
     Shapes: image ``(..., Y, X)`` complex -> k-space ``(..., Y, X)`` complex; any leading batch,
-    frame or coil dims pass through. Device and dtype follow the input.
+    frame or coil dims pass through (:meth:`on_coils` states the coil axis in ``ishape``). Device
+    and dtype follow the input.
     """
 
     def __init__(self, shape: tuple[int, int], mask: torch.Tensor | None = None):
@@ -74,10 +77,19 @@ class CartesianFFT(Linop):
         self.ishape = self.shape
         self.oshape = self.shape
 
+    def on_coils(self, n_coils: int) -> CartesianFFT:
+        """The same encoding of coil images ``(..., C, Y, X) -> (..., C, Y, X)`` (the FFT acts on
+        the last two axes; a per-frame mask ``(T, 1, Y, X)`` broadcasts over the coils)."""
+        check(int(n_coils) >= 1, f"n_coils must be a positive integer; got {n_coils}.")
+        v = copy.copy(self)
+        v.ishape = v.oshape = (int(n_coils),) + self.shape
+        return v
+
     def _check(self, x: torch.Tensor, what: str) -> None:
+        nd = len(self.ishape)
         check(
-            x.ndim >= 2 and tuple(x.shape[-2:]) == self.shape,
-            f"CartesianFFT {what} must have shape (..., {self.shape[0]}, {self.shape[1]}); "
+            x.ndim >= nd and tuple(x.shape[-nd:]) == self.ishape,
+            f"CartesianFFT {what} must have shape (..., {', '.join(map(str, self.ishape))}); "
             f"got {tuple(x.shape)}.",
         )
 

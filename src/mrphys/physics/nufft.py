@@ -2,9 +2,12 @@
 
 Units and conventions
 ---------------------
-A trajectory ``traj`` has shape ``(T, K, 2)``: ``T`` frames, ``K`` samples per frame, and the last
-axis ``(ky, kx)`` in **radians per pixel**, each in ``[-pi, pi)``. ``ky`` pairs with the image's
-``Y`` axis (rows, dim -2) and ``kx`` with ``X`` (columns, dim -1). The forward operator is
+A radial trajectory ``traj`` has shape ``(T, S, N, 2)``: ``T`` frames, ``S`` spokes per frame,
+``N`` samples per spoke, and the last axis ``(ky, kx)`` in **radians per pixel**, each in
+``[-pi, pi)``. Any other trajectory is given as ``(T, K, 2)`` (``K`` samples per frame) or
+``(K, 2)`` (one frame). The k-space of a frame has the trajectory's sample axes: ``(S, N)`` or
+``(K,)``. ``ky`` pairs with the image's ``Y`` axis (rows, dim -2) and ``kx`` with ``X`` (columns,
+dim -1). The forward operator is
 
     y[t, k] = 1/sqrt(Ny*Nx) * sum_n x[t, n] * exp(-i*(ky[t,k]*(ny - Ny//2) + kx[t,k]*(nx - Nx//2)))
 
@@ -14,24 +17,32 @@ so on the Cartesian grid ``k = 2*pi*(m - N//2)/N`` it equals the centred orthono
 Backends
 --------
 ``"finufft"``: the Flatiron NUFFT (CPU, exponential-of-semicircle kernel), forward = type 2,
-adjoint = type 1, wrapped in a :class:`torch.autograd.Function` whose gradient is the other
+adjoint = type 1, wrapped in one :class:`torch.autograd.Function` whose gradient is the other
 transform. ``"torchkbnufft"``: Kaiser-Bessel NUFFT in pure torch (runs on CUDA, autograd native).
 ``"auto"`` picks finufft for CPU tensors and torchkbnufft for CUDA tensors; ``benchmarks/nufft.py``
 measured finufft as faster and more accurate on CPU (see ``docs/encoding.md``).
+
+Views
+-----
+:meth:`RadialNUFFT.frames` restricts the operator to a subset of frames and
+:meth:`RadialNUFFT.on_coils` makes it act on coil images ``(..., T, C, Y, X)``; both views share
+the cached coordinates and plans of the operator they come from.
 
 Golden-angle radial sampling and its density compensation live here as well.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from mrphys.errors import MrphysError, check, check_finite
-from mrphys.physics.linop import Linop
+from mrphys.physics.linop import Linop, as_complex
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +64,11 @@ def golden_angle_radial(
     angle_deg: float = GOLDEN_ANGLE_DEG,
     first_spoke: int = 0,
 ) -> torch.Tensor:
-    """Continuous golden-angle radial trajectory, ``(T, S * n_samples, 2)`` float32 rad/pixel.
+    """Continuous golden-angle radial trajectory, ``(T, S, N, 2)`` float32 rad/pixel.
 
     Spoke ``s`` of the whole series (``s = first_spoke + t * spokes_per_frame + j`` for spoke
     ``j`` of frame ``t``) lies at angle ``s * angle_deg`` from the ``kx`` axis; consecutive spokes
-    go to consecutive frames. Each spoke is a full diameter with ``n_samples`` points at radii
+    go to consecutive frames. Each spoke is a full diameter with ``N = n_samples`` points at radii
     ``(i - n_samples // 2) * 2 * pi / n_samples``, ``i = 0..n_samples-1`` (so ``[-pi, pi)``, one
     sample exactly at the centre). For an ``N x N`` image use ``n_samples = 2 N`` (2x readout
     oversampling). The last axis is ``(ky, kx)``.
@@ -75,34 +86,12 @@ def golden_angle_radial(
     r = (torch.arange(n, dtype=torch.float64) - n // 2) * (2 * math.pi / n)  # (n,)
     ky = r[None, :] * torch.sin(theta)[:, None]
     kx = r[None, :] * torch.cos(theta)[:, None]
-    traj = torch.stack([ky, kx], dim=-1).reshape(t, s * n, 2)
+    traj = torch.stack([ky, kx], dim=-1).reshape(t, s, n, 2)
     return traj.to(torch.float32)
 
 
-def _infer_n_samples(traj: torch.Tensor) -> int:
-    """Samples per spoke of a radial trajectory: the run length of a constant line angle."""
-    k = traj[0].to(torch.float64)
-    r = torch.linalg.vector_norm(k, dim=-1)
-    ang = torch.remainder(torch.atan2(k[:, 0], k[:, 1]), math.pi)
-    ok = r > 1e-9
-    ref = ang[ok][0]
-    d = torch.remainder(ang - ref + math.pi / 2, math.pi) - math.pi / 2
-    changed = torch.nonzero(ok & (d.abs() > 1e-6))
-    n = int(changed[0]) if changed.numel() else traj.shape[1]
-    # the first spoke's centre sample has no angle; a spoke begins at its most negative radius
-    if traj.shape[1] % n != 0:
-        raise MrphysError(
-            "could not infer the samples per spoke of the trajectory; pass n_samples explicitly."
-        )
-    return n
-
-
-def radial_dcf(
-    traj: torch.Tensor,
-    n_samples: int | None = None,
-    im_size: tuple[int, int] | None = None,
-) -> torch.Tensor:
-    """Voronoi-like density compensation of a radial trajectory, ``(T, K)`` float32.
+def radial_dcf(traj: torch.Tensor, im_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Voronoi-like density compensation of a radial trajectory, ``(T, S, N)`` float32.
 
     Each sample's weight is the k-space area it represents: for a spoke whose share of the
     half-circle of angles is ``dphi`` (half the angular gaps to its two neighbouring spokes of the
@@ -113,22 +102,19 @@ def radial_dcf(
     :class:`RadialNUFFT`; with uniformly spaced spokes it reduces to the ramp filter.
 
     Args:
-        traj: ``(T, K, 2)`` radial trajectory (rad/pixel) from :func:`golden_angle_radial`.
-        n_samples: samples per spoke; inferred from the trajectory when None.
-        im_size: image size ``(Ny, Nx)``; ``(n_samples // 2,) * 2`` when None.
+        traj: ``(T, S, N, 2)`` radial trajectory (rad/pixel) from :func:`golden_angle_radial`.
+        im_size: image size ``(Ny, Nx)``; ``(N // 2,) * 2`` when None.
     """
     check(
-        traj.ndim == 3 and traj.shape[-1] == 2,
-        f"traj must have shape (T, K, 2); got {tuple(traj.shape)}.",
+        traj.ndim == 4 and traj.shape[-1] == 2,
+        f"traj must be a radial trajectory of shape (T, S, N, 2) (frames, spokes, samples per "
+        f"spoke, (ky, kx)); got {tuple(traj.shape)}.",
     )
-    n = int(n_samples) if n_samples is not None else _infer_n_samples(traj)
-    t, k, _ = traj.shape
-    check(k % n == 0, f"traj has {k} samples per frame, not a multiple of n_samples={n}.")
-    s = k // n
+    t, s, n, _ = traj.shape
     if im_size is None:
         im_size = (n // 2, n // 2)
-    tr = traj.detach().to(torch.float64).cpu().reshape(t, s, n, 2)
-    r = torch.linalg.vector_norm(tr, dim=-1)  # (T, S, n)
+    tr = traj.detach().to(torch.float64).cpu()
+    r = torch.linalg.vector_norm(tr, dim=-1)  # (T, S, N)
     # spoke angle from its outermost sample (mod pi: a diameter covers theta and theta + pi)
     far = r.argmax(dim=-1, keepdim=True)
     p = torch.gather(tr, 2, far[..., None].expand(t, s, 1, 2))[:, :, 0]  # (T, S, 2)
@@ -148,109 +134,28 @@ def radial_dcf(
     centre_area = math.pi * (dr[..., None] / 2) ** 2 / s
     area = torch.where(centre, centre_area.expand_as(area), area)
     w = area * (im_size[0] * im_size[1]) / (2 * math.pi) ** 2
-    return w.reshape(t, k).to(torch.float32)
+    return w.to(torch.float32)
 
 
 # --------------------------------------------------------------------------------------------
-# finufft backend
+# finufft backend: one autograd Function for both directions
 # --------------------------------------------------------------------------------------------
 
 
-def _finufft_eps(dtype: torch.dtype) -> float:
-    return 1e-11 if dtype == torch.complex128 else 1e-6
+class _Finufft(torch.autograd.Function):
+    """``op._finufft(z, forward)``; the gradient is the same call in the other direction.
 
-
-def _finufft_type2(
-    x: np.ndarray, coords: list[tuple[np.ndarray, np.ndarray]], eps: float, threads: int
-):
-    """x: (B, T, Y, X) complex -> (B, T, K) via type 2 per frame (isign -1), B transforms each."""
-    import finufft
-
-    b, t = x.shape[:2]
-    k = coords[0][0].shape[0]
-    out = np.empty((t, b, k), dtype=x.dtype)
-    for i in range(t):
-        f = np.ascontiguousarray(x[:, i])
-        out[i] = finufft.nufft2d2(
-            coords[i][0], coords[i][1], f, eps=eps, isign=-1, nthreads=threads
-        ).reshape(b, k)
-    return np.ascontiguousarray(np.moveaxis(out, 0, 1))
-
-
-def _finufft_type1(
-    y: np.ndarray,
-    coords: list[tuple[np.ndarray, np.ndarray]],
-    im_size: tuple[int, int],
-    eps: float,
-    threads: int,
-):
-    """y: (B, T, K) complex -> (B, T, Y, X) via type 1 per frame (isign +1)."""
-    import finufft
-
-    b, t = y.shape[:2]
-    out = np.empty((t, b) + tuple(im_size), dtype=y.dtype)
-    for i in range(t):
-        c = np.ascontiguousarray(y[:, i])
-        out[i] = finufft.nufft2d1(
-            coords[i][0],
-            coords[i][1],
-            c,
-            n_modes=tuple(im_size),
-            eps=eps,
-            isign=1,
-            nthreads=threads,
-        ).reshape((b,) + tuple(im_size))
-    return np.ascontiguousarray(np.moveaxis(out, 0, 1))
-
-
-class _FinufftForward(torch.autograd.Function):
-    """``(B, T, Y, X) -> (B, T, K)``; gradient = the adjoint (type-1) transform."""
+    Forward: image ``(P, T, Q, Y, X) -> (P, T, Q, K)`` (type 2); adjoint: the reverse (type 1).
+    """
 
     @staticmethod
-    def forward(ctx, x, op):  # type: ignore[override]
-        ctx.op = op
-        y = _finufft_type2(
-            x.detach().cpu().numpy(), op._coords(x.dtype), _finufft_eps(x.dtype), op.threads
-        )
-        return torch.from_numpy(y).to(x.device) * op.scale
+    def forward(ctx, z, op, forward):  # type: ignore[override]
+        ctx.op, ctx.direction = op, forward
+        return op._finufft(z, forward)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        op = ctx.op
-        g = g.contiguous()
-        gx = _finufft_type1(
-            g.detach().cpu().numpy(),
-            op._coords(g.dtype),
-            op.im_size,
-            _finufft_eps(g.dtype),
-            op.threads,
-        )
-        return torch.from_numpy(gx).to(g.device) * op.scale, None
-
-
-class _FinufftAdjoint(torch.autograd.Function):
-    """``(B, T, K) -> (B, T, Y, X)``; gradient = the forward (type-2) transform."""
-
-    @staticmethod
-    def forward(ctx, y, op):  # type: ignore[override]
-        ctx.op = op
-        x = _finufft_type1(
-            y.detach().cpu().numpy(),
-            op._coords(y.dtype),
-            op.im_size,
-            _finufft_eps(y.dtype),
-            op.threads,
-        )
-        return torch.from_numpy(x).to(y.device) * op.scale
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        op = ctx.op
-        g = g.contiguous()
-        gy = _finufft_type2(
-            g.detach().cpu().numpy(), op._coords(g.dtype), _finufft_eps(g.dtype), op.threads
-        )
-        return torch.from_numpy(gy).to(g.device) * op.scale, None
+        return ctx.op._finufft(g.contiguous(), not ctx.direction), None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,22 +164,26 @@ class _FinufftAdjoint(torch.autograd.Function):
 
 
 class RadialNUFFT(Linop):
-    """Per-frame 2-D NUFFT: image ``(..., T, Y, X)`` -> k-space ``(..., T, K)``.
+    """Per-frame 2-D NUFFT: image ``(..., T, Y, X)`` -> k-space ``(..., T, S, N)``.
 
     Args:
-        traj: ``(T, K, 2)`` trajectory in rad/pixel, last axis ``(ky, kx)`` (see module doc).
-            A ``(K, 2)`` trajectory is used for a single frame (``T = 1``).
+        traj: ``(T, S, N, 2)`` radial trajectory in rad/pixel, last axis ``(ky, kx)`` (see the
+            module doc); k-space is then ``(..., T, S, N)``. A non-radial ``(T, K, 2)``
+            trajectory gives k-space ``(..., T, K)``; a ``(K, 2)`` one is a single frame.
         im_size: image size ``(Y, X)``.
         backend: ``"auto"`` (finufft on CPU, torchkbnufft on CUDA), ``"finufft"`` or
             ``"torchkbnufft"``.
         threads: finufft threads (default 1: on a shared or small-problem CPU, OpenMP threads
             waiting on each other cost far more than they give; ``benchmarks/nufft.py`` measures
             both). 0 lets finufft use every core.
+        eps: finufft accuracy; None (default) is ``1e-6`` for complex64 and ``1e-11`` for
+            complex128 data. torchkbnufft ignores it.
+        n_coils: when given, the operator acts on coil images ``(..., T, C, Y, X)`` ->
+            ``(..., T, C, S, N)`` (the same transform for every coil; see :meth:`on_coils`).
 
-    Any leading dims (batch, coils) before ``T`` pass through: for coil images use
-    ``(..., C, T, Y, X)`` or let :class:`mrphys.physics.coils.SenseOp` arrange them. Inputs are
-    complex (complex64 or complex128); output dtype and device follow the input. The operator is
-    differentiable with respect to the image (not the trajectory).
+    Any leading dims (batch) before ``T`` pass through. Inputs are complex (complex64 or
+    complex128; real input is promoted); output dtype and device follow the input. The operator
+    is differentiable with respect to the image (not the trajectory).
     """
 
     def __init__(
@@ -283,13 +192,16 @@ class RadialNUFFT(Linop):
         im_size: tuple[int, int],
         backend: str = "auto",
         threads: int = 1,
+        eps: float | None = None,
+        n_coils: int | None = None,
     ):
         traj = torch.as_tensor(traj)
         if traj.ndim == 2:
             traj = traj[None]
         check(
-            traj.ndim == 3 and traj.shape[-1] == 2,
-            f"traj must have shape (T, K, 2) in rad/pixel; got {tuple(traj.shape)}.",
+            traj.ndim in (3, 4) and traj.shape[-1] == 2 and traj.numel() > 0,
+            "traj must have shape (T, S, N, 2) (radial) or (T, K, 2) in rad/pixel; "
+            f"got {tuple(traj.shape)}.",
         )
         check_finite("traj", traj)
         check(
@@ -305,29 +217,105 @@ class RadialNUFFT(Linop):
             raise MrphysError(
                 f"NUFFT backend must be one of {', '.join(BACKENDS)}; got {backend!r}."
             )
+        check(int(threads) >= 0, f"threads must be an integer >= 0; got {threads}.")
+        check(
+            eps is None or (math.isfinite(float(eps)) and 0 < float(eps) < 1),
+            f"eps must be None or a number in (0, 1); got {eps}.",
+        )
         self.traj = traj.detach()
         self.im_size = (int(im_size[0]), int(im_size[1]))
-        self.n_frames, self.n_k = int(traj.shape[0]), int(traj.shape[1])
         self.backend = backend
-        check(int(threads) >= 0, f"threads must be an integer >= 0; got {threads}.")
         self.threads = int(threads)
+        self.eps = None if eps is None else float(eps)
         self.scale = 1.0 / math.sqrt(self.im_size[0] * self.im_size[1])
-        self.ishape = (self.n_frames,) + self.im_size
-        self.oshape = (self.n_frames, self.n_k)
+        # views (frames, on_coils) read the root's caches through _frame_idx
+        self._root: RadialNUFFT | None = None
+        self._frame_idx: tuple[int, ...] | None = None
         self._coord_cache: dict[torch.dtype, list] = {}
         self._kb: dict = {}
+        self._set_shapes(None if n_coils is None else int(n_coils))
+
+    def _set_shapes(self, n_coils: int | None) -> None:
+        check(
+            n_coils is None or n_coils >= 1, f"n_coils must be a positive integer; got {n_coils}."
+        )
+        self.n_coils = n_coils
+        self.n_frames = int(self.traj.shape[0])
+        self.kshape = tuple(int(s) for s in self.traj.shape[1:-1])
+        self.n_k = math.prod(self.kshape)
+        coil = () if n_coils is None else (n_coils,)
+        self.ishape = (self.n_frames,) + coil + self.im_size
+        self.oshape = (self.n_frames,) + coil + self.kshape
+
+    # -- views -------------------------------------------------------------------------------
+    def _view(self, frame_idx: tuple[int, ...] | None, n_coils: int | None) -> RadialNUFFT:
+        root = self._root if self._root is not None else self
+        v = copy.copy(self)
+        v._root, v._frame_idx, v._kb = root, frame_idx, {}
+        v.traj = root.traj if frame_idx is None else root.traj[list(frame_idx)]
+        v._set_shapes(n_coils)
+        return v
+
+    def frames(self, idx: Sequence[int] | range) -> RadialNUFFT:
+        """The operator restricted to frames ``idx`` (in order): image ``(..., len(idx), Y, X)``.
+
+        Frame ``j`` of the result is frame ``idx[j]`` of this operator; the coordinates (and
+        torchkbnufft modules) cached by this operator are reused, not recomputed.
+        """
+        idx = [int(i) for i in idx]
+        check(
+            len(idx) >= 1 and all(0 <= i < self.n_frames for i in idx),
+            f"frame indices must be a non-empty list within [0, {self.n_frames}); got {idx}.",
+        )
+        base = self._frame_idx
+        return self._view(tuple(idx if base is None else [base[i] for i in idx]), self.n_coils)
+
+    def on_coils(self, n_coils: int) -> RadialNUFFT:
+        """The same transform on coil images: ``(..., T, C, Y, X) -> (..., T, C, S, N)``."""
+        return self._view(self._frame_idx, int(n_coils))
 
     # -- helpers ---------------------------------------------------------------------------
+    def _eps(self, dtype: torch.dtype) -> float:
+        if self.eps is not None:
+            return self.eps
+        return 1e-11 if dtype == torch.complex128 else 1e-6
+
     def _coords(self, dtype: torch.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per-frame (ky, kx) numpy coordinates in the precision finufft needs for ``dtype``."""
-        if dtype not in self._coord_cache:
+        root = self._root if self._root is not None else self
+        if dtype not in root._coord_cache:
             npd = np.float64 if dtype == torch.complex128 else np.float32
-            tr = self.traj.cpu().numpy().astype(npd)
-            self._coord_cache[dtype] = [
+            tr = root.traj.cpu().numpy().astype(npd).reshape(root.n_frames, -1, 2)
+            root._coord_cache[dtype] = [
                 (np.ascontiguousarray(tr[i, :, 0]), np.ascontiguousarray(tr[i, :, 1]))
-                for i in range(self.n_frames)
+                for i in range(root.n_frames)
             ]
-        return self._coord_cache[dtype]
+        full = root._coord_cache[dtype]
+        return full if self._frame_idx is None else [full[i] for i in self._frame_idx]
+
+    def _finufft(self, z: torch.Tensor, forward: bool) -> torch.Tensor:
+        """finufft per frame on ``(P, T, Q, Y, X)`` (forward) or ``(P, T, Q, K)`` (adjoint).
+
+        The ``P * Q`` images (or sample sets) of a frame go to finufft as one batch.
+        """
+        import finufft
+
+        arr = z.detach().cpu().numpy()
+        p, t, q = arr.shape[:3]
+        eps, coords = self._eps(z.dtype), self._coords(z.dtype)
+        tail = (self.n_k,) if forward else self.im_size
+        out = np.empty((p, t, q) + tail, dtype=arr.dtype)
+        for i in range(t):
+            ky, kx = coords[i]
+            c = np.ascontiguousarray(arr[:, i].reshape((p * q,) + arr.shape[3:]))
+            if forward:
+                r = finufft.nufft2d2(ky, kx, c, eps=eps, isign=-1, nthreads=self.threads)
+            else:
+                r = finufft.nufft2d1(
+                    ky, kx, c, n_modes=self.im_size, eps=eps, isign=1, nthreads=self.threads
+                )
+            out[:, i] = r.reshape((p, q) + tail)
+        return torch.from_numpy(out).to(z.device) * self.scale
 
     def _backend_for(self, x: torch.Tensor) -> str:
         if self.backend == "auto":
@@ -337,6 +325,13 @@ class RadialNUFFT(Linop):
     def _kb_ops(self, x: torch.Tensor):
         key = (x.device, x.dtype)
         if key not in self._kb:
+            root = self._root
+            if root is not None:  # a view: the root's modules, its own frames of omega
+                fwd, adj, omega = root._kb_ops(x)
+                if self._frame_idx is not None:
+                    omega = omega[list(self._frame_idx)]
+                self._kb[key] = (fwd, adj, omega)
+                return self._kb[key]
             import torchkbnufft as tkbn
 
             real = torch.float64 if x.dtype == torch.complex128 else torch.float32
@@ -345,12 +340,12 @@ class RadialNUFFT(Linop):
             adj = tkbn.KbNufftAdjoint(im_size=self.im_size, grid_size=grid).to(
                 device=x.device, dtype=real
             )
-            omega = self.traj.to(device=x.device, dtype=real).permute(0, 2, 1).contiguous()
-            self._kb[key] = (fwd, adj, omega)
+            tr = self.traj.to(device=x.device, dtype=real).reshape(self.n_frames, -1, 2)
+            self._kb[key] = (fwd, adj, tr.permute(0, 2, 1).contiguous())
         return self._kb[key]
 
     def _kb_apply(self, z: torch.Tensor, forward: bool) -> torch.Tensor:
-        """torchkbnufft on ``(B, T, Y, X)`` (forward) or ``(B, T, K)`` (adjoint).
+        """torchkbnufft on ``(P, T, Q, Y, X)`` (forward) or ``(P, T, Q, K)`` (adjoint).
 
         On CUDA all frames go in one call (frames as the batch dim, one trajectory each). On CPU
         the frames are transformed one at a time with a shared 2-D trajectory: torchkbnufft's
@@ -359,60 +354,67 @@ class RadialNUFFT(Linop):
         """
         fwd, adj, omega = self._kb_ops(z)
         op = fwd if forward else adj
+        p, t, q = z.shape[:3]
+        tail = (self.n_k,) if forward else self.im_size
         if z.device.type == "cuda":
-            out = op(z.transpose(0, 1), omega)  # frames as the batch: (T, B, ...)
-            return out.transpose(0, 1) * self.scale
-        frames = [op(z[:, t][None], omega[t])[0] for t in range(self.n_frames)]  # (B, ...) each
+            zt = z.transpose(0, 1).reshape((t, p * q) + z.shape[3:])  # frames as the batch
+            out = op(zt, omega).reshape((t, p, q) + tail).transpose(0, 1)
+            return out * self.scale
+        frames = [
+            op(z[:, i].reshape((1, p * q) + z.shape[3:]), omega[i])[0].reshape((p, q) + tail)
+            for i in range(t)
+        ]
         return torch.stack(frames, dim=1) * self.scale
 
-    @staticmethod
-    def _as_complex(x: torch.Tensor) -> torch.Tensor:
-        if x.is_complex():
-            return x
-        return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+    def _describe(self, forward: bool) -> str:
+        coil = "coils, " if self.n_coils is not None else ""
+        if forward:
+            return f"input must have shape (..., {_dims(self.ishape)}) (frames, {coil}Y, X)"
+        samples = "spokes, samples" if len(self.kshape) == 2 else "samples"
+        return f"k-space must have shape (..., {_dims(self.oshape)}) (frames, {coil}{samples})"
+
+    def _apply(self, v: torch.Tensor, forward: bool) -> torch.Tensor:
+        inner, outer = (self.ishape, self.oshape) if forward else (self.oshape, self.ishape)
+        nd = len(inner)
+        check(
+            v.ndim >= nd and tuple(v.shape[-nd:]) == inner,
+            f"RadialNUFFT {self._describe(forward)}; got {tuple(v.shape)}.",
+        )
+        v = as_complex(v)
+        lead = v.shape[:-nd]
+        q = 1 if self.n_coils is None else self.n_coils
+        tail = self.im_size if forward else (self.n_k,)
+        z = v.reshape((-1, self.n_frames, q) + tail)  # (P, T, Q, ...)
+        if self._backend_for(v) == "finufft":
+            out = _Finufft.apply(z.contiguous(), self, forward)
+        else:
+            out = self._kb_apply(z, forward)
+        return out.reshape(lead + outer)
 
     # -- Linop -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``(..., T, Y, X)`` -> k-space ``(..., T, K)``."""
-        check(
-            x.ndim >= 3 and tuple(x.shape[-3:]) == self.ishape,
-            f"RadialNUFFT input must have shape (..., {self.n_frames}, {self.im_size[0]}, "
-            f"{self.im_size[1]}) (frames, Y, X); got {tuple(x.shape)}.",
-        )
-        x = self._as_complex(x)
-        lead = x.shape[:-3]
-        xb = x.reshape((-1,) + self.ishape)  # (B, T, Y, X)
-        if self._backend_for(x) == "finufft":
-            y = _FinufftForward.apply(xb.contiguous(), self)
-        else:
-            y = self._kb_apply(xb, forward=True)
-        return y.reshape(lead + self.oshape)
+        """Image ``(..., T, [C,] Y, X)`` -> k-space ``(..., T, [C,] S, N)`` (or ``(..., K)``)."""
+        return self._apply(x, True)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """k-space ``(..., T, K)`` -> image ``(..., T, Y, X)``."""
-        check(
-            y.ndim >= 2 and tuple(y.shape[-2:]) == self.oshape,
-            f"RadialNUFFT k-space must have shape (..., {self.n_frames}, {self.n_k}) "
-            f"(frames, samples); got {tuple(y.shape)}.",
-        )
-        y = self._as_complex(y)
-        lead = y.shape[:-2]
-        yb = y.reshape((-1,) + self.oshape)
-        if self._backend_for(y) == "finufft":
-            x = _FinufftAdjoint.apply(yb.contiguous(), self)
-        else:
-            x = self._kb_apply(yb, forward=False)
-        return x.reshape(lead + self.ishape)
+        """k-space ``(..., T, [C,] S, N)`` (or ``(..., K)``) -> image ``(..., T, [C,] Y, X)``."""
+        return self._apply(y, False)
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in shape)
 
 
 def ndft_matrix(traj: torch.Tensor, im_size: tuple[int, int]) -> torch.Tensor:
     """Exact non-uniform DFT matrices ``(T, K, Y*X)`` complex128 of :class:`RadialNUFFT`.
 
-    For tests and accuracy benchmarks on small sizes only (memory ``T*K*Y*X``).
+    ``traj`` is ``(T, S, N, 2)``, ``(T, K, 2)`` or ``(K, 2)``; the sample axes are flattened
+    (``K = S * N``). For tests and accuracy benchmarks on small sizes only (memory ``T*K*Y*X``).
     """
     traj = torch.as_tensor(traj, dtype=torch.float64)
     if traj.ndim == 2:
         traj = traj[None]
+    traj = traj.reshape(traj.shape[0], -1, 2)
     ny, nx = im_size
     gy = torch.arange(ny, dtype=torch.float64) - ny // 2
     gx = torch.arange(nx, dtype=torch.float64) - nx // 2

@@ -3,20 +3,23 @@
 :class:`RadialData` is what every dynamic reconstruction in mrphys reads (gridding, CG-SENSE,
 GRASP, L+S in :mod:`mrphys.recon.baselines`; the INR in :mod:`mrphys.recon.inr`):
 
-==========  ===============  =========  ==========================================================
-field       shape            dtype      meaning
-==========  ===============  =========  ==========================================================
-kspace      ``(T, C, K)``    complex64  samples; ``K = spokes * samples_per_spoke`` per frame
-traj        ``(T, K, 2)``    float32    rad/pixel in ``[-pi, pi)``, last axis ``(ky, kx)``
-maps        ``(C, Y, X)``    complex64  coil sensitivities, ``sum_c |S_c|^2 = 1``
-dcf         ``(T, K)``       float32    density compensation (:func:`~.nufft.radial_dcf`)
-truth       ``(T, Y, X)``    complex64  the image series that was encoded, or None
-meta        dict                        acquisition facts (spokes, SNR, noise std, seed, ...)
-==========  ===============  =========  ==========================================================
+==========  ==================  =========  =======================================================
+field       shape               dtype      meaning
+==========  ==================  =========  =======================================================
+kspace      ``(T, C, S, N)``    complex64  samples: ``S`` spokes of ``N`` samples per frame and coil
+traj        ``(T, S, N, 2)``    float32    rad/pixel in ``[-pi, pi)``, last axis ``(ky, kx)``
+maps        ``(C, Y, X)``       complex64  coil sensitivities, ``sum_c |S_c|^2 = 1``
+dcf         ``(T, S, N)``       float32    density compensation (:func:`~.nufft.radial_dcf`)
+truth       ``(T, Y, X)``       complex64  the image series that was encoded, or None
+meta        dict                           acquisition facts (spokes, SNR, noise std, seed, ...)
+==========  ==================  =========  =======================================================
 
 The model is ``kspace = SenseOp(maps, RadialNUFFT(traj)) truth + noise`` with the orthonormal
 NUFFT scaling of :mod:`mrphys.physics.nufft`, so a reconstruction that inverts the operator comes
-back in the units of ``truth`` (no extra scale factor).
+back in the units of ``truth`` (no extra scale factor). Folders written before the spoke axis was
+kept (``kspace (T, C, K)``, ``traj (T, K, 2)``, ``dcf (T, K)``) load through
+:meth:`RadialData.load`, which restores the axis from ``samples_per_spoke`` in their
+``acquisition.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 
 from mrphys.errors import MrphysError, check, check_finite
 from mrphys.physics.coils import SenseOp, birdcage_maps
+from mrphys.physics.noise import add_complex_noise, sigma_mean
 from mrphys.physics.nufft import GOLDEN_ANGLE_DEG, RadialNUFFT, golden_angle_radial, radial_dcf
 
 log = logging.getLogger(__name__)
@@ -68,25 +72,31 @@ class RadialData:
     def im_size(self) -> tuple[int, int]:
         return (int(self.maps.shape[-2]), int(self.maps.shape[-1]))
 
+    @property
+    def spoke_shape(self) -> tuple[int, int]:
+        """``(S, N)``: spokes per frame and samples per spoke."""
+        return (int(self.kspace.shape[2]), int(self.kspace.shape[3]))
+
     def validate(self) -> None:
         """Raise :class:`MrphysError` unless the fields have consistent shapes and dtypes."""
         k, tr, m, d = self.kspace, self.traj, self.maps, self.dcf
         check(
-            isinstance(k, torch.Tensor) and k.ndim == 3 and k.is_complex(),
-            f"kspace must be a complex tensor (T, C, K); got {_desc(k)}.",
+            isinstance(k, torch.Tensor) and k.ndim == 4 and k.is_complex(),
+            f"kspace must be a complex tensor (T, C, S, N) (frames, coils, spokes, samples per "
+            f"spoke); got {_desc(k)}.",
         )
-        t, c, n = k.shape
+        t, c, s, n = k.shape
         check(
-            isinstance(tr, torch.Tensor) and tuple(tr.shape) == (t, n, 2),
-            f"traj must have shape ({t}, {n}, 2) to match kspace; got {_desc(tr)}.",
+            isinstance(tr, torch.Tensor) and tuple(tr.shape) == (t, s, n, 2),
+            f"traj must have shape ({t}, {s}, {n}, 2) to match kspace; got {_desc(tr)}.",
         )
         check(
             isinstance(m, torch.Tensor) and m.ndim == 3 and m.shape[0] == c and m.is_complex(),
             f"maps must be complex with shape ({c}, Y, X) to match kspace; got {_desc(m)}.",
         )
         check(
-            isinstance(d, torch.Tensor) and tuple(d.shape) == (t, n),
-            f"dcf must have shape ({t}, {n}) to match kspace; got {_desc(d)}.",
+            isinstance(d, torch.Tensor) and tuple(d.shape) == (t, s, n),
+            f"dcf must have shape ({t}, {s}, {n}) to match kspace; got {_desc(d)}.",
         )
         if self.truth is not None:
             check(
@@ -99,7 +109,7 @@ class RadialData:
             check_finite(name, getattr(self, name))
 
     def operator(self, backend: str = "auto") -> SenseOp:
-        """The encoding ``A``: image ``(T, Y, X)`` -> k-space ``(T, C, K)``."""
+        """The encoding ``A``: image ``(T, Y, X)`` -> k-space ``(T, C, S, N)``."""
         return SenseOp(self.maps, RadialNUFFT(self.traj, self.im_size, backend=backend))
 
     def to(self, device: torch.device | str) -> RadialData:
@@ -130,15 +140,21 @@ class RadialData:
             n_frames=self.n_frames,
             n_coils=self.n_coils,
             im_size=list(self.im_size),
-            samples_per_frame=int(self.kspace.shape[-1]),
+            spokes_per_frame=self.spoke_shape[0],
+            samples_per_spoke=self.spoke_shape[1],
             traj_units="rad/pixel, last axis (ky, kx)",
-            layout="kspace (T, C, K), traj (T, K, 2), maps (C, Y, X), dcf (T, K), truth (T, Y, X)",
+            layout=_LAYOUT,
         )
         (d / "acquisition.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> RadialData:
-        """Read a directory written by :meth:`save`."""
+        """Read a directory written by :meth:`save`.
+
+        A folder of the earlier flattened layout (``kspace (T, C, K)``, ``traj (T, K, 2)``,
+        ``dcf (T, K)``) is read too: its spoke axis is restored from ``samples_per_spoke`` in
+        ``acquisition.json`` (the samples are the same, only reshaped).
+        """
         d = Path(directory)
         check(d.is_dir(), f"input directory {d} does not exist.")
         arrays: dict[str, torch.Tensor] = {}
@@ -163,6 +179,8 @@ class RadialData:
             arrays["kspace"].is_complex() and arrays["maps"].is_complex(),
             f"{d}: kspace.npy and maps.npy must hold complex arrays.",
         )
+        if arrays["kspace"].ndim == 3:
+            _restore_spoke_axis(d, arrays, meta)
         return cls(
             kspace=arrays["kspace"].to(torch.complex64),
             traj=arrays["traj"].to(torch.float32),
@@ -171,6 +189,36 @@ class RadialData:
             truth=truth,
             meta=meta,
         )
+
+
+_LAYOUT = "kspace (T, C, S, N), traj (T, S, N, 2), maps (C, Y, X), dcf (T, S, N), truth (T, Y, X)"
+
+
+def _restore_spoke_axis(d: Path, arrays: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Reshape a flattened-layout folder's kspace/traj/dcf in place to keep the spoke axis."""
+    k, tr, w = arrays["kspace"], arrays["traj"], arrays["dcf"]
+    n = meta.get("samples_per_spoke")
+    ok = (
+        isinstance(n, int)
+        and n >= 1
+        and tr.ndim == 3
+        and w.ndim == 2
+        and k.shape[-1] % n == 0
+        and tuple(tr.shape[:2]) == (k.shape[0], k.shape[-1])
+        and tuple(w.shape) == (k.shape[0], k.shape[-1])
+    )
+    if not ok:
+        raise MrphysError(
+            f"{d} holds flattened radial data (kspace {tuple(k.shape)}, traj {tuple(tr.shape)}, "
+            f"dcf {tuple(w.shape)}) whose spoke axis cannot be restored: expected traj (T, K, 2), "
+            "dcf (T, K) and an integer samples_per_spoke dividing K in acquisition.json."
+        )
+    t, c, kk = k.shape
+    s = kk // n
+    log.info("%s: old flattened layout, restored %d spokes of %d samples per frame", d, s, n)
+    arrays["kspace"] = k.reshape(t, c, s, n)
+    arrays["traj"] = tr.reshape(t, s, n, 2)
+    arrays["dcf"] = w.reshape(t, s, n)
 
 
 def _desc(x: Any) -> str:
@@ -204,7 +252,9 @@ def simulate_radial(
 
     Noise: complex white Gaussian noise with standard deviation ``sigma`` (``sigma / sqrt 2`` in
     the real and the imaginary part), where **SNR = mean |noise-free k-space sample| / sigma**
-    over all frames, coils and samples. ``snr=None`` (or inf) adds no noise.
+    over all frames, coils and samples (:func:`~.noise.sigma_mean`, drawn by
+    :func:`~.noise.add_complex_noise` with ``draw="interleaved"``, which the stored numbers were
+    made with). ``snr=None`` (or inf) adds no noise.
 
     Args:
         series: ``(T, Y, X)`` image series (complex or real), e.g. from
@@ -218,7 +268,8 @@ def simulate_radial(
         backend: NUFFT backend (see :class:`~.nufft.RadialNUFFT`).
 
     Returns:
-        :class:`RadialData` on the device of ``series``.
+        :class:`RadialData` on the device of ``series``: kspace ``(T, C, S, N)``, traj
+        ``(T, S, N, 2)``, dcf ``(T, S, N)`` with ``N = oversampling * max(Y, X)``.
     """
     series = torch.as_tensor(series)
     check(
@@ -240,16 +291,14 @@ def simulate_radial(
     dev = truth.device
     traj = golden_angle_radial(t, int(spokes), n_samples).to(dev)
     maps = birdcage_maps(int(coils), (ny, nx), device=dev)
-    dcf = radial_dcf(traj, n_samples=n_samples, im_size=(ny, nx)).to(dev)
+    dcf = radial_dcf(traj, im_size=(ny, nx)).to(dev)
     op = SenseOp(maps, RadialNUFFT(traj, (ny, nx), backend=backend))
     with torch.no_grad():
-        k = op.forward(truth)
-    sigma = 0.0
-    if snr is not None and not math.isinf(float(snr)):
-        sigma = float(k.abs().mean()) / float(snr)
+        k = op.forward(truth)  # (T, C, S, N)
+    sigma = sigma_mean(k, snr)
+    if sigma > 0:
         g = torch.Generator(device=dev).manual_seed(int(seed))
-        noise = torch.randn(k.shape + (2,), generator=g, device=dev, dtype=torch.float32)
-        k = k + (sigma / math.sqrt(2)) * torch.view_as_complex(noise)
+        k = add_complex_noise(k, sigma, generator=g, draw="interleaved")
     meta = {
         "spokes_per_frame": int(spokes),
         "samples_per_spoke": n_samples,

@@ -18,6 +18,11 @@ and the data term is density-weighted, as in the GRASP and L+S reference impleme
   series) and an L1 penalty on the temporal Fourier transform of ``S`` (weight ``lam_s * s``), by
   FISTA on the pair ``(L, S)`` (singular value and soft thresholding as proximal steps).
 
+Each method is a short application of :mod:`mrphys.recon.solvers` (:class:`LeastSquares` for the
+data term, :func:`conjugate_gradient`, :func:`fista`, the prox helpers) on ``data.operator()``.
+:func:`cg_sense_operator` is CG-SENSE on any encoding (Cartesian ``SenseOp(maps,
+CartesianFFT(shape, mask))`` as well as radial) with optional data weights.
+
 The iterative methods take ``backend`` (the NUFFT backend of
 :class:`~mrphys.physics.nufft.RadialNUFFT`) and ``progress`` (show a tqdm bar). ``s`` is the
 maximum magnitude of the gridding image, which makes the regularisation weights independent of
@@ -32,11 +37,19 @@ import math
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from mrphys.errors import check
-from mrphys.physics.coils import SenseOp
+from mrphys.physics.linop import AxisFFT, Identity, Linop, Repeat
 from mrphys.physics.radial import RadialData
+from mrphys.recon.solvers import (
+    LeastSquares,
+    SolverResult,
+    conjugate_gradient,
+    fista,
+    singular_value_threshold,
+    soft_threshold,
+    temporal_tv_prox,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,84 +67,26 @@ DEFAULTS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _setup(data: RadialData, backend: str) -> tuple[SenseOp, torch.Tensor, torch.Tensor]:
+def _radial(data: RadialData, backend: str) -> tuple[Linop, torch.Tensor, torch.Tensor]:
+    """The encoding ``A``, the k-space ``y`` and the density weights ``D`` (with a coil axis,
+    broadcasting against ``y``) of a radial acquisition: the data term ``1/2 |D^(1/2)(A x - y)|^2``.
+    """
     check(isinstance(data, RadialData), f"data must be a RadialData; got {type(data).__name__}.")
-    op = data.operator(backend=backend)
     y = data.kspace.to(torch.complex64)
-    w = data.dcf.to(device=y.device, dtype=torch.float32)[:, None, :]  # (T, 1, K)
-    return op, y, w
+    w = data.dcf.to(device=y.device, dtype=torch.float32)[:, None]  # (T, 1, ...): the coil axis
+    return data.operator(backend=backend), y, w
 
 
-def _normal(op: SenseOp, w: torch.Tensor):
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        return op.adjoint(op.forward(x) * w)
-
-    return apply
-
-
-def _frame_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Real part of the per-frame inner product ``<a, b>``: ``(T, Y, X) -> (T, 1, 1)``."""
-    return (a.conj() * b).real.sum(dim=(-2, -1), keepdim=True)
-
-
-def _max_eig(normal, shape, device, iterations: int = 12, seed: int = 0) -> float:
-    """Largest eigenvalue of the (Hermitian, PSD) normal operator by power iteration."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(shape + (2,), generator=g, dtype=torch.float32)
-    x = torch.view_as_complex(x).to(device)
-    x = x / x.norm()
-    lam = 1.0
-    for _ in range(iterations):
-        z = normal(x)
-        lam = float(z.norm())
-        x = z / max(lam, 1e-30)
-    return lam
+def _check_options(iterations: int, **weights: float) -> None:
+    """One sentence per bad option: ``iterations >= 1``, every weight finite and ``>= 0``."""
+    check(int(iterations) >= 1, f"iterations must be a positive integer; got {iterations}.")
+    for name, value in weights.items():
+        check(value >= 0 and math.isfinite(value), f"{name} must be finite and >= 0; got {value}.")
 
 
 def _scale(x0: torch.Tensor) -> float:
     s = float(x0.abs().max())
     return s if s > 0 and math.isfinite(s) else 1.0
-
-
-def _tv_prox(v: torch.Tensor, mu: float, p: torch.Tensor, iterations: int = 20):
-    """``argmin_x 1/2 |x - v|^2 + mu sum_t |x[t+1] - x[t]|`` (complex, per pixel), dual PG.
-
-    Returns the minimiser and the dual variable ``p`` ``(T-1, Y, X)`` (for warm starts).
-    """
-
-    def dt(x):  # forward difference along time
-        return x[1:] - x[:-1]
-
-    def dtt(q):  # its adjoint
-        z = torch.zeros((1,) + q.shape[1:], dtype=q.dtype, device=q.device)
-        return torch.cat([z, q]) - torch.cat([q, z])
-
-    for _ in range(iterations):
-        q = p + 0.25 * dt(v - dtt(p))
-        p = q / torch.clamp(q.abs() / mu, min=1.0)  # project onto |p| <= mu
-    return v - dtt(p), p
-
-
-def _soft(x: torch.Tensor, thr: float) -> torch.Tensor:
-    mag = x.abs()
-    return x * torch.clamp(1 - thr / torch.clamp(mag, min=1e-30), min=0.0)
-
-
-def _svt_abs(x: torch.Tensor, thr: float) -> torch.Tensor:
-    """Singular value thresholding of the Casorati matrix ``(T, Y*X)`` at ``thr``.
-
-    Through the ``T x T`` Gram matrix (``T`` frames << ``Y*X`` pixels): with ``X X^H = U W U^H``,
-    ``SVT(X) = U diag(max(sigma - thr, 0) / sigma) U^H X``, ``sigma = sqrt(W)``; the Gram matrix
-    and its eigendecomposition are computed in double precision.
-    """
-    t = x.shape[0]
-    m = x.reshape(t, -1)
-    m64 = m.to(torch.complex128)
-    w, u = torch.linalg.eigh(m64 @ m64.mH)
-    sig = torch.sqrt(torch.clamp(w, min=0.0))
-    keep = torch.where(sig > thr, (sig - thr) / torch.clamp(sig, min=1e-300), torch.zeros_like(sig))
-    proj = (u * keep.to(u.dtype)) @ u.mH  # (T, T)
-    return (proj.to(m.dtype) @ m).reshape(x.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,8 +97,47 @@ def _svt_abs(x: torch.Tensor, thr: float) -> torch.Tensor:
 @torch.no_grad()
 def gridding(data: RadialData, backend: str = "auto") -> torch.Tensor:
     """Density-compensated NUFFT adjoint, coil-combined: ``A^H D y``, ``(T, Y, X)`` complex64."""
-    op, y, w = _setup(data, backend)
-    return op.adjoint(y * w).to(torch.complex64)
+    return LeastSquares(*_radial(data, backend)).rhs.to(torch.complex64)
+
+
+def cg_sense_operator(
+    op: Linop,
+    y: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    lam: float = DEFAULTS["cg_sense"]["lam"],
+    iterations: int = DEFAULTS["cg_sense"]["iterations"],
+    tol: float | None = None,
+    batch_dims: int | None = None,
+    progress: bool = False,
+) -> SolverResult:
+    """CG-SENSE with any encoding: solve ``(A^H W A + lam I) x = A^H W y`` by conjugate gradients
+    from zero.
+
+    Args:
+        op: the encoding ``A``, e.g. ``SenseOp(maps, CartesianFFT(shape, mask))`` (image
+            ``(T, Y, X)`` -> k-space ``(T, C, Y, X)``) or ``data.operator()`` of radial data.
+        y: k-space, the shape of ``A``'s output.
+        weights: optional non-negative data weights ``W`` broadcasting against ``y`` (e.g. the
+            density compensation ``dcf[:, None]``); None for plain least squares.
+        lam: Tikhonov weight ``>= 0`` in the units of ``A^H W A`` (dimensionless when ``A^H W A``
+            is close to the identity, as for a unitary FFT or density-compensated radial data).
+        iterations: the most CG steps; ``tol`` stops earlier on the relative residual (None: off).
+        batch_dims: leading image axes that index independent systems (default: all but the last
+            two, i.e. one system per 2-D frame; right only where ``A`` acts frame by frame).
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`~mrphys.recon.solvers.SolverResult`: ``x`` the image ``(T, Y, X)`` (dtype of
+        ``A^H y``), the iterations run and the relative residual per frame.
+    """
+    _check_options(iterations, lam=lam)
+    ls = LeastSquares(op, y, weights)
+    b = ls.rhs
+    normal = ls.normal + lam * Identity()
+    nb = b.ndim - 2 if batch_dims is None else int(batch_dims)
+    return conjugate_gradient(
+        normal, b, iterations=iterations, tol=tol, batch_dims=nb, progress=progress, desc="CG-SENSE"
+    )
 
 
 @torch.no_grad()
@@ -151,34 +145,39 @@ def cg_sense(
     data: RadialData,
     iterations: int = DEFAULTS["cg_sense"]["iterations"],
     lam: float = DEFAULTS["cg_sense"]["lam"],
+    tol: float | None = None,
     backend: str = "auto",
     progress: bool = False,
 ) -> torch.Tensor:
     """CG-SENSE per frame: solve ``(A^H D A + lam I) x = A^H D y`` by ``iterations`` CG steps.
 
     All frames are solved at once (one batched NUFFT per step) with per-frame step sizes, i.e.
-    exactly ``T`` independent CG runs. Starts from zero. ``lam >= 0`` is dimensionless
-    (``A^H D A`` is close to the identity). Returns ``(T, Y, X)`` complex64.
+    exactly ``T`` independent CG runs (:func:`cg_sense_operator`). Starts from zero. ``lam >= 0``
+    is dimensionless (``A^H D A`` is close to the identity). ``tol`` stops once every frame's
+    relative residual is at most ``tol`` (None: run all iterations). Returns ``(T, Y, X)``
+    complex64.
     """
-    check(int(iterations) >= 1, f"iterations must be a positive integer; got {iterations}.")
-    check(lam >= 0 and math.isfinite(lam), f"lam must be a finite number >= 0; got {lam}.")
-    op, y, w = _setup(data, backend)
-    normal = _normal(op, w)
-    b = op.adjoint(y * w)
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = _frame_dot(r, r)
-    tiny = torch.finfo(torch.float32).tiny
-    for _ in tqdm(range(int(iterations)), desc="CG-SENSE", disable=not progress, leave=False):
-        ap = normal(p) + lam * p
-        alpha = rs / torch.clamp(_frame_dot(p, ap), min=tiny)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = _frame_dot(r, r)
-        p = r + (rs_new / torch.clamp(rs, min=tiny)) * p
-        rs = rs_new
-    return x.to(torch.complex64)
+    op, y, w = _radial(data, backend)
+    res = cg_sense_operator(op, y, w, lam, iterations, tol, 1, progress)
+    log.info("CG-SENSE: %d iterations, max relative residual %.2e", res.iterations,
+             float(res.residual.max()))  # fmt: skip
+    return res.x.to(torch.complex64)
+
+
+class _WarmTV:
+    """The prox of ``lam_tv * s * TV_t`` for FISTA, warm-starting each call from the last dual."""
+
+    def __init__(self, weight: float, shape: tuple[int, ...], like: torch.Tensor):
+        self.weight = weight
+        self.p = torch.zeros(
+            (max(shape[0] - 1, 0),) + shape[1:], dtype=like.dtype, device=like.device
+        )
+
+    def __call__(self, v: torch.Tensor, step: float) -> torch.Tensor:
+        if v.shape[0] < 2:
+            return v
+        x, self.p = temporal_tv_prox(v, step * self.weight, self.p)
+        return x
 
 
 @torch.no_grad()
@@ -195,28 +194,17 @@ def grasp(
     peak of the gridding image; step ``1/L`` with ``L`` the largest eigenvalue of ``A^H D A``
     (power iteration); starts from the gridding image.
     """
-    check(int(iterations) >= 1, f"iterations must be a positive integer; got {iterations}.")
-    check(lam_tv >= 0 and math.isfinite(lam_tv), f"lam_tv must be finite and >= 0; got {lam_tv}.")
-    op, y, w = _setup(data, backend)
-    normal = _normal(op, w)
-    b = op.adjoint(y * w)
+    _check_options(iterations, lam_tv=lam_tv)
+    ls = LeastSquares(*_radial(data, backend))
+    b = ls.rhs
     if b.shape[0] < 2:
         log.warning("GRASP on a single frame: temporal TV has no effect (CG-SENSE-like result)")
-    step = 1.0 / (1.05 * _max_eig(normal, tuple(b.shape), b.device))
-    mu = step * lam_tv * _scale(b)
-    x = b.clone()
-    z = x.clone()
-    p = torch.zeros((max(b.shape[0] - 1, 0),) + b.shape[1:], dtype=b.dtype, device=b.device)
-    tk = 1.0
+    step = 1.0 / (1.05 * ls.lipschitz())
+    prox = _WarmTV(lam_tv * _scale(b), tuple(b.shape), b)
     t0 = time.perf_counter()
-    for _ in tqdm(range(int(iterations)), desc="GRASP", disable=not progress, leave=False):
-        v = z - step * (normal(z) - b)
-        x_new, p = _tv_prox(v, mu, p) if b.shape[0] > 1 else (v, p)
-        tk_new = 0.5 * (1 + math.sqrt(1 + 4 * tk * tk))
-        z = x_new + ((tk - 1) / tk_new) * (x_new - x)
-        x, tk = x_new, tk_new
-    log.info("GRASP: %d iterations in %.1f s", iterations, time.perf_counter() - t0)
-    return x.to(torch.complex64)
+    res = fista(ls.gradient, prox, b, step, iterations, progress=progress, desc="GRASP")
+    log.info("GRASP: %d iterations in %.1f s", res.iterations, time.perf_counter() - t0)
+    return res.x.to(torch.complex64)
 
 
 @torch.no_grad()
@@ -236,42 +224,30 @@ def low_rank_sparse(
 
     with ``|.|_*`` the nuclear norm of the Casorati matrix ``(T, Y*X)``, ``F_t`` the orthonormal
     temporal FFT, ``sigma_0`` the largest singular value and ``s`` the peak magnitude of the
-    gridding image. Solved by FISTA on the pair ``(L, S)``: a joint gradient step of size
-    ``1 / (2 L_A)`` (``L_A`` = largest eigenvalue of ``A^H D A``), then singular value
-    thresholding of ``L`` and soft thresholding of ``F_t S``. (Otazo's published iteration is the
-    same pair of proximal maps without the momentum; it converged slowly here.)
+    gridding image. Solved by FISTA on the pair ``(L, S)`` stacked as ``(2, T, Y, X)`` (the
+    encoding ``A @ Repeat(2).H`` sums the pair): a joint gradient step of size ``1 / (2 L_A)``
+    (``L_A`` = largest eigenvalue of ``A^H D A``), then singular value thresholding of ``L`` and
+    soft thresholding of ``F_t S``. (Otazo's published iteration is the same pair of proximal maps
+    without the momentum; it converged slowly here.)
     Starts from ``L = A^H D y``, ``S = 0``. Returns ``L + S``.
     """
-    check(int(iterations) >= 1, f"iterations must be a positive integer; got {iterations}.")
-    check(lam_l >= 0 and math.isfinite(lam_l), f"lam_l must be finite and >= 0; got {lam_l}.")
-    check(lam_s >= 0 and math.isfinite(lam_s), f"lam_s must be finite and >= 0; got {lam_s}.")
-    op, y, w = _setup(data, backend)
-    normal = _normal(op, w)
-    b = op.adjoint(y * w)
-    step = 1.0 / (2.1 * _max_eig(normal, tuple(b.shape), b.device))
+    _check_options(iterations, lam_l=lam_l, lam_s=lam_s)
+    op, y, w = _radial(data, backend)
+    ls = LeastSquares(op, y, w)
+    b = ls.rhs
+    step = 1.0 / (2.1 * ls.lipschitz())
     b64 = b.reshape(b.shape[0], -1).to(torch.complex128)
     sigma0 = float(torch.linalg.eigvalsh(b64 @ b64.mH)[-1].clamp(min=0).sqrt())
-    thr_l = step * lam_l * sigma0
-    thr_s = step * lam_s * _scale(b)
-    low, sp = b.clone(), torch.zeros_like(b)
-    zl, zs = low.clone(), sp.clone()
-    tk = 1.0
-    for _ in tqdm(range(int(iterations)), desc="L+S", disable=not progress, leave=False):
-        g = normal(zl + zs) - b
-        low_new = _svt_abs(zl - step * g, thr_l)
-        sf = torch.fft.fft(zs - step * g, dim=0, norm="ortho")
-        sp_new = torch.fft.ifft(_soft(sf, thr_s), dim=0, norm="ortho")
-        tk_new = 0.5 * (1 + math.sqrt(1 + 4 * tk * tk))
-        beta = (tk - 1) / tk_new
-        zl = low_new + beta * (low_new - low)
-        zs = sp_new + beta * (sp_new - sp)
-        low, sp, tk = low_new, sp_new, tk_new
-    return (low + sp).to(torch.complex64)
+    scale = _scale(b)
+    pair = Repeat(2)
+    ft = AxisFFT(dim=0)
 
+    def prox(v: torch.Tensor, step: float) -> torch.Tensor:
+        low = singular_value_threshold(v[0], step * lam_l * sigma0)
+        sp = ft.adjoint(soft_threshold(ft.forward(v[1]), step * lam_s * scale))
+        return torch.stack([low, sp])
 
-METHODS = {
-    "gridding": gridding,
-    "cg-sense": cg_sense,
-    "grasp": grasp,
-    "ls": low_rank_sparse,
-}
+    pair_ls = LeastSquares(op @ pair.H, y, w)
+    x0 = torch.stack([b, torch.zeros_like(b)])
+    res = fista(pair_ls.gradient, prox, x0, step, iterations, progress=progress, desc="L+S")
+    return pair.adjoint(res.x).to(torch.complex64)

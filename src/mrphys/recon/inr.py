@@ -30,16 +30,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mrphys.errors import MrphysError, check, check_finite
 from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
+from mrphys.physics.coils import SenseOp
+from mrphys.physics.nufft import RadialNUFFT, radial_dcf
+from mrphys.train import Record, Trainer
 from mrphys.utils import make_generator, resolve_device
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,39 @@ class InrConfig:
             f"iterations must be None or >= 1; got {self.iterations}.",
         )
         check(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}.")
+
+
+@dataclass
+class InrFit(Record):
+    """What :func:`fit_inr` returns beside the model (and :func:`render_inr` needs).
+
+    Attributes:
+        scale: image units per network output unit (the network fits ``x / scale``).
+        n_frames: acquired frames ``T``.
+        im_size: acquired matrix ``(Y, X)``.
+        iterations: optimisation steps run.
+        seconds: wall time of the fit in s (interpolation plans included).
+        final_loss: loss of the last step (dimensionless).
+        config: the :class:`InrConfig` as a dict.
+        losses: loss of every step, ``(iterations,)``.
+        plans: interpolation plans of the acquired pixel grid, one per frame (reused by
+            :func:`render_inr`; not part of the JSON form).
+    """
+
+    scale: float
+    n_frames: int
+    im_size: tuple[int, int]
+    iterations: int
+    seconds: float
+    final_loss: float
+    config: dict = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    plans: list[InterpolationPlan] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.pop("plans", None)
+        return d
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,97 +296,6 @@ def grid_coordinates(
 
 
 # --------------------------------------------------------------------------------------------
-# encoding operator: coil maps + per-frame NUFFT on a subset of frames
-# --------------------------------------------------------------------------------------------
-
-
-class _FinufftFrames(torch.autograd.Function):
-    """Coil images ``(B, C, Y, X)`` -> k-space ``(B, C, K)`` for the frames ``idx``.
-
-    Same convention as :class:`mrphys.physics.nufft.RadialNUFFT` (isign -1, centred modes,
-    ``1/sqrt(Y X)`` scaling); single-threaded finufft, which is the fastest choice for many small
-    transforms on a busy CPU. The gradient is the adjoint (type 1).
-    """
-
-    @staticmethod
-    def forward(ctx, xc, enc, idx):  # type: ignore[override]
-        import finufft
-
-        ctx.enc, ctx.idx = enc, idx
-        arr = xc.detach().cpu().numpy()
-        out = np.empty(arr.shape[:2] + (enc.n_k,), dtype=arr.dtype)
-        for b, f in enumerate(idx):
-            ky, kx = enc.coords[f]
-            out[b] = finufft.nufft2d2(
-                ky, kx, np.ascontiguousarray(arr[b]), eps=enc.eps, isign=-1, nthreads=1
-            )
-        return torch.from_numpy(out).to(xc.device) * enc.scale
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        import finufft
-
-        enc, idx = ctx.enc, ctx.idx
-        arr = g.detach().cpu().numpy()
-        out = np.empty(arr.shape[:2] + enc.im_size, dtype=arr.dtype)
-        for b, f in enumerate(idx):
-            ky, kx = enc.coords[f]
-            out[b] = finufft.nufft2d1(
-                ky,
-                kx,
-                np.ascontiguousarray(arr[b]),
-                n_modes=enc.im_size,
-                eps=enc.eps,
-                isign=1,
-                nthreads=1,
-            )
-        return torch.from_numpy(out).to(g.device) * enc.scale, None, None
-
-
-class FrameEncoding:
-    """SENSE radial encoding restricted to chosen frames: image ``(B, Y, X)`` -> ``(B, C, K)``.
-
-    Args:
-        traj: ``(T, K, 2)`` rad/pixel, last axis ``(ky, kx)``.
-        maps: coil sensitivities ``(C, Y, X)`` complex.
-        nufft_eps: finufft accuracy (CPU).
-    """
-
-    def __init__(self, traj: torch.Tensor, maps: torch.Tensor, nufft_eps: float = 1e-4):
-        self.traj = traj
-        self.maps = maps
-        self.im_size = (int(maps.shape[-2]), int(maps.shape[-1]))
-        self.n_k = int(traj.shape[1])
-        self.eps = float(nufft_eps)
-        self.scale = 1.0 / math.sqrt(self.im_size[0] * self.im_size[1])
-        self.use_finufft = maps.device.type == "cpu"
-        if self.use_finufft:
-            tr = traj.detach().cpu().numpy().astype(np.float32)
-            self.coords = [
-                (np.ascontiguousarray(tr[i, :, 0]), np.ascontiguousarray(tr[i, :, 1]))
-                for i in range(tr.shape[0])
-            ]
-
-    def forward(self, x: torch.Tensor, idx: list[int]) -> torch.Tensor:
-        """``x (B, Y, X)`` complex for frames ``idx`` (length B) -> ``(B, C, K)``."""
-        xc = x[:, None] * self.maps[None]  # (B, C, Y, X)
-        if self.use_finufft:
-            return _FinufftFrames.apply(xc.contiguous(), self, list(idx))
-        from mrphys.physics.nufft import RadialNUFFT
-
-        op = RadialNUFFT(self.traj[list(idx)], self.im_size)
-        return op.forward(xc.transpose(0, 1)).transpose(0, 1)  # (C, B, K) -> (B, C, K)
-
-    def adjoint(self, y: torch.Tensor, idx: list[int]) -> torch.Tensor:
-        """``y (B, C, K)`` -> coil-combined ``(B, Y, X)`` (``sum_c conj(S_c) F^H y_c``)."""
-        from mrphys.physics.nufft import RadialNUFFT
-
-        op = RadialNUFFT(self.traj[list(idx)], self.im_size)
-        xc = op.adjoint(y.transpose(0, 1)).transpose(0, 1)  # (B, C, Y, X)
-        return (xc * self.maps.conj()[None]).sum(1)
-
-
-# --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
 
@@ -378,15 +321,22 @@ def _windows(n_frames: int, size: int, gen: torch.Generator) -> list[list[int]]:
     return [wins[i] for i in order]
 
 
-def _intensity_scale(enc: FrameEncoding, kspace: torch.Tensor, dcf: torch.Tensor | None) -> float:
-    """Robust image scale from the time-averaged gridding image (all spokes together)."""
-    if dcf is None:
-        from mrphys.physics.nufft import radial_dcf
+def _intensity_scale(op: SenseOp, kspace: torch.Tensor, dcf: torch.Tensor | None) -> float:
+    """Robust image scale from the time-averaged gridding image (all spokes together).
 
-        dcf = radial_dcf(enc.traj.cpu(), im_size=enc.im_size).to(kspace.device)
-    t = kspace.shape[0]
-    x = enc.adjoint(kspace * dcf[:, None, :].to(kspace.real.dtype), list(range(t)))
-    norm = (enc.maps.abs() ** 2).sum(0).clamp_min(1e-6)
+    ``op`` is the SENSE radial encoding of all frames, ``kspace`` ``(T, C, *K)`` and ``dcf``
+    ``(T, *K)`` (computed from a radial ``(T, S, N, 2)`` trajectory when None).
+    """
+    if dcf is None:
+        traj = op.encoding.traj
+        check(
+            traj.ndim == 4,
+            "fit_inr needs dcf (T, K) with a flattened (T, K, 2) trajectory; pass dcf or the "
+            "radial trajectory (T, S, N, 2).",
+        )
+        dcf = radial_dcf(traj.cpu(), im_size=op.im_size).to(kspace.device)
+    x = op.adjoint(kspace * dcf.unsqueeze(1).to(kspace.real.dtype))
+    norm = (op.maps.abs() ** 2).sum(0).clamp_min(1e-6)
     comp = (x / norm).mean(0).abs()  # a fully sampled-like composite
     s = float(torch.quantile(comp.flatten().float(), 0.99))
     return s if s > 0 and math.isfinite(s) else 1.0
@@ -403,16 +353,19 @@ def fit_inr(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
-    callback: Callable[[int, SpatiotemporalInr, dict], None] | None = None,
+    callback: Callable[[int, SpatiotemporalInr, InrFit], None] | None = None,
     callback_every: int = 100,
-) -> tuple[SpatiotemporalInr, dict]:
+) -> tuple[SpatiotemporalInr, InrFit]:
     """Fit the INR to multi-coil radial k-space.
 
     Args:
-        kspace: ``(T, C, K)`` complex k-space (any consistent units).
-        traj: ``(T, K, 2)`` trajectory in rad/pixel, last axis ``(ky, kx)``.
+        kspace: ``(T, C, S, N)`` complex k-space (any consistent units); ``(T, C, K)`` with a
+            flattened trajectory.
+        traj: ``(T, S, N, 2)`` radial trajectory in rad/pixel, last axis ``(ky, kx)``; or any
+            ``(T, K, 2)`` trajectory (then ``dcf`` is required).
         maps: ``(C, Y, X)`` complex coil sensitivities.
-        dcf: optional ``(T, K)`` density compensation (only used to set the intensity scale).
+        dcf: optional ``(T, S, N)`` (or ``(T, K)``) density compensation (only used to set the
+            intensity scale).
         config: :class:`InrConfig` (CPU defaults when None).
         iterations: fixed number of steps (overrides the config).
         seed: seed of the initialisation and of the frame windows.
@@ -423,21 +376,28 @@ def fit_inr(
         callback_every: steps between callback calls.
 
     Returns:
-        The fitted model and a dict ``info`` with ``scale`` (image units per network unit),
-        ``n_frames``, ``im_size``, ``iterations``, ``seconds``, ``final_loss`` and ``config``.
+        The fitted model and its :class:`InrFit` (scale, sizes, iterations, seconds, losses).
+        The steps run on the package's one training loop (:class:`mrphys.train.Trainer`).
     """
     config = config or InrConfig()
     if iterations is not None:
         config = replace(config, iterations=int(iterations))
     config.validate()
     check(
-        kspace.dim() == 3 and kspace.is_complex(),
-        f"kspace must be complex with shape (T, C, K); got {tuple(kspace.shape)} {kspace.dtype}.",
+        kspace.dim() in (3, 4) and kspace.is_complex(),
+        "kspace must be complex with shape (T, C, S, N) or (T, C, K); "
+        f"got {tuple(kspace.shape)} {kspace.dtype}.",
     )
-    t_frames, n_coils, n_k = kspace.shape
+    t_frames, n_coils = int(kspace.shape[0]), int(kspace.shape[1])
+    samples = tuple(kspace.shape[2:])
     check(
-        traj.shape == (t_frames, n_k, 2),
-        f"traj must have shape ({t_frames}, {n_k}, 2) to match kspace; got {tuple(traj.shape)}.",
+        tuple(traj.shape) == (t_frames, *samples, 2),
+        f"traj must have shape {(t_frames, *samples, 2)} to match kspace; got {tuple(traj.shape)}.",
+    )
+    check(
+        dcf is None or tuple(dcf.shape) == (t_frames, *samples),
+        f"dcf must have shape {(t_frames, *samples)} to match kspace; "
+        f"got {None if dcf is None else tuple(dcf.shape)}.",
     )
     check(
         maps.dim() == 3 and maps.shape[0] == n_coils,
@@ -450,8 +410,10 @@ def fit_inr(
     traj = traj.to(dev, torch.float32)
     im_size = (int(maps.shape[1]), int(maps.shape[2]))
     n_ref = max(im_size)
-    enc = FrameEncoding(traj, maps, config.nufft_eps)
-    scale = _intensity_scale(enc, kspace, None if dcf is None else dcf.to(dev))
+    # the scale uses the full-accuracy NUFFT; the windows the INR's own (config.nufft_eps)
+    full = SenseOp(maps, RadialNUFFT(traj, im_size, threads=1))
+    scale = _intensity_scale(full, kspace, None if dcf is None else dcf.to(dev))
+    nufft = RadialNUFFT(traj, im_size, threads=1, eps=config.nufft_eps)
     y = kspace / scale
     # The relative-L2 term is evaluated on k-space normalised to max |y| = 1, so that its eps
     # (1e-4) is relative to the k-space peak: without this the weights 1 / (|y_hat|^2 + eps)
@@ -474,21 +436,23 @@ def fit_inr(
         "INR: %d frames %s, %d coils, %d iterations of %d frames, %d parameters",
         t_frames, im_size, n_coils, n_iter, batch, sum(p.numel() for p in model.parameters()),
     )  # fmt: skip
+    fit = InrFit(
+        scale=scale, n_frames=t_frames, im_size=im_size, iterations=n_iter, seconds=0.0,
+        final_loss=float("nan"), config=asdict(config), plans=plans,
+    )  # fmt: skip
     queue: list[list[int]] = []
-    loss_val = float("nan")
-    bar = tqdm(range(n_iter), desc="INR", disable=not progress, leave=False)
-    for it in bar:
+
+    def step(it: int) -> dict[str, float]:
+        """One optimiser step on one window of frames (a trainer unit)."""
+        nonlocal queue
         if config.coarse_to_fine:
             model.encoding.set_active_levels(1 + (it * config.n_levels) // n_iter)
-        if it == halve_at:
-            for g in opt.param_groups:
-                g["lr"] = config.lr / 2
         if not queue:
             queue = _windows(t_frames, batch, gen)
         idx = queue.pop()
         out = torch.stack([model.forward_planned(plans[k]) for k in idx])  # (B, P, 2)
         x = torch.complex(out[..., 0], out[..., 1]).reshape(len(idx), *im_size)
-        y_hat = enc.forward(x, idx)
+        y_hat = SenseOp(maps, nufft.frames(idx)).forward(x)  # (B, C, S, N)
         loss = relative_l2(y_hat / kscale, y[idx] / kscale, config.eps)
         if config.tv_weight > 0:
             loss = loss + config.tv_weight * temporal_tv(x)
@@ -500,33 +464,43 @@ def fit_inr(
         loss_val = float(loss.detach())
         if not math.isfinite(loss_val):
             raise MrphysError(f"INR training diverged at iteration {it} (loss {loss_val}).")
-        if (it + 1) % config.log_every == 0 or it + 1 == n_iter:
-            log.info("INR iteration %d/%d loss %.4g", it + 1, n_iter, loss_val)
-            bar.set_postfix(loss=f"{loss_val:.3g}")
-        if callback is not None and ((it + 1) % callback_every == 0 or it + 1 == n_iter):
-            cb_info = {"scale": scale, "n_frames": t_frames, "im_size": im_size, "_plans": plans}
+        return {"loss": loss_val}
+
+    def after(trainer: Trainer) -> None:
+        it = trainer.epoch
+        if callback is not None and (it % callback_every == 0 or it == n_iter):
+            fit.seconds = time.perf_counter() - t0
             was = model.encoding.level_mask.clone()
-            callback(it + 1, model, cb_info)
+            callback(it, model, fit)
             model.encoding.level_mask.copy_(was)
-    bar.close()
+
+    # the one training loop of the package: a fixed count of steps (the result is the last
+    # iterate), the learning rate halved after lr_halve_at of them, a progress bar
+    trainer = Trainer(
+        model,
+        opt,
+        {},
+        units=n_iter,
+        schedule=lambda it: config.lr if it < halve_at else config.lr / 2,
+        progress=progress,
+        desc="INR",
+        unit="it",
+        log_every=config.log_every,
+        postfix=lambda rec: {"loss": f"{rec['loss']:.3g}"},
+        on_unit=after if callback is not None else None,
+    )
+    trainer.run(step)
     model.encoding.set_active_levels(config.n_levels)
-    info = {
-        "scale": scale,
-        "n_frames": t_frames,
-        "im_size": im_size,
-        "iterations": n_iter,
-        "seconds": time.perf_counter() - t0,
-        "final_loss": loss_val,
-        "config": asdict(config),
-        "_plans": plans,
-    }
-    return model, info
+    fit.seconds = time.perf_counter() - t0
+    fit.final_loss = trainer.history[-1]["loss"] if trainer.history else float("nan")
+    fit.losses = [rec["loss"] for rec in trainer.history]
+    return model, fit
 
 
 @torch.no_grad()
 def render_inr(
     model: SpatiotemporalInr,
-    info: dict,
+    info: InrFit,
     frames_out: int | None = None,
     matrix_out: int | tuple[int, int] | None = None,
 ) -> torch.Tensor:
@@ -535,8 +509,8 @@ def render_inr(
     ``frames_out`` frames span the acquired time interval (frame ``k'`` at acquired-frame position
     ``(k' + 0.5) T / T' - 0.5``); ``matrix_out`` pixels span the same field of view.
     """
-    t_frames = info["n_frames"]
-    im_size = tuple(info["im_size"])
+    t_frames = info.n_frames
+    im_size = tuple(info.im_size)
     n_ref = max(im_size)
     t_out = t_frames if frames_out is None else int(frames_out)
     if matrix_out is None:
@@ -548,7 +522,7 @@ def render_inr(
     check(t_out >= 1, f"frames_out must be a positive integer; got {frames_out}.")
     check(min(out_size) >= 1, f"matrix_out must be positive; got {matrix_out}.")
     dev = model.encoding.table.device
-    plans = info.get("_plans")
+    plans = info.plans
     frames = []
     if t_out == t_frames and out_size == im_size and plans is not None:
         for k in range(t_frames):
@@ -560,7 +534,7 @@ def render_inr(
             frames.append(model(coords[k]))
     out = torch.stack(frames)
     x = torch.complex(out[..., 0], out[..., 1]).reshape(t_out, *out_size)
-    return (x * info["scale"]).to(torch.complex64)
+    return (x * info.scale).to(torch.complex64)
 
 
 def reconstruct_inr(
@@ -577,8 +551,8 @@ def reconstruct_inr(
 
     Args:
         data: a :class:`mrphys.physics.radial.RadialData` (or any object / dict with ``kspace``
-            ``(T, C, K)``, ``traj`` ``(T, K, 2)`` rad/pixel, coil ``maps`` ``(C, Y, X)`` and
-            optionally ``dcf`` ``(T, K)``).
+            ``(T, C, S, N)``, ``traj`` ``(T, S, N, 2)`` rad/pixel, coil ``maps`` ``(C, Y, X)``
+            and optionally ``dcf`` ``(T, S, N)``; see :func:`fit_inr` for flattened ones).
         iterations: fixed number of optimisation steps (default: from the config).
         frames_out: frames to render (default: the acquired ``T``); more frames interpolate in time.
         matrix_out: matrix size to render (default: the acquired ``N``); larger is finer.
@@ -603,8 +577,8 @@ def reconstruct_inr(
     )
     if kspace is None or traj is None or maps is None:
         raise MrphysError(
-            "reconstruct_inr needs data with kspace (T, C, K), traj (T, K, 2) and coil maps "
-            "(C, Y, X)."
+            "reconstruct_inr needs data with kspace (T, C, S, N), traj (T, S, N, 2) and coil "
+            "maps (C, Y, X)."
         )
     model, info = fit_inr(
         torch.as_tensor(kspace),
@@ -617,5 +591,5 @@ def reconstruct_inr(
         device=device,
     )
     x = render_inr(model, info, frames_out=frames_out, matrix_out=matrix_out)
-    log.info("INR: %d iterations in %.1f s", info["iterations"], info["seconds"])
+    log.info("INR: %d iterations in %.1f s", info.iterations, info.seconds)
     return x

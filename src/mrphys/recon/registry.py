@@ -68,7 +68,7 @@ METHODS: dict[str, ReconMethod] = {
             "CG-SENSE",
             f"{_BASE}:cg_sense",
             True,
-            ("iterations", "lam", "backend", "progress"),
+            ("iterations", "lam", "tol", "backend", "progress"),
             "Tikhonov-regularised least squares by conjugate gradients",
         ),
         ReconMethod(

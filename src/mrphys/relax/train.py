@@ -11,9 +11,10 @@ Losses:
   the configuration features; MSE against the input features (B1 excluded), both z-scored with
   the stored training statistics.
 
-Checkpoints (``torch.save`` dict, written atomically after every epoch) hold the current and best
-model, the optimiser, the config, the normalisation, epoch/step counters, history and the package
-version; :func:`train` resumes from an existing checkpoint with the same config.
+The loop is the package's one trainer (:class:`mrphys.train.Trainer`): a checkpoint written
+atomically after every epoch holds the current and best model, the optimiser, the config, the
+normalisation, epoch/step counters, history and the package version; :func:`train` resumes from
+an existing checkpoint with the same data settings, bitwise as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -27,23 +28,30 @@ from pathlib import Path
 
 import torch
 
-from mrphys import __version__
 from mrphys.errors import MrphysError, check
-from mrphys.relax.data import (
-    DISTRIBUTIONS,
-    Protocol,
-    features,
-    is_complex_method,
-    sample_parameters,
-    simulate_signals,
-)
+from mrphys.relax import data as relax_data
+from mrphys.relax.data import DISTRIBUTIONS, Protocol, features, is_complex_method
 from mrphys.relax.networks import RelaxNet, build_network, model_features
+from mrphys.train import Record, Trainer, load_checkpoint, plain_config, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_model", "NETWORK_METHODS"]
+__all__ = [
+    "NETWORK_METHODS",
+    "EpochRecord",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingData",
+    "adam",
+    "load_model",
+    "train",
+    "training_loss",
+]
 
 NETWORK_METHODS = ("svnn", "pinn", "svnn-complex", "pinn-complex")
+
+#: settings that may change when a run is resumed (they do not define the data or the model)
+_RESUMABLE = ("max_epochs", "patience", "max_seconds", "lr_patience", "lr_decay")
 
 
 @dataclass
@@ -98,28 +106,69 @@ class TrainConfig:
     def data_key(self) -> dict:
         """The fields that define the data and the model (must match to resume)."""
         d = asdict(self)
-        for k in ("max_epochs", "patience", "max_seconds", "lr_patience", "lr_decay"):
+        for k in _RESUMABLE:
             d.pop(k)
         return d
 
 
+@dataclass(eq=True)
+class EpochRecord(Record):
+    """One training epoch."""
+
+    #: epochs completed (1-based)
+    epoch: int
+    #: mean training loss over the epoch's samples (dimensionless: z-scored or unit-box MSE)
+    train_loss: float
+    #: training samples seen (fewer than the training split when the time budget cut the epoch)
+    samples: int
+    #: loss on the validation split (fixed noise at the training SNR)
+    val_loss: float
+    #: learning rate after the epoch (after any plateau decay)
+    lr: float
+    #: wall time of the epoch in s
+    seconds: float
+
+
 @dataclass
-class TrainResult:
+class TrainResult(Record):
+    """A finished (or paused) training run."""
+
+    #: the network with the best (lowest validation loss) weights, in eval mode
     model: RelaxNet
     config: TrainConfig
-    history: list[dict] = field(default_factory=list)
+    #: one record per epoch, resumed epochs included
+    history: list[EpochRecord] = field(default_factory=list)
+    #: ``max_epochs``, ``early_stopping`` or ``time_budget``
     stop_reason: str = ""
+    #: wall time of this call in s
     seconds: float = 0.0
+    #: loss of the best weights on the test split
     test_loss: float = math.nan
 
+    def to_dict(self) -> dict:
+        """History, stop reason, seconds and test loss (the model is left out)."""
+        return {
+            "config": plain_config(self.config),
+            "history": [h.to_dict() for h in self.history],
+            "stop_reason": self.stop_reason,
+            "seconds": self.seconds,
+            "test_loss": self.test_loss,
+        }
 
-class _Data:
-    """Simulated split: parameters, signals, features (float32)."""
+
+class TrainingData:
+    """Simulated split ``train``/``val``/``test`` (float32, on ``device``).
+
+    Attributes (dicts keyed by split): ``signals`` ``(M, n_cycles)`` complex, ``b1`` ``(M,)``,
+    ``target`` ``(M, 2)`` (T1, T2 in s) or ``(M, 3)`` (with theta in rad), ``clean`` noise-free
+    features ``(M, F)``; ``fixed`` (``val``, ``test``): features with fixed noise at the
+    training SNR.
+    """
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         g = torch.Generator().manual_seed(cfg.seed)  # CPU draws: same data on every device
-        p = sample_parameters(cfg.n_samples, cfg.distribution, cfg.complex, g)
-        sig = simulate_signals(p, cfg.protocol)
+        p = relax_data.sample_parameters(cfg.n_samples, cfg.distribution, cfg.complex, g)
+        sig = relax_data.simulate_signals(p, cfg.protocol)
         n_tr = int(0.6 * cfg.n_samples)
         n_va = int(0.2 * cfg.n_samples)
         names = ["t1", "t2", "theta"] if cfg.complex else ["t1", "t2"]
@@ -153,9 +202,14 @@ class _Data:
                 self.fixed[k] = noisy.to(device)
 
 
-def _loss(
+def training_loss(
     model: RelaxNet, cfg: TrainConfig, feats: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
+    """The method's loss on a batch: features ``(B, F)``, true parameters ``(B, 2 or 3)``.
+
+    SVNN: MSE of the unit-box outputs; PINN: MSE of the z-scored features re-simulated from the
+    predicted parameters (the target is not used).
+    """
     if cfg.method.startswith("svnn"):
         unit_t = (target - model.lo) / (model.hi - model.lo)
         return torch.mean((model.unit_output(feats) - unit_t) ** 2)
@@ -169,28 +223,17 @@ def _loss(
 def _eval_loss(model: RelaxNet, cfg: TrainConfig, feats, target, chunk: int = 65536) -> float:
     tot, n = 0.0, feats.shape[0]
     for s in range(0, n, chunk):
-        tot += float(_loss(model, cfg, feats[s : s + chunk], target[s : s + chunk])) * min(
-            chunk, n - s
-        )
+        part = training_loss(model, cfg, feats[s : s + chunk], target[s : s + chunk])
+        tot += float(part) * min(chunk, n - s)
     return tot / n
 
 
-def _adam(model: RelaxNet, lr: float) -> torch.optim.Optimizer:
+def adam(model: RelaxNet, lr: float) -> torch.optim.Optimizer:
+    """Adam on the model's parameters (the fused kernel where this PyTorch has it)."""
     try:  # the fused kernel saves most of the per-step overhead of these tiny networks
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(model.parameters(), lr=lr)
-
-
-def _save(path: Path, ckpt: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-
-
-def _config_from(d: dict) -> TrainConfig:
-    return TrainConfig(**{k: v for k, v in d.items() if k in TrainConfig.__dataclass_fields__})
 
 
 def train(
@@ -214,64 +257,39 @@ def train(
     """
     device = torch.device(device)
     t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)  # default PyTorch layer initialisation, seeded
+    seed_everything(cfg.seed)  # default PyTorch layer initialisation, seeded
     model = build_network(cfg.method, cfg.distribution).to(device)
-    opt = _adam(model, cfg.lr)
-    data = _Data(cfg, device)
-    state = {"epoch": 0, "step": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
-    best_state = None
+    opt = adam(model, cfg.lr)
+    data = TrainingData(cfg, device)
     path = Path(checkpoint) if checkpoint is not None else None
+    trainer = Trainer(
+        model,
+        opt,
+        plain_config(cfg),
+        units=cfg.max_epochs,
+        checkpoint=path,
+        monitor="val_loss",
+        patience=cfg.patience,
+        lr_patience=cfg.lr_patience,
+        lr_decay=cfg.lr_decay,
+        max_seconds=cfg.max_seconds,
+        started=t_start,
+        resume_ignore=_RESUMABLE,
+        progress=progress,
+        desc=f"train {cfg.method}",
+        postfix=lambda r: {"val": f"{r['val_loss']:.2e}"},
+    )
     if path is not None and path.exists() and resume:
-        ck = torch.load(path, map_location=device, weights_only=False)
-        if _config_from(ck["config"]).data_key() != cfg.data_key():
-            raise MrphysError(
-                f"checkpoint {path} holds other training settings; "
-                "use another --out or --overwrite."
-            )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        best_state = ck["best_model"]
-        for k in state:
-            state[k] = ck[k]
-        log.info("resuming %s from epoch %d", path, state["epoch"])
+        trainer.resume(path)
     else:
-        mean = data.clean["train"].mean(0)
-        std = data.clean["train"].std(0)
-        model.set_normalisation(mean, std)
-
-    def checkpoint_dict() -> dict:
-        return {
-            "model": model.state_dict(),
-            "best_model": best_state if best_state is not None else model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "config": asdict(cfg),
-            "normalisation": {"mean": model.feat_mean.cpu(), "std": model.feat_std.cpu()},
-            "version": __version__,
-            **state,
-        }
+        model.set_normalisation(data.clean["train"].mean(0), data.clean["train"].std(0))
+    trainer.normalisation = {"mean": model.feat_mean.cpu(), "std": model.feat_std.cpu()}
 
     n_tr = data.signals["train"].shape[0]
-    stop = ""
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=cfg.max_epochs, initial=state["epoch"], desc=f"train {cfg.method}", unit="epoch"
-        )
     noisy = not math.isinf(cfg.snr)
-    while True:
-        if state["epoch"] >= cfg.max_epochs:
-            stop = "max_epochs"
-            break
-        if state["bad_epochs"] >= cfg.patience:
-            stop = "early_stopping"
-            break
-        if cfg.max_seconds is not None and time.perf_counter() - t_start > cfg.max_seconds:
-            stop = "time_budget"
-            break
+
+    def epoch(ep: int) -> dict:
         t_ep = time.perf_counter()
-        ep = state["epoch"]
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + ep)
         perm = torch.randperm(n_tr, generator=g).to(device)
         model.train()
@@ -291,68 +309,47 @@ def train(
                 )
             else:
                 fb = feat_all[sl]
-            loss = _loss(model, cfg, fb, tgt_all[sl])
+            loss = training_loss(model, cfg, fb, tgt_all[sl])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             run_loss += loss.detach() * fb.shape[0]
-            state["step"] += 1
+            trainer.step += 1
             seen = s + fb.shape[0]
-            if (
-                cfg.max_seconds is not None
-                and state["step"] % 32 == 0
-                and time.perf_counter() - t_start > cfg.max_seconds
-            ):
+            if trainer.step % 32 == 0 and trainer.out_of_time():
                 break  # budget spent mid-epoch: validate and stop (recorded as a partial epoch)
         model.eval()
         val = _eval_loss(model, cfg, data.fixed["val"], data.target["val"])
-        state["epoch"] = ep + 1
-        if val < state["best_val"]:
-            state["best_val"] = val
-            state["bad_epochs"] = 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-            if cfg.lr_patience and state["bad_epochs"] % cfg.lr_patience == 0:
-                for grp in opt.param_groups:  # saved with the optimiser: a resume keeps it
-                    grp["lr"] *= cfg.lr_decay
-        rec = {
+        return {
             "epoch": ep + 1,
             "train_loss": float(run_loss) / max(seen, 1),
             "samples": seen,
             "val_loss": val,
-            "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t_ep,
         }
-        state["history"].append(rec)
-        log.info(
-            "epoch %d train %.3e val %.3e (%.1f s)", ep + 1, rec["train_loss"], val, rec["seconds"]
-        )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(val=f"{val:.2e}")
-        if path is not None:
-            _save(path, checkpoint_dict())
-    if bar is not None:
-        bar.close()
-    if path is not None:
-        _save(path, {**checkpoint_dict(), "stop_reason": stop})
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+    stop = trainer.run(epoch)
+    trainer.load_best()
     model.eval()
     test = _eval_loss(model, cfg, data.fixed["test"], data.target["test"])
-    return TrainResult(model, cfg, state["history"], stop, time.perf_counter() - t_start, test)
+    history = [EpochRecord(**h) for h in trainer.history]
+    return TrainResult(model, cfg, history, stop, time.perf_counter() - t_start, test)
 
 
 def load_model(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[RelaxNet, TrainConfig]:
-    """Load the best weights of a checkpoint; returns ``(model in eval mode, config)``."""
+    """Load the best weights of a checkpoint; returns ``(model in eval mode, config)``.
+
+    Checkpoints of earlier package versions load too. Raises :class:`MrphysError` for a missing
+    file, one that is not a relax checkpoint, or one holding anything but tensors and plain
+    values (nothing in it is executed).
+    """
     p = Path(path)
     if not p.is_file():
         raise MrphysError(f"model checkpoint {p} does not exist.")
+    ck = load_checkpoint(p, map_location=device)
     try:
-        ck = torch.load(p, map_location=device, weights_only=False)
         cfg = _config_from(ck["config"])
         model = build_network(cfg.method, cfg.distribution).to(device)
         model.load_state_dict(ck["best_model"])
@@ -362,3 +359,7 @@ def load_model(
         raise MrphysError(f"{p} is not an mrphys relax checkpoint ({type(e).__name__}).") from None
     model.eval()
     return model, cfg
+
+
+def _config_from(d: dict) -> TrainConfig:
+    return TrainConfig(**{k: v for k, v in d.items() if k in TrainConfig.__dataclass_fields__})

@@ -193,9 +193,9 @@ def default_model(
     path = cache_dir() / "relax" / f"{method}-{protocol.key()}-uniform-s{seed}.pt"
     if path.is_file():
         try:
-            import mrphys
+            import mrphys.train
 
-            ck = torch.load(path, map_location="cpu", weights_only=False)
+            ck = mrphys.train.load_checkpoint(path)  # refuses (never runs) non-plain content
             if ck.get("stop_reason") and ck.get("version") == mrphys.__version__:
                 model, _ = load_model(path, device)
                 return model, path

@@ -1,0 +1,426 @@
+"""The one training loop of the package: checkpoints, exact resume, seeding, early stopping.
+
+Every network of mrphys trains through :class:`Trainer`: the relaxometry MLPs
+(:mod:`mrphys.relax.train`), the SPIN reconstruction networks (:mod:`mrphys.design.train`) and
+the joint sequence + network learning (:func:`mrphys.design.optimize.joint`). The caller writes
+one function that runs one *unit* of work (an epoch, or one iteration of a fixed-iteration fit)
+and returns that unit's record (a dict of plain numbers, tensors allowed); the trainer runs the
+units, keeps the history, stops early, schedules the learning rate, shows a tqdm bar and writes a
+checkpoint after every ``checkpoint_every`` units.
+
+A checkpoint is a ``torch.save`` dict of tensors and plain values, written atomically:
+
+``format`` (``"mrphys-checkpoint"``), ``format_version``, ``version`` (package version);
+``model`` (``state_dict``), ``best_model`` (weights of the best unit, when a ``monitor`` is set);
+``optimizer`` (its ``state_dict``; a dict name -> ``state_dict`` for several optimisers);
+``config`` (the run's settings, JSON-able, compared on resume); ``normalisation`` (input
+statistics, tensors or numbers); ``epoch`` (units completed), ``step`` (optimiser steps);
+``rng`` (name -> ``torch.Generator`` state, a uint8 tensor); ``history`` (one record per unit);
+``best_val``, ``bad_epochs``, ``stop_reason``.
+
+Exact resume: draw a unit's randomness either from a generator seeded by ``(seed, unit)`` or
+from a generator registered in ``generators`` (its state travels in the checkpoint). Then a run
+stopped after any unit and resumed gives bitwise the same weights as one that ran through.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a file that holds anything but
+tensors and plain values is refused with a :class:`~mrphys.errors.MrphysError`, never executed.
+Under ``torchrun`` (DDP) only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mrphys import __version__
+from mrphys.errors import MrphysError, check
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Record",
+    "Trainer",
+    "load_checkpoint",
+    "plain_config",
+    "save_checkpoint",
+    "seed_everything",
+]
+
+#: the ``format`` entry of every checkpoint the trainer writes
+CHECKPOINT_FORMAT = "mrphys-checkpoint"
+_FORMAT_VERSION = 1
+
+
+class Record(Mapping):
+    """Base of the typed results (training histories, run results): a dataclass whose fields
+    carry units and shapes in their docs.
+
+    ``to_dict()`` is the JSON form (what ``metrics.json`` files hold: fields that are ``None``
+    and tensors are left out). For code written against the former dict results a record also
+    reads like a read-only mapping of its fields (``r["psnr"]``, ``r.get``, ``"psnr" in r``);
+    new code should use the attributes.
+    """
+
+    def _names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain fields (no tensors, no ``None``), nested records as dicts: the JSON form."""
+        out: dict[str, Any] = {}
+        for k in self._names():
+            v = getattr(self, k)
+            if isinstance(v, torch.Tensor):
+                continue
+            if isinstance(v, Record):
+                v = v.to_dict()
+            elif isinstance(v, list):
+                v = [x.to_dict() if isinstance(x, Record) else x for x in v]
+            out[k] = v
+        return out
+
+
+def plain_config(cfg: Any) -> dict[str, Any]:
+    """A settings dataclass (nested ones included) as JSON-able types: tuples become lists."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    d = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    return plain(d)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed PyTorch's global generators (CPU and CUDA): the default layer initialisation.
+
+    Functions of the package that draw during training take their own ``torch.Generator``.
+    """
+    torch.manual_seed(seed)
+
+
+def _writes() -> bool:
+    """Rank 0 (or no process group) writes files."""
+    d = torch.distributed
+    return not (d.is_available() and d.is_initialized() and d.get_rank() != 0)
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Atomically write ``state`` (tensors and plain values) to ``path``; rank 0 only."""
+    if not _writes():
+        return
+    from mrphys.io import atomic_file
+
+    full = {"format": CHECKPOINT_FORMAT, "format_version": _FORMAT_VERSION, **state}
+    full.setdefault("version", __version__)
+    with atomic_file(path) as tmp:
+        torch.save(full, tmp)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint dict without executing anything in it (``weights_only=True``).
+
+    Files of earlier package versions (the flat dicts of relax and SPIN training) load too.
+
+    Raises:
+        MrphysError: the file is missing, unreadable, holds objects other than tensors and plain
+            values, or has no ``model`` weights and ``config``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MrphysError(f"checkpoint {p} does not exist.")
+    try:
+        ck = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e):  # not a pickled object the guard stopped: a broken file
+            raise MrphysError(f"{p} is not a readable checkpoint (UnpicklingError).") from None
+        raise MrphysError(
+            f"{p} holds objects other than tensors and plain values; refusing to load it as a "
+            "checkpoint."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise MrphysError(f"{p} is not a readable checkpoint ({type(e).__name__}).") from None
+    if not (isinstance(ck, dict) and isinstance(ck.get("model"), dict) and "config" in ck):
+        raise MrphysError(f"{p} is not an mrphys checkpoint (no model weights and config).")
+    return ck
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    """Runs units of work (epochs or iterations) with history, early stopping, learning-rate
+    schedules, progress bar and checkpoints.
+
+    Args:
+        model: the module being trained (its ``state_dict`` is checkpointed; train several
+            modules together as an ``nn.ModuleDict``).
+        optimizer: one optimiser, or a dict name -> optimiser.
+        config: the run's settings, JSON-able (see :func:`plain_config`); stored, and compared
+            on :meth:`resume` except for the keys in ``resume_ignore``.
+        units: total number of units (epochs or iterations) to run.
+        checkpoint: file written after every ``checkpoint_every`` units and at the end.
+        normalisation: input statistics stored in the checkpoint.
+        generators: name -> ``torch.Generator`` drawn from across units (state checkpointed).
+        monitor: key of the unit record to minimise (validation loss): enables early stopping
+            after ``patience`` units without improvement, the best-weights copy, and the
+            plateau decay ``lr *= lr_decay`` after every ``lr_patience`` such units (0: off).
+        schedule: learning rate of (0-based) unit ``u``; set before the unit on every parameter
+            group as ``schedule(u) * group.get("lr_scale", 1)``.
+        max_seconds: wall-time budget in s, counted from ``started`` (``time.perf_counter()``
+            value; default: construction); the run stops before the next unit when spent.
+        progress: show a tqdm bar (``desc``, ``unit``), with ``postfix(record)`` as postfix.
+        log_every: log a unit's record (``logging.INFO``) every this many units.
+        on_unit: called as ``on_unit(trainer)`` after each unit (and its checkpoint).
+
+    The unit function receives the 0-based unit index and returns its record; with a
+    ``monitor``, ``lr`` (the first parameter group's rate after any plateau decay) is added when
+    the record has none. It may count optimiser steps in :attr:`step` and stop a unit early by
+    :meth:`out_of_time`.
+
+    A fixed-iteration fit (one unit per optimiser step, a checkpoint every 100)::
+
+        gen = torch.Generator().manual_seed(seed)
+        t = Trainer(model, opt, plain_config(cfg), units=3000, checkpoint=path,
+                    checkpoint_every=100, generators={"batches": gen}, progress=True,
+                    unit="it", on_unit=lambda t: t.epoch % 100 or report(t.history[-1]))
+        if resume and path.exists():
+            t.resume(path)
+        t.run(lambda it: {"loss": step(gen)})
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
+        config: Mapping[str, Any],
+        *,
+        units: int,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        normalisation: Mapping[str, Any] | None = None,
+        generators: Mapping[str, torch.Generator] | None = None,
+        monitor: str | None = None,
+        patience: int | None = None,
+        lr_patience: int = 0,
+        lr_decay: float = 0.5,
+        schedule: Callable[[int], float] | None = None,
+        max_seconds: float | None = None,
+        started: float | None = None,
+        resume_ignore: tuple[str, ...] = (),
+        progress: bool = False,
+        desc: str = "train",
+        unit: str = "epoch",
+        postfix: Callable[[dict], dict[str, str]] | None = None,
+        log_every: int = 1,
+        on_unit: Callable[[Trainer], None] | None = None,
+    ) -> None:
+        check(units >= 0, f"the number of training units must be >= 0; got {units}.")
+        check(checkpoint_every >= 1, f"checkpoint_every must be >= 1; got {checkpoint_every}.")
+        check(patience is None or patience >= 1, f"patience must be >= 1; got {patience}.")
+        check(lr_patience >= 0, f"lr_patience must be >= 0; got {lr_patience}.")
+        self.model = model
+        self._single = isinstance(optimizer, torch.optim.Optimizer)
+        self.optimizers: dict[str, torch.optim.Optimizer] = (
+            {"optimizer": optimizer} if self._single else dict(optimizer)
+        )
+        self.config = dict(config)
+        self.units = units
+        self.path = Path(checkpoint) if checkpoint is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.normalisation = dict(normalisation or {})
+        self.generators = dict(generators or {})
+        self.monitor, self.patience = monitor, patience
+        self.lr_patience, self.lr_decay = lr_patience, lr_decay
+        self.schedule = schedule
+        self.max_seconds = max_seconds
+        self.started = time.perf_counter() if started is None else started
+        self.resume_ignore = tuple(resume_ignore)
+        self.progress, self.desc, self.unit, self.postfix = progress, desc, unit, postfix
+        self.on_unit = on_unit
+        self.log_every = max(1, int(log_every))
+        #: units completed
+        self.epoch = 0
+        #: optimiser steps taken (counted by the unit function)
+        self.step = 0
+        #: one record per unit (records a caller adds before :meth:`run` are kept)
+        self.history: list[dict[str, Any]] = []
+        self.best_val = math.inf
+        self.bad_epochs = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stop_reason = ""
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The checkpoint dict of the run as it stands."""
+        opt = {k: o.state_dict() for k, o in self.optimizers.items()}
+        st = {
+            "model": self.model.state_dict(),
+            "optimizer": opt["optimizer"] if self._single else opt,
+            "config": self.config,
+            "normalisation": self.normalisation,
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": {k: g.get_state() for k, g in self.generators.items()},
+            "history": self.history,
+            "best_val": self.best_val,
+            "bad_epochs": self.bad_epochs,
+            "stop_reason": self.stop_reason,
+            "version": __version__,
+        }
+        if self.monitor is not None:
+            st["best_model"] = self.best_state if self.best_state is not None else st["model"]
+        return st
+
+    def save(self) -> None:
+        """Write the checkpoint (when a path was given)."""
+        if self.path is not None:
+            save_checkpoint(self.path, self.state())
+
+    def resume(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Continue from a checkpoint: weights, optimisers, counters, history, generator states.
+
+        Returns the checkpoint dict. Raises :class:`MrphysError` when its settings differ from
+        this run's (other than ``resume_ignore``).
+        """
+        p = Path(path)
+        dev = next(iter(self.model.state_dict().values()), torch.zeros(())).device
+        ck = load_checkpoint(p, map_location=dev)
+        old = {k: v for k, v in dict(ck["config"]).items() if k not in self.resume_ignore}
+        new = {k: v for k, v in self.config.items() if k not in self.resume_ignore}
+        diff = sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...))
+        if diff:
+            raise MrphysError(
+                f"checkpoint {p} was trained with other settings ({', '.join(diff)}); resume "
+                "with the same settings or start a new run."
+            )
+        try:
+            self.model.load_state_dict(ck["model"])
+            opt = ck["optimizer"]
+            for k, o in self.optimizers.items():
+                o.load_state_dict(opt if self._single else opt[k])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise MrphysError(
+                f"checkpoint {p} does not fit this model or optimiser ({type(e).__name__})."
+            ) from None
+        for k, g in self.generators.items():
+            if k in ck.get("rng", {}):
+                g.set_state(ck["rng"][k])
+        self.epoch = int(ck.get("epoch", 0))
+        self.step = int(ck.get("step", 0))
+        # SPIN checkpoints before the one trainer kept the history under "extra"
+        self.history = list(ck.get("history", ck.get("extra", {}).get("history", [])))
+        self.best_val = float(ck.get("best_val", math.inf))
+        self.bad_epochs = int(ck.get("bad_epochs", 0))
+        self.best_state = ck.get("best_model") if self.monitor is not None else None
+        log.info("resuming %s from %s %d", p, self.unit, self.epoch)
+        return ck
+
+    # -- the loop ------------------------------------------------------------------------------
+    def out_of_time(self) -> bool:
+        """Whether the wall-time budget is spent."""
+        return self.max_seconds is not None and time.perf_counter() - self.started > (
+            self.max_seconds
+        )
+
+    def _stop(self) -> str:
+        if self.epoch >= self.units:
+            return "max_epochs"
+        if self.patience is not None and self.bad_epochs >= self.patience:
+            return "early_stopping"
+        if self.out_of_time():
+            return "time_budget"
+        return ""
+
+    def _after(self, rec: dict[str, Any]) -> None:
+        if self.monitor is None:
+            return
+        val = rec[self.monitor]
+        if val < self.best_val:
+            self.best_val, self.bad_epochs = val, 0
+            self.best_state = _clone_state(self.model)
+        else:
+            self.bad_epochs += 1
+            if self.lr_patience and self.bad_epochs % self.lr_patience == 0:
+                for o in self.optimizers.values():  # saved with the optimiser: a resume keeps it
+                    for grp in o.param_groups:
+                        grp["lr"] *= self.lr_decay
+
+    def run(self, unit_fn: Callable[[int], dict[str, Any]]) -> str:
+        """Run units until ``units`` are done, early stopping or the time budget; returns the
+        stop reason (``max_epochs``, ``early_stopping`` or ``time_budget``)."""
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.units, initial=self.epoch, desc=self.desc, unit=self.unit)
+        try:
+            while not (stop := self._stop()):
+                u = self.epoch
+                if self.schedule is not None:
+                    lr = self.schedule(u)
+                    for o in self.optimizers.values():
+                        for grp in o.param_groups:
+                            grp["lr"] = lr * grp.get("lr_scale", 1.0)
+                rec = unit_fn(u)
+                self.epoch = u + 1
+                self._after(rec)
+                if self.monitor is not None and "lr" not in rec:
+                    rec["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                self.history.append(rec)
+                if self.epoch % self.log_every == 0 or self.epoch == self.units:
+                    log.info("%s %d: %s", self.unit, u + 1, _brief(rec))
+                if self.path is not None and (
+                    self.epoch % self.checkpoint_every == 0 or self.epoch == self.units
+                ):
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+                    if self.postfix is not None:
+                        bar.set_postfix(self.postfix(rec))
+                if self.on_unit is not None:
+                    self.on_unit(self)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.stop_reason = stop
+        self.save()
+        return stop
+
+    def load_best(self) -> None:
+        """Put the best weights (lowest ``monitor``) into the model, when tracked."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+def _brief(rec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if not isinstance(v, torch.Tensor)}
