@@ -52,6 +52,9 @@ def test_spin_figures_writes_the_four_paper_figures(tmp_path) -> None:
     assert _shape(tmp_path / "fft_images.png") == (275, 1452)  # 5 iterations + target, 110 dpi
     for name in names:
         _shape(tmp_path / name)
+    # a history without inverse-FFT metrics (empty lists) draws the network curves alone
+    plot.spin_curves(tmp_path / "net_only.png", {**hist, "fft_ssim": [], "fft_psnr": []})
+    assert _shape(tmp_path / "net_only.png") == _shape(tmp_path / "ssim_psnr.png")
 
 
 def test_relaxometry_evaluation_figures(tmp_path) -> None:
