@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import matplotlib.image
 import pytest
 import torch
 
 from mrphys import plot
+from mrphys.design.optimize import TestHistory
 
 
 def _shape(path) -> tuple[int, int]:
@@ -37,23 +39,23 @@ def test_frame_grid_rows_and_profile_column(tmp_path) -> None:
 
 def test_spin_figures_writes_the_four_paper_figures(tmp_path) -> None:
     k = 7  # iterations; the image rows show 5 of them (first and last included)
-    hist = {
-        "flip_angle_deg": [30.0 + 8 * i for i in range(k)],
-        "mse": [1.0 / (i + 1) for i in range(k)],
-        "ssim": [0.5 + 0.05 * i for i in range(k)],
-        "psnr": [20.0 + i for i in range(k)],
-        "fft_ssim": [0.4] * k,
-        "fft_psnr": [18.0] * k,
-        "fft_images": torch.rand(k, 2, 16, 16),
-        "images": torch.rand(k, 2, 16, 16),
-    }
+    hist = TestHistory(
+        flip_angle_deg=[30.0 + 8 * i for i in range(k)],
+        mse=[1.0 / (i + 1) for i in range(k)],
+        ssim=[0.5 + 0.05 * i for i in range(k)],
+        psnr=[20.0 + i for i in range(k)],
+        fft_ssim=[0.4] * k,
+        fft_psnr=[18.0] * k,
+        fft_images=torch.rand(k, 2, 16, 16),
+        images=torch.rand(k, 2, 16, 16),
+    )
     names = plot.spin_figures(tmp_path, hist, torch.rand(16, 16))
     assert names == ["fft_images.png", "network_images.png", "ssim_psnr.png", "mse_vs_flip.png"]
     assert _shape(tmp_path / "fft_images.png") == (275, 1452)  # 5 iterations + target, 110 dpi
     for name in names:
         _shape(tmp_path / name)
     # a history without inverse-FFT metrics (empty lists) draws the network curves alone
-    plot.spin_curves(tmp_path / "net_only.png", {**hist, "fft_ssim": [], "fft_psnr": []})
+    plot.spin_curves(tmp_path / "net_only.png", replace(hist, fft_ssim=[], fft_psnr=[]))
     assert _shape(tmp_path / "net_only.png") == _shape(tmp_path / "ssim_psnr.png")
 
 

@@ -19,9 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # the type only: plot imports no application
+    from mrphys.design.optimize import TestHistory
 
 __all__ = [
     "cod_vs_snr",
@@ -186,16 +189,16 @@ def spin_image_rows(
     _save(fig, path, 110)
 
 
-def spin_curves(path: str | Path, hist: dict) -> None:
+def spin_curves(path: str | Path, hist: TestHistory) -> None:
     """Mean test SSIM and PSNR (dB) of the network (and the inverse FFT) per iteration (Fig. 8)."""
     plt = _plt()
-    it = list(range(len(hist["ssim"])))
+    it = list(range(len(hist.ssim)))
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
-    a.plot(it, hist["ssim"], "o-", label="network")
-    b.plot(it, hist["psnr"], "o-", label="network")
-    if hist.get("fft_ssim"):
-        a.plot(it, hist["fft_ssim"], "s--", label="inverse FFT")
-        b.plot(it, hist["fft_psnr"], "s--", label="inverse FFT")
+    a.plot(it, hist.ssim, "o-", label="network")
+    b.plot(it, hist.psnr, "o-", label="network")
+    if hist.fft_ssim:
+        a.plot(it, hist.fft_ssim, "s--", label="inverse FFT")
+        b.plot(it, hist.fft_psnr, "s--", label="inverse FFT")
     a.set_xlabel("iteration")
     a.set_ylabel("mean SSIM")
     b.set_xlabel("iteration")
@@ -204,11 +207,11 @@ def spin_curves(path: str | Path, hist: dict) -> None:
     _save(fig, path, 110)
 
 
-def mse_vs_flip(path: str | Path, hist: dict) -> None:
+def mse_vs_flip(path: str | Path, hist: TestHistory) -> None:
     """Mean test MSE against the first flip angle (deg), points numbered by iteration (Fig. 9)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    x, y = hist["flip_angle_deg"], hist["mse"]
+    x, y = hist.flip_angle_deg, hist.mse
     ax.plot(x, y, "o-")
     for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
         ax.annotate(str(i), (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -217,24 +220,27 @@ def mse_vs_flip(path: str | Path, hist: dict) -> None:
     _save(fig, path, 110)
 
 
-def spin_figures(out: str | Path, hist: dict, target: torch.Tensor | None = None) -> list[str]:
+def spin_figures(
+    out: str | Path, hist: TestHistory, target: torch.Tensor | None = None
+) -> list[str]:
     """Write the SPIN Figures 6-9 of an optimisation history into folder ``out``.
 
     Args:
-        hist: ``flip_angle_deg``, ``mse``, ``ssim``, ``psnr`` (per iteration, optionally
-            ``fft_ssim``/``fft_psnr``), ``fft_images`` and ``images`` ``(K, P, N, N)``.
+        hist: a :class:`mrphys.design.optimize.TestHistory` (``flip_angle_deg``, ``mse``,
+            ``ssim``, ``psnr`` per iteration, optionally ``fft_ssim``/``fft_psnr``,
+            ``fft_images`` and ``images`` ``(K, P, N, N)``).
         target: the Eq. 13 image ``(N, N)`` of the first test phantom.
     Returns:
         the file names written: ``fft_images.png``, ``network_images.png``, ``ssim_psnr.png``,
         ``mse_vs_flip.png``.
     """
     out = Path(out)
-    flips = hist["flip_angle_deg"]
+    flips = hist.flip_angle_deg
     for name, key, title in (
         ("fft_images.png", "fft_images", "inverse FFT per iteration (Fig. 6)"),
         ("network_images.png", "images", "network per iteration (Fig. 7)"),
     ):
-        spin_image_rows(out / name, hist[key][:, 0], flips, title, target)
+        spin_image_rows(out / name, getattr(hist, key)[:, 0], flips, title, target)
     spin_curves(out / "ssim_psnr.png", hist)
     mse_vs_flip(out / "mse_vs_flip.png", hist)
     return ["fft_images.png", "network_images.png", "ssim_psnr.png", "mse_vs_flip.png"]

@@ -35,7 +35,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,29 +62,13 @@ CHECKPOINT_FORMAT = "mrphys-checkpoint"
 _FORMAT_VERSION = 1
 
 
-class Record(Mapping):
-    """Base of the typed results (training histories, run results): a dataclass whose fields
-    carry units and shapes in their docs.
-
-    ``to_dict()`` is the JSON form (what ``metrics.json`` files hold: fields that are ``None``
-    and tensors are left out). For code written against the former dict results a record also
-    reads like a read-only mapping of its fields (``r["psnr"]``, ``r.get``, ``"psnr" in r``);
-    new code should use the attributes.
-    """
+class Record:
+    """Base of the typed results (training histories, fits, run results): a dataclass whose
+    fields carry units and shapes in their docs. ``to_dict()`` is the JSON form (what
+    ``metrics.json`` files hold: fields that are ``None`` and tensors are left out)."""
 
     def _names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self._names():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain fields (no tensors, no ``None``), nested records as dicts: the JSON form."""

@@ -149,4 +149,4 @@ def test_result_json_form_keeps_the_history_keys() -> None:
     d = res.to_dict()
     assert set(d["history"][0]) == {"epoch", "train_loss", "samples", "val_loss", "lr", "seconds"}
     assert d["config"]["method"] == "svnn" and d["stop_reason"] == "max_epochs"
-    assert res.history[0]["val_loss"] == res.history[0].val_loss  # reads like the former dicts
+    assert d["history"][0]["val_loss"] == res.history[0].val_loss

@@ -169,10 +169,10 @@ def run_train(args: argparse.Namespace) -> int:
     if out.exists() and args.overwrite:
         out.unlink()
     res = train(cfg, out, device=resolve_device(args.device), progress=True)
-    last = res.history[-1] if res.history else {}
+    val = res.history[-1].val_loss if res.history else float("nan")
     print(
         f"wrote {out}: {len(res.history)} epochs ({res.stop_reason}), "
-        f"val loss {last.get('val_loss', float('nan')):.3e}, test loss {res.test_loss:.3e}"
+        f"val loss {val:.3e}, test loss {res.test_loss:.3e}"
     )
     return 0
 

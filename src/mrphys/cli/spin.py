@@ -122,8 +122,9 @@ def run_train(args: argparse.Namespace) -> int:
         config = {"data": asdict(data), "train": asdict(tcfg), "normalisation": norm.as_dict()}
         save_json(tmp / "config.json", config)
         save_json(tmp / "metrics.json", hist[-1] if hist else {})
-    last = hist[-1] if hist else {}
-    psnr, ssim = last.get("psnr", float("nan")), last.get("ssim", float("nan"))
+    last = hist[-1] if hist else None
+    psnr = last.psnr if last is not None and last.psnr is not None else float("nan")
+    ssim = last.ssim if last is not None and last.ssim is not None else float("nan")
     print(
         f"trained {tcfg.net} for {tcfg.epochs} epochs: test PSNR {psnr:.2f} dB, "
         f"SSIM {ssim:.3f}; wrote {args.out}"

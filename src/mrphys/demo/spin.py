@@ -43,21 +43,21 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
     metrics = {k: v for k, v in fd.items() if not isinstance(v, torch.Tensor)}
     metrics.update({"autograd": ag, "train": hist, "seconds_total": round(total, 1)})
     save_json(out / "metrics.json", metrics)
-    f, s, p, e = fd["flip_angle_deg"], fd["ssim"], fd["psnr"], fd["mse"]
-    reach = next((i for i, x in enumerate(ag["flip_angle_deg"]) if abs(x - 90) < 5), None)
+    f, s, p, e = fd.flip_angle_deg, fd.ssim, fd.psnr, fd.mse
+    reach = next((i for i, x in enumerate(ag.flip_angle_deg) if abs(x - 90) < 5), None)
     ag_line = (
-        f"exact gradients reached {ag['flip_angle_deg'][reach]:.1f} deg after {reach} steps "
-        f"({ag['simulated'][reach]} phantoms simulated and back-propagated, "
-        f"{ag['seconds'][reach]:.1f} s)"
+        f"exact gradients reached {ag.flip_angle_deg[reach]:.1f} deg after {reach} steps "
+        f"({ag.simulated[reach]} phantoms simulated and back-propagated, "
+        f"{ag.seconds[reach]:.1f} s)"
         if reach is not None
-        else f"exact gradients ended at {ag['flip_angle_deg'][-1]:.1f} deg"
+        else f"exact gradients ended at {ag.flip_angle_deg[-1]:.1f} deg"
     )
     # the report sits one folder up (``mrphys demo`` writes each part into its own folder)
     figs = "\n".join(f"![{n}]({out.name}/{n})" for n in names)
     return (
         f"""Bloch-simulated spin echo (TR 10 s, TE 40 ms), 32 x 32 phantoms (Table 1), complex
 noise 2.5 % of max |k|; 400 training / 60 test phantoms; FFT + U-Net trained 4 epochs on 90 deg data
-(test PSNR {hist[-1]["psnr"]:.2f} dB). Published loop: first flip angle from 30 deg by finite
+(test PSNR {hist[-1].psnr:.2f} dB). Published loop: first flip angle from 30 deg by finite
 differences of the test MSE, network fixed.
 
 | iteration | flip (deg) | MSE | SSIM | PSNR (dB) |
@@ -68,7 +68,7 @@ differences of the test MSE, network fixed.
         )
         + f"""
 
-Finite differences: {fd["simulated"][-1]} phantom simulations, {fd["seconds"][-1]:.1f} s;
+Finite differences: {fd.simulated[-1]} phantom simulations, {fd.seconds[-1]:.1f} s;
 {ag_line}. Data {t_data:.0f} s, training {t_train:.0f} s, total {total:.0f} s (seed {seed}).
 
 {figs}

@@ -200,7 +200,7 @@ def run_optimize(
 def summary(m: OptimizeResult | dict) -> str:
     """One line: flip angle and test metrics at the start and the end (of a result or of its
     ``metrics.json`` dict)."""
-    h = m.history if isinstance(m, OptimizeResult) else m
+    h = m.history.to_dict() if isinstance(m, OptimizeResult) else m
     f, s, p, e = h["flip_angle_deg"], h["ssim"], h["psnr"], h["mse"]
     return (
         f"flip {f[0]:.1f} -> {f[-1]:.1f} deg, MSE {e[0]:.5f} -> {e[-1]:.5f}, "

@@ -208,7 +208,7 @@ def train(
         resume_ignore=("epochs",),
         progress=progress,
         desc=f"training {cfg.net}",
-        postfix=lambda r: {"loss": f"{r['train_loss']:.2e}", "psnr": f"{r.get('psnr', 0):.1f}"},
+        postfix=lambda r: {"loss": f"{r['train_loss']:.2e}", "psnr": f"{r.get('psnr') or 0:.1f}"},
         on_unit=write_metrics if out is not None else None,
     )
     if resume is not None:
