@@ -165,13 +165,38 @@ def save_nifti_raw(path: str | os.PathLike, arr: np.ndarray, affine: np.ndarray)
     os.replace(tmp, final)
 
 
+def input_file(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` as a Path once it is known to be a readable file; else one sentence naming it.
+
+    Args:
+        path: the input file.
+        kind: what it should be, for the sentence (``"NIfTI file"``).
+    Raises:
+        MrphysError: the path does not exist, is a directory, or cannot be opened for reading
+            (permissions).
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise MrphysError(f"{kind} {p} is a directory; expected a file.")
+    if not p.is_file():
+        raise MrphysError(f"{kind} {p} does not exist.")
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise MrphysError(f"{kind} {p} cannot be read ({reason}).") from None
+    return p
+
+
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI file: returns ``(array in NIfTI axis order, affine)``."""
+    """Read a NIfTI file: returns ``(array in NIfTI axis order, affine)``.
+
+    A missing, unreadable or truncated file raises :class:`MrphysError` naming it.
+    """
     import nibabel as nib
 
-    p = Path(path)
-    if not p.is_file():
-        raise MrphysError(f"NIfTI file {p} does not exist.")
+    p = input_file(path, "NIfTI file")
     try:
         img = nib.load(str(p))
         data = np.asarray(img.dataobj)
@@ -186,29 +211,13 @@ def load_mat_array(path: str | os.PathLike, variable: str | None = None) -> np.n
     With ``variable=None`` the file must hold exactly one numeric array with two or more
     non-singleton dimensions (scalars and vectors beside it are ignored).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise MrphysError(f"MATLAB file {p} does not exist.")
-    arrays: dict[str, np.ndarray] = {}
+    p = input_file(path, "MATLAB file")
     try:
-        import scipy.io
-
-        raw = scipy.io.loadmat(str(p))
-        for k, v in raw.items():
-            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biufc":
-                arrays[k] = v
-    except NotImplementedError:  # v7.3 = HDF5
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            for k, v in f.items():
-                if isinstance(v, h5py.Dataset) and v.dtype.kind in "biufcV":
-                    a = v[()]
-                    if a.dtype.names and {"real", "imag"} <= set(a.dtype.names):
-                        a = a["real"] + 1j * a["imag"]
-                    arrays[k] = np.asarray(a).T  # MATLAB column-major
-    except Exception as e:
-        raise MrphysError(f"{p} could not be read as a MATLAB file ({e}).") from None
+        arrays = _mat_arrays(p)
+    except Exception as e:  # scipy and h5py raise many types for broken or truncated files
+        raise MrphysError(
+            f"{p} could not be read as a MATLAB file ({type(e).__name__}: {e})."
+        ) from None
     if variable is not None:
         if variable not in arrays:
             raise MrphysError(
@@ -222,3 +231,27 @@ def load_mat_array(path: str | os.PathLike, variable: str | None = None) -> np.n
             f"{p} holds {len(multi)} numeric arrays ({sorted(multi)}); name one with --variable."
         )
     return next(iter(multi.values()))
+
+
+def _mat_arrays(p: Path) -> dict[str, np.ndarray]:
+    """The numeric arrays of a MATLAB file by name (v5 via scipy, v7.3 = HDF5 via h5py)."""
+    import scipy.io
+
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        raw = scipy.io.loadmat(str(p))
+    except NotImplementedError:  # v7.3 = HDF5
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            for k, v in f.items():
+                if isinstance(v, h5py.Dataset) and v.dtype.kind in "biufcV":
+                    a = v[()]
+                    if a.dtype.names and {"real", "imag"} <= set(a.dtype.names):
+                        a = a["real"] + 1j * a["imag"]
+                    arrays[k] = np.asarray(a).T  # MATLAB column-major
+        return arrays
+    for k, v in raw.items():
+        if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "biufc":
+            arrays[k] = v
+    return arrays

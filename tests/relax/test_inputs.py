@@ -91,7 +91,9 @@ def test_protocol_in_ms_and_degrees() -> None:
         {"n_cycles": 6, "tr_ms": 5, "te_ms": 2.5, "flip_deg": 20}
     )
     for kwargs, message in (
-        ({"tr_ms": 120.0}, "tr_ms must lie in \\(0, 100\\] ms"),
+        ({"tr_ms": 120.0}, "tr_ms must lie in \\[1, 100\\] ms"),
+        ({"tr_ms": 1e-6}, "tr_ms must lie in \\[1, 100\\] ms \\(a bSSFP TR\\); got 1e-06"),
+        ({"tr_ms": math.nan}, "tr_ms must lie in"),
         ({"te_ms": 6.0}, "te_ms must be positive and below the TR"),
         ({"flip_deg": 180.0}, "flip_deg must lie in \\(0, 180\\) degrees"),
     ):

@@ -123,6 +123,8 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     import time
 
+    import numpy as np
+
     from mrphys.io import output_dir, save_json, save_nifti_raw
     from mrphys.relax.volume import fit_volume
 
@@ -130,17 +132,23 @@ def run_fit(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     maps = fit_volume(signals, b1, args.method, protocol, model, mask)
     seconds, n_vox = time.perf_counter() - t0, int(vol.mask.sum())
+    n_empty = int(maps.no_signal.sum())  # voxels without signal: not fitted, maps 0
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
             scale = 1.0 if name == "db0" else 1e3
             save_nifti_raw(tmp / f"{name}.nii.gz", m.cpu().numpy() * scale, vol.affine)
+        if n_empty:
+            no_signal = maps.no_signal.cpu().numpy().astype(np.uint8)
+            save_nifti_raw(tmp / "no_signal.nii.gz", no_signal, vol.affine)
         config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
         config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
         save_json(tmp / "config.json", {"command": "relax fit", **config,
-                  "protocol": protocol_ms(protocol), "voxels_fitted": n_vox,
+                  "protocol": protocol_ms(protocol), "voxels_fitted": n_vox - n_empty,
+                  "voxels_without_signal": n_empty,
                   "fit_seconds": seconds, "device": str(device),
                   "units": {"t1": "ms", "t2": "ms", "db0": "Hz"}})  # fmt: skip
-    print(f"wrote {args.out} ({n_vox} voxels, {seconds:.2f} s)")
+    empty = f", {n_empty} without signal (maps 0, no_signal.nii.gz)" if n_empty else ""
+    print(f"wrote {args.out} ({n_vox - n_empty} voxels{empty}, {seconds:.2f} s)")
     return 0
 
 
@@ -153,6 +161,9 @@ def run_train(args: argparse.Namespace) -> int:
     check(not out.is_dir(),
           f"--out {out} is a directory; give a checkpoint file name such as model.pt.")  # fmt: skip
     check(args.samples >= 1000, f"--samples must be at least 1000; got {args.samples}.")
+    minutes = args.max_minutes
+    check(minutes is None or (math.isfinite(minutes) and minutes > 0),
+          f"--max-minutes must be a positive number of minutes; got {minutes}.")  # fmt: skip
     protocol = _protocol(args, args.phase_cycles)
     from mrphys.relax.train import TrainConfig, train
     from mrphys.utils import resolve_device
@@ -161,7 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
     same |= {k: getattr(args, k) for k in ("patience", "lr_patience", "lr_decay")}
     cfg = TrainConfig(**same, n_cycles=protocol.n_cycles, tr=protocol.tr, te=protocol.te,
                       flip=protocol.flip, n_samples=args.samples,
-                      max_seconds=args.max_minutes * 60 if args.max_minutes else None)  # fmt: skip
+                      max_seconds=None if minutes is None else minutes * 60)  # fmt: skip
     if args.threads is not None:
         import torch
 
@@ -187,14 +198,16 @@ def run_simulate(args: argparse.Namespace) -> int:
     from mrphys.io import output_dir, save_json
     from mrphys.relax.inputs import protocol_ms, write_volume
     from mrphys.relax.volume import simulate_volume
+    from mrphys.utils import resolve_device
 
-    vol = simulate_volume(
-        protocol, matrix=args.matrix, n_slices=args.slices, snr=args.snr, seed=args.seed
-    )
+    device = resolve_device(args.device)
+    vol = simulate_volume(protocol, matrix=args.matrix, n_slices=args.slices, snr=args.snr,
+                          seed=args.seed, device=device)  # fmt: skip
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         files = write_volume(tmp, vol)
         config = {k: getattr(args, k) for k in ("matrix", "slices", "snr", "seed")}
         save_json(tmp / "config.json", {"command": "relax simulate", **config,
+                  "device": str(device),
                   "protocol": protocol_ms(protocol), "files": files})  # fmt: skip
     print(f"wrote {args.out}")
     return 0

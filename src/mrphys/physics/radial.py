@@ -156,21 +156,24 @@ class RadialData:
         ``acquisition.json`` (the samples are the same, only reshaped).
         """
         d = Path(directory)
+        check(not d.is_file(), f"input {d} is a file; expected a `mrphys dynamic simulate` folder.")
         check(d.is_dir(), f"input directory {d} does not exist.")
         arrays: dict[str, torch.Tensor] = {}
         for name in _FILES:
             p = d / f"{name}.npy"
             check(
-                p.is_file(), f"{d} has no {name}.npy; expected a `mrphys dynamic simulate` output."
+                p.exists(), f"{d} has no {name}.npy; expected a `mrphys dynamic simulate` output."
             )
             arrays[name] = torch.from_numpy(_load_npy(p))
         truth = None
         if (d / "truth.npy").is_file():
             truth = torch.from_numpy(_load_npy(d / "truth.npy")).to(torch.complex64)
         meta: dict[str, Any] = {}
-        if (d / "acquisition.json").is_file():
+        if (d / "acquisition.json").exists():
+            from mrphys.io import input_file
+
             try:
-                meta = json.loads((d / "acquisition.json").read_text())
+                meta = json.loads(input_file(d / "acquisition.json", "JSON file").read_text())
             except json.JSONDecodeError as e:
                 raise MrphysError(
                     f"{d / 'acquisition.json'} is not valid JSON ({e.msg})."
@@ -228,6 +231,9 @@ def _desc(x: Any) -> str:
 
 
 def _load_npy(p: Path) -> np.ndarray:
+    from mrphys.io import input_file
+
+    input_file(p, "NumPy file")  # a directory or an unreadable file: one sentence
     try:
         return np.load(p, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError/OSError/EOFError for broken files

@@ -23,6 +23,7 @@ import torch
 from mrphys.errors import MrphysError
 from mrphys.io import load_nifti, save_nifti_raw
 from mrphys.relax.data import Protocol
+from mrphys.relax.train import TR_RANGE_MS
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,14 @@ def protocol_from_ms(
 
     Args:
         n_cycles: phase cycles N (at least 3).
-        tr_ms: repetition time in (0, 100] ms.
+        tr_ms: repetition time in [1, 100] ms (:data:`~mrphys.relax.train.TR_RANGE_MS`).
         te_ms: echo time in (0, TR) ms (default TR / 2).
         flip_deg: nominal flip angle in (0, 180) degrees.
     """
     te_ms = tr_ms / 2 if te_ms is None else te_ms
-    if not 0 < tr_ms <= 100:
-        raise MrphysError(f"tr_ms must lie in (0, 100] ms; got {tr_ms}.")
+    lo, hi = TR_RANGE_MS
+    if not lo <= tr_ms <= hi:
+        raise MrphysError(f"tr_ms must lie in [{lo:g}, {hi:g}] ms (a bSSFP TR); got {tr_ms}.")
     if not 0 < te_ms < tr_ms:
         raise MrphysError(f"te_ms must be positive and below the TR ({tr_ms} ms); got {te_ms}.")
     if not 0 < flip_deg < 180:
@@ -140,6 +142,12 @@ def _complex_input(
     if np.iscomplexobj(data):
         raise MrphysError("input is complex; input_imag/input_phase need a real input.")
     other, aff2 = load_nifti(other_path)
+    if np.iscomplexobj(other):
+        name, part = ("input_imag", "imaginary part") if input_imag else ("input_phase", "phase")
+        raise MrphysError(
+            f"{name} {other_path} is complex but must hold the {part} as real numbers (a "
+            "complex volume is given as input alone)."
+        )
     if other.shape != data.shape:
         raise MrphysError(f"{other_path} has shape {other.shape} but the input has {data.shape}.")
     if not _same_affine(aff, aff2):

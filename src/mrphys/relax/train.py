@@ -32,6 +32,7 @@ from mrphys.errors import MrphysError, check
 from mrphys.relax import data as relax_data
 from mrphys.relax.data import DISTRIBUTIONS, Protocol, features, is_complex_method
 from mrphys.relax.networks import RelaxNet, build_network, model_features
+from mrphys.resources import check_memory
 from mrphys.train import Record, Trainer, load_checkpoint, plain_config, seed_everything
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ __all__ = [
 ]
 
 NETWORK_METHODS = ("svnn", "pinn", "svnn-complex", "pinn-complex")
+
+#: repetition times a bSSFP protocol can have (ms): below 1 ms no RF pulse and readout fit, and
+#: the simulated signals (and training) break down
+TR_RANGE_MS = (1.0, 100.0)
+#: bytes per training sample and phase cycle (complex128 simulation, complex64 signals, features)
+TRAIN_BYTES_PER_SAMPLE_CYCLE = 64
 
 #: settings that may change when a run is resumed (they do not define the data or the model)
 _RESUMABLE = ("max_epochs", "patience", "max_seconds", "lr_patience", "lr_decay")
@@ -94,6 +101,24 @@ class TrainConfig:
         )
         check(self.lr_patience >= 0, f"lr_patience must be >= 0; got {self.lr_patience}.")
         check(0 < self.lr_decay < 1, f"lr_decay must lie in (0, 1); got {self.lr_decay}.")
+        check(
+            math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number; got {self.lr}."
+        )
+        check(
+            self.max_seconds is None or (math.isfinite(self.max_seconds) and self.max_seconds > 0),
+            f"max_seconds must be a positive number of seconds (or None); got {self.max_seconds}.",
+        )
+        lo, hi = TR_RANGE_MS
+        check(
+            lo <= self.tr * 1e3 <= hi,
+            f"TR must lie in [{lo:g}, {hi:g}] ms for a bSSFP protocol; got {self.tr * 1e3:g} ms.",
+        )
+        # the simulated data set is held in memory: refuse it before drawing a sample
+        check_memory(
+            self.n_samples * (TRAIN_BYTES_PER_SAMPLE_CYCLE * self.n_cycles + 256),
+            f"training data of {self.n_samples} samples with {self.n_cycles} phase cycles",
+            "--samples or --phase-cycles",
+        )
 
     @property
     def protocol(self) -> Protocol:
