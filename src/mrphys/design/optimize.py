@@ -129,7 +129,10 @@ class FDConfig:
         )
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
         check(0 < abs(self.delta_deg) < 20, f"delta must lie in (0, 20) deg; got {self.delta_deg}.")
-        check(self.step > 0, f"step must be > 0; got {self.step}.")
+        check(
+            math.isfinite(self.step) and self.step > 0,
+            f"step must be a positive number of deg^2; got {self.step}.",
+        )
 
 
 @dataclass
@@ -342,6 +345,16 @@ class JointConfig:
         ok = set(self.learn) <= {"flip1", "flip2", "te", "tr", "lines"}
         names = ",".join(self.learn)
         check(ok, f"learn must be a subset of flip1, flip2, te, tr, lines; got {names}.")
+        check(
+            len(self.learn) > 0,
+            "learn names nothing; give one or more of flip1, flip2, te, tr, lines.",
+        )
+        for name in ("lr_net", "lr_seq", "budget_weight", "t1_tr_ms"):
+            v = getattr(self, name)
+            check(math.isfinite(v) and v >= 0, f"{name} must be a finite number >= 0; got {v}.")
+        for name in ("start_flip1_deg", "start_flip2_deg", "start_te_ms", "start_tr_ms"):
+            v = getattr(self, name)
+            check(v is None or math.isfinite(v), f"{name} must be a finite number; got {v}.")
         check(0 < self.budget <= 1, f"line budget must lie in (0, 1]; got {self.budget}.")
         check(self.target in ("se", "t1"), f"target must be se or t1; got {self.target!r}.")
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")

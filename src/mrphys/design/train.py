@@ -52,7 +52,10 @@ class TrainConfig:
         check(self.net in ("automap", "unet"), f"net must be automap or unet; got {self.net!r}.")
         check(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}.")
         check(self.batch_size >= 1, f"batch size must be >= 1; got {self.batch_size}.")
-        check(self.lr > 0, f"learning rate must be > 0; got {self.lr}.")
+        check(
+            0 < self.lr < float("inf"),
+            f"learning rate must be a positive number; got {self.lr}.",
+        )
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:

@@ -40,6 +40,7 @@ from mrphys.errors import MrphysError, check, check_finite
 from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
 from mrphys.physics.coils import SenseOp
 from mrphys.physics.nufft import RadialNUFFT, radial_dcf
+from mrphys.resources import check_memory
 from mrphys.train import Record, Trainer
 from mrphys.utils import make_generator, resolve_device
 
@@ -497,6 +498,23 @@ def fit_inr(
     return model, fit
 
 
+def check_render_memory(config: InrConfig, frames: int, size: tuple[int, int]) -> None:
+    """Refuse a rendering of ``frames`` frames of ``size`` pixels that cannot fit in memory.
+
+    The estimate: coordinates, network outputs and the complex series for every output pixel
+    (48 B), plus one frame's hash-encoding lookups (8 corners x index, weight and features per
+    level) and MLP activations.
+    """
+    pixels = size[0] * size[1]
+    per_point = config.n_levels * 8 * (16 + 4 * config.n_features)
+    per_point += 8 * config.hidden_width * (config.hidden_layers + 1)
+    check_memory(
+        48 * frames * pixels + per_point * pixels,
+        f"rendering {frames} frames of {size[0]}x{size[1]}",
+        "--frames-out or --matrix-out",
+    )
+
+
 @torch.no_grad()
 def render_inr(
     model: SpatiotemporalInr,
@@ -521,6 +539,7 @@ def render_inr(
         out_size = (int(matrix_out[0]), int(matrix_out[1]))
     check(t_out >= 1, f"frames_out must be a positive integer; got {frames_out}.")
     check(min(out_size) >= 1, f"matrix_out must be positive; got {matrix_out}.")
+    check_render_memory(InrConfig(**info.config), t_out, out_size)
     dev = model.encoding.table.device
     plans = info.plans
     frames = []
@@ -580,6 +599,13 @@ def reconstruct_inr(
             "reconstruct_inr needs data with kspace (T, C, S, N), traj (T, S, N, 2) and coil "
             "maps (C, Y, X)."
         )
+    # refuse an output that cannot be rendered before minutes of fitting
+    t_in, size_in = int(kspace.shape[0]), tuple(int(v) for v in maps.shape[-2:])
+    check_render_memory(
+        config or InrConfig(),
+        t_in if frames_out is None else frames_out,
+        size_in if matrix_out is None else (matrix_out, matrix_out),
+    )
     model, info = fit_inr(
         torch.as_tensor(kspace),
         torch.as_tensor(traj),

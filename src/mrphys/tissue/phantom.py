@@ -6,12 +6,16 @@ other closed forms: :func:`mrphys.physics.signal.spin_echo_image`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from mrphys.errors import MrphysError, check, check_finite
+
+#: the per-voxel maps of a phantom
+_MAPS = ("rho", "t1", "t2", "b1", "db0")
 
 
 @dataclass
@@ -25,6 +29,9 @@ class Phantom:
         fov: field of view ``(fov_y, fov_x)`` in m.
         b1: relative transmit field (1 = nominal flip angle), same shape, or None.
         db0: off-resonance in Hz, same shape, or None.
+
+    All maps must be on one device; maps of different dtypes (float32 beside float64) are
+    promoted to the common dtype (``torch.promote_types``).
 
     Voxel ``(i, j)`` sits at ``y = (i - Y//2) * fov_y / Y``, ``x = (j - X//2) * fov_x / X``, the
     convention under which a centred FFT of Cartesian k-space gives the image back
@@ -55,6 +62,7 @@ class Phantom:
                 v.shape == shape,
                 f"{name} must have the shape of rho {tuple(shape)}; got {tuple(v.shape)}.",
             )
+        self._common_dtype()
         for name in ("rho", "t1", "t2"):
             check_finite(name, getattr(self, name))
         check(
@@ -72,6 +80,23 @@ class Phantom:
             raise MrphysError(
                 "t1 and t2 are in seconds and must be below 100 s (milliseconds given?)."
             )
+
+    def _common_dtype(self) -> None:
+        """Put every map on one device (else refuse) and one dtype (promoted, as torch would)."""
+        maps = {n: getattr(self, n) for n in _MAPS if getattr(self, n) is not None}
+        devices = sorted({str(v.device) for v in maps.values()})
+        check(
+            len(devices) == 1,
+            f"the phantom maps must be on one device; got {', '.join(devices)} (use .to(device)).",
+        )
+        dtypes = {v.dtype for v in maps.values()}
+        if len(dtypes) == 1:
+            return
+        common = functools.reduce(torch.promote_types, dtypes)
+        if not common.is_floating_point:  # integer maps beside complex ones: keep torch's choice
+            common = torch.promote_types(common, torch.get_default_dtype())
+        for n, v in maps.items():
+            setattr(self, n, v.to(common))
 
     @property
     def batched(self) -> bool:
