@@ -109,3 +109,46 @@ def test_miracle_needs_no_network(tmp_path) -> None:
         load_network("miracle", Protocol(6), tmp_path / "model.pt")
     with pytest.raises(MrphysError, match="does not exist"):
         load_network("pinn", Protocol(6), tmp_path / "model.pt")
+
+
+def test_a_complex_imaginary_or_phase_part_is_refused(vol, files, tmp_path) -> None:
+    s = vol["signals"].numpy()
+    re = _save(tmp_path / "re.nii", s.real.copy())
+    cplx = _save(tmp_path / "c.nii", s)  # the imaginary part would be dropped silently
+    b1 = files / "b1.nii.gz"
+    with pytest.raises(MrphysError, match=r"input_imag .*c.nii is complex but must hold the imag"):
+        load_pc_bssfp(re, b1, input_imag=cplx)
+    with pytest.raises(
+        MrphysError, match=r"input_phase .*c.nii is complex but must hold the phase"
+    ):
+        load_pc_bssfp(_save(tmp_path / "m.nii", np.abs(s)), b1, input_phase=cplx)
+
+
+def test_unreadable_inputs_are_one_sentence_naming_the_file(files, tmp_path, monkeypatch) -> None:
+    inp, b1 = files / "pc_bssfp.nii.gz", files / "b1.nii.gz"
+    with pytest.raises(MrphysError, match=f"NIfTI file {tmp_path} is a directory; expected a file"):
+        load_pc_bssfp(tmp_path, b1)
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(inp.read_bytes()[:300])  # truncated mid-stream
+    with pytest.raises(MrphysError, match=r"cut.nii.gz could not be read as NIfTI"):
+        load_pc_bssfp(cut, b1)
+    locked = tmp_path / "locked.nii.gz"
+    locked.write_bytes(b1.read_bytes())
+    locked.chmod(0)
+    import os
+
+    if os.geteuid() == 0:  # root reads a mode-000 file: simulate the refusal a user gets
+        import builtins
+
+        real_open = builtins.open
+
+        def denied(path, *args, **kwargs):
+            if str(path) == str(locked):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(
+        MrphysError, match=r"NIfTI file .*locked.nii.gz cannot be read \(Permission"
+    ):
+        load_pc_bssfp(inp, locked)

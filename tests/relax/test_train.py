@@ -150,3 +150,24 @@ def test_result_json_form_keeps_the_history_keys() -> None:
     assert set(d["history"][0]) == {"epoch", "train_loss", "samples", "val_loss", "lr", "seconds"}
     assert d["config"]["method"] == "svnn" and d["stop_reason"] == "max_epochs"
     assert d["history"][0]["val_loss"] == res.history[0].val_loss
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_seconds": -60.0}, "max_seconds must be a positive number of seconds"),
+        ({"max_seconds": math.nan}, "max_seconds must be a positive number of seconds"),
+        ({"tr": 1e-9}, r"TR must lie in \[1, 100\] ms for a bSSFP protocol; got 1e-06 ms"),
+        ({"lr": math.inf}, "lr must be a positive number"),
+    ],
+)
+def test_nonsense_settings_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(MrphysError, match=message):
+        TrainConfig(**change)
+
+
+def test_training_data_beyond_memory_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "8")
+    TrainConfig()  # the paper's 400,000 samples of 12 cycles: about 0.4 GB
+    with pytest.raises(MrphysError, match=r"needs about 2.56 TB .* reduce --samples or --phase"):
+        TrainConfig(n_cycles=100_000)

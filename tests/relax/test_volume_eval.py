@@ -78,3 +78,60 @@ def test_evaluate_writes_figures_and_json(tmp_path) -> None:
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["snr_rows"][0]["snr"] == "inf"
     assert res["summary"]["cod_t1_snrinf"] > 0.99
+
+
+def test_simulated_volume_beyond_memory_is_refused_before_any_work(monkeypatch) -> None:
+    import pytest
+
+    from mrphys.errors import MrphysError
+
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "16")
+    # the case of the issue (killed at 21 GB): 67 M voxels x (12 cycles x 96 B + 128 B)
+    with pytest.raises(MrphysError, match=r"needs about 85.9 GB of memory but 16 GB.*--slices"):
+        simulate_volume(Protocol(12), matrix=512, n_slices=256)
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "0.01")
+    small = simulate_volume(Protocol(4), matrix=16, n_slices=2, seed=3)  # 2 k voxels fit in 10 MB
+    assert small["signals"].shape == (16, 16, 2, 4)
+
+
+def test_simulated_volume_on_the_cpu_device_is_the_default_volume() -> None:
+    a = simulate_volume(Protocol(4), matrix=16, n_slices=2, seed=3)
+    b = simulate_volume(Protocol(4), matrix=16, n_slices=2, seed=3, device="cpu")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(v.device.type == "cpu" for v in b.values())
+
+
+def test_fit_volume_refuses_a_mask_of_another_shape() -> None:
+    import pytest
+
+    from mrphys.errors import MrphysError
+
+    pr = Protocol(6)
+    vol = simulate_volume(pr, matrix=16, n_slices=2, snr=math.inf)
+    for mask in (vol["mask"][:8], vol["mask"].reshape(-1), vol["mask"][..., :1]):
+        with pytest.raises(
+            MrphysError, match=r"mask has shape .* but the signals have \(16, 16, 2\)"
+        ):
+            fit_volume(vol["signals"], vol["b1"], "miracle", pr, mask=mask)
+
+
+def test_voxels_without_signal_are_warned_about_marked_and_not_fitted(caplog) -> None:
+    pr = Protocol(6)
+    vol = simulate_volume(pr, matrix=16, n_slices=2, snr=50.0)  # noise everywhere: no zeros
+    sig = vol["signals"].clone()
+    sig[:4] = 0  # an empty band, as zero padding leaves
+    with caplog.at_level("WARNING", logger="mrphys.relax.volume"):
+        maps = fit_volume(sig, vol["b1"], "miracle", pr)
+    assert "128 of 512 voxels to fit have no signal" in caplog.text
+    assert maps.no_signal.shape == (16, 16, 2) and int(maps.no_signal.sum()) == 128
+    assert bool(maps.no_signal[:4].all()) and not bool(maps.no_signal[4:].any())
+    assert bool((maps.t1[:4] == 0).all()) and bool((maps.t2[:4] == 0).all())
+    # the other voxels are fitted exactly as without the empty band
+    ref = fit_volume(vol["signals"], vol["b1"], "miracle", pr)
+    assert torch.equal(maps.t1[4:], ref.t1[4:]) and not bool(ref.no_signal.any())
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mrphys.relax.volume"):
+        empty = fit_volume(torch.zeros_like(sig), vol["b1"], "miracle", pr, mask=vol["mask"])
+    n = int(vol["mask"].sum())
+    assert f"{n} of {n} voxels to fit have no signal" in caplog.text
+    assert torch.equal(empty.no_signal, vol["mask"]) and not bool(empty.t1.any())

@@ -64,3 +64,48 @@ def test_synthetic_cine_beats_and_is_seeded():
     assert torch.allclose(y[0], y[6], atol=1e-5)
     with pytest.raises(MrphysError, match="n_frames must be a positive integer; got 0"):
         synthetic_cine(0, 32)
+
+
+def test_unreadable_series_files_are_one_sentence(tmp_path, monkeypatch):
+    import h5py
+
+    with pytest.raises(
+        MrphysError, match=f"MATLAB file {tmp_path} is a directory; expected a file"
+    ):
+        load_series(tmp_path)
+    scipy.io.savemat(tmp_path / "v5.mat", {"x": np.ones((16, 16, 4))})
+    cut = tmp_path / "cut5.mat"
+    cut.write_bytes((tmp_path / "v5.mat").read_bytes()[:400])
+    with pytest.raises(MrphysError, match=r"cut5.mat could not be read as a MATLAB file"):
+        load_series(cut)
+    with h5py.File(tmp_path / "v73.mat", "w", userblock_size=512) as f:  # MATLAB v7.3 = HDF5
+        f["x"] = np.ones((4, 16, 16))
+    with open(tmp_path / "v73.mat", "r+b") as f:  # the MATLAB header that marks version 7.3
+        f.write(b"MATLAB 7.3 MAT-file".ljust(124) + b"\x00\x02IM")
+    assert load_series(tmp_path / "v73.mat").shape == (4, 16, 16)  # the whole file reads
+    cut = tmp_path / "cut73.mat"
+    cut.write_bytes((tmp_path / "v73.mat").read_bytes()[:1000])
+    with pytest.raises(MrphysError, match=r"cut73.mat could not be read as a MATLAB file"):
+        load_series(cut)
+    import builtins
+
+    real_open = builtins.open
+    locked = tmp_path / "v5.mat"
+
+    def denied(path, *args, **kwargs):  # as a mode-000 file for a user who is not root
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(
+        MrphysError, match=r"MATLAB file .*v5.mat cannot be read \(Permission denied"
+    ):
+        load_series(locked)
+
+
+def test_synthetic_cine_beyond_memory_is_refused(monkeypatch):
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "1")
+    assert synthetic_cine(4, 16).shape == (4, 16, 16)
+    with pytest.raises(MrphysError, match=r"synthetic cine of 100000 frames.*--frames or --matrix"):
+        synthetic_cine(100_000, 64)

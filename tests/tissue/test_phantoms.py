@@ -55,3 +55,23 @@ def test_phantom_validates_units_and_shapes():
         Phantom(z, z, z, fov=(64.0, 64.0))
     with pytest.raises(MrphysError, match="NaN"):
         Phantom(z, z * float("nan"), z)
+
+
+def test_phantom_promotes_mixed_dtypes():
+    from mrphys.physics.signal import spin_echo_image
+
+    rho = torch.full((4, 4), 0.8, dtype=torch.float32)
+    t1 = torch.full((4, 4), 0.9, dtype=torch.float64)
+    t2 = torch.full((4, 4), 0.06, dtype=torch.float32)
+    ph = Phantom(rho, t1, t2, b1=torch.ones(4, 4, dtype=torch.float16))
+    assert {m.dtype for m in (ph.rho, ph.t1, ph.t2, ph.b1)} == {torch.float64}
+    assert ph.dtype == torch.float64 and ph.rho[0, 0] == rho[0, 0].double()
+    img = spin_echo_image(ph, tr=10.0, te=0.04)  # worked only on one dtype before
+    same = spin_echo_image(Phantom(rho.double(), t1, t2.double()), tr=10.0, te=0.04)
+    assert torch.equal(img, same)
+
+
+def test_phantom_on_two_devices_is_a_sentence():
+    z = torch.zeros(2, 2)
+    with pytest.raises(MrphysError, match="the phantom maps must be on one device; got cpu, meta"):
+        Phantom(z, z, z, b1=torch.zeros(2, 2, device="meta"))

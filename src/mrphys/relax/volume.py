@@ -172,7 +172,7 @@ def fit_volume(
         f"{tuple(shape)} voxels; expected the same shape.",
     )
     has_signal = (signals != 0).any(-1)
-    inside = has_signal if mask is None else (mask != 0)
+    inside = torch.ones_like(has_signal) if mask is None else (mask != 0)
     no_signal = inside & ~has_signal
     keep = inside & has_signal
     n_empty = int(no_signal.sum())
