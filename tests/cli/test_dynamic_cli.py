@@ -110,3 +110,34 @@ def test_bad_recon_input(tmp_path, cli):
     }
     for argv, says in cases.items():
         cli.fails(*RECON, *argv, "--out", out, out=out, says=says)
+
+
+def test_sizes_beyond_memory_are_refused_before_any_work(tmp_path, series_mat, cli, monkeypatch):
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "16")
+    out = tmp_path / "o"
+    synthetic = ("--series", "synthetic", "--spokes", "8")
+    cli.fails(*SIMULATE, *synthetic, "--frames", "10000000", "--out", out, out=out,
+              says="synthetic cine of 10000000 frames")  # fmt: skip
+    cli.fails(*SIMULATE, "--series", series_mat, "--spokes", "100000000", "--out", out, out=out,
+              says="reduce --spokes, --frames or --coils")  # fmt: skip
+    sim = tmp_path / "sim"
+    cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "4", "--coils", "2", "--out", sim)
+    rec = tmp_path / "rec"
+    for flag, n in (("--frames-out", "100000000"), ("--matrix-out", "1000000")):
+        cli.fails(*RECON, "--input", sim, "--method", "inr", flag, n, "--out", rec, out=rec,
+                      says="reduce --frames-out or --matrix-out")  # fmt: skip
+
+
+def test_unreadable_recon_inputs_name_the_file(tmp_path, series_mat, cli):
+    sim = tmp_path / "sim"
+    cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "4", "--coils", "2", "--out", sim)
+    rec = tmp_path / "rec"
+    argv = ("--method", "gridding", "--out", rec)
+    cli.fails(*RECON, "--input", series_mat, *argv, out=rec, says="tiny.mat is a file; expected")
+    (sim / "dcf.npy").write_bytes((sim / "dcf.npy").read_bytes()[:100])  # truncated
+    cli.fails(*RECON, "--input", sim, *argv, out=rec, says="dcf.npy could not be read as a NumPy")
+    (sim / "dcf.npy").unlink()
+    (sim / "dcf.npy").mkdir()
+    cli.fails(
+        *RECON, "--input", sim, *argv, out=rec, says="dcf.npy is a directory; expected a file"
+    )

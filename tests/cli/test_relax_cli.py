@@ -26,6 +26,12 @@ def _save(path, arr, aff=None):
     return str(path)
 
 
+def _cut(path, source) -> str:
+    """A truncated copy of ``source`` (the first 400 bytes)."""
+    path.write_bytes(source.read_bytes()[:400])
+    return str(path)
+
+
 def _data(sim, name: str) -> np.ndarray:
     return np.asarray(nib.load(str(sim / name)).dataobj)
 
@@ -123,6 +129,22 @@ def _bad_cases(sim, tmp_path):
         "te_gt_tr": (["--input", inp, "--b1", b1p, "--te-ms", "6"], "--te-ms"),
         "flip": (["--input", inp, "--b1", b1p, "--flip-deg", "0"], "--flip-deg"),
         "model_for_miracle": (["--input", inp, "--b1", b1p, "--model", b1p], "--model"),
+        "complex_imag": (  # the imaginary part of a complex --input-imag would be dropped
+            [
+                "--input",
+                _save(tmp_path / "re2.nii.gz", data.real.copy()),
+                "--input-imag",
+                inp,
+                "--b1",
+                b1p,
+            ],
+            "--input-imag",
+        ),  # fmt: skip
+        "input_directory": (["--input", str(tmp_path), "--b1", b1p], "is a directory"),
+        "truncated": (
+            ["--input", _cut(tmp_path / "cut.nii.gz", sim / "pc_bssfp.nii.gz"), "--b1", b1p],
+            "cut.nii.gz could not be read as NIfTI",
+        ),  # fmt: skip
         "bad_model": (
             ["--input", inp, "--b1", b1p, "--method", "pinn", "--model", b1p],
             "checkpoint",
@@ -189,3 +211,38 @@ def test_evaluate_cli(tmp_path, cli) -> None:
     bad = tmp_path / "ev2"
     argv = ["--method", "miracle", "--snrs", "0,x", "--out", bad]
     cli.fails("relax", "evaluate", *argv, out=bad, says="--snrs")
+
+
+def test_an_all_zero_volume_is_warned_about_and_marked(sim, tmp_path, cli, caplog) -> None:
+    zeros = _save(tmp_path / "z.nii.gz", np.zeros_like(_data(sim, "pc_bssfp.nii.gz")))
+    out = tmp_path / "fitz"
+    with caplog.at_level("WARNING"):
+        r = cli.ok(*FIT, "--input", zeros, "--b1", sim / "b1.nii.gz", "--method", "miracle",
+                   "--out", out)  # fmt: skip
+    assert "512 of 512 voxels to fit have no signal" in caplog.text
+    assert "512 without signal" in r.out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["voxels_without_signal"] == 512 and cfg["voxels_fitted"] == 0
+    assert _data(out, "no_signal.nii.gz").all() and not _data(out, "t1.nii.gz").any()
+
+
+def test_resource_limits_and_nonsense_options(tmp_path, cli, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "16")
+    o = tmp_path / "o"
+    cli.fails(*SIMULATE, "--matrix", "512", "--slices", "256", "--out", o, out=o,
+              says="reduce --matrix, --slices or --phase-cycles")  # fmt: skip
+    pt = tmp_path / "m.pt"
+    train = [*TRAIN, "--method", "svnn", "--out", pt]
+    cli.fails(*train, "--phase-cycles", "100000", out=pt, says="reduce --samples or --phase-cycles")
+    for minutes in ("-1", "nan", "0", "inf"):
+        cli.fails(*train, "--max-minutes", minutes, out=pt, says="--max-minutes must be a positive")
+    cli.fails(*train, "--tr-ms", "1e-6", out=pt, says="--tr-ms must lie in [1, 100] ms")
+    evaluate = ["relax", "evaluate", "--method", "miracle", "--model", pt, "--out", o]
+    cli.fails(*evaluate, out=o, says="--model is for network methods; MIRACLE needs no model")
+    if torch.cuda.is_available():
+        cli.ok(*SIMULATE, "--matrix", "16", "--slices", "1", "--device", "cuda", "--out", o)
+        assert json.loads((o / "config.json").read_text())["device"].startswith("cuda")
+    else:  # not ignored: the request is refused
+        cli.fails(*SIMULATE, "--device", "cuda", "--out", o, out=o, says="no CUDA device")
