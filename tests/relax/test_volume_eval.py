@@ -135,3 +135,14 @@ def test_voxels_without_signal_are_warned_about_marked_and_not_fitted(caplog) ->
     n = int(vol["mask"].sum())
     assert f"{n} of {n} voxels to fit have no signal" in caplog.text
     assert torch.equal(empty.no_signal, vol["mask"]) and not bool(empty.t1.any())
+
+
+def test_evaluation_beyond_memory_is_refused_before_writing(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    from mrphys.errors import MrphysError
+
+    monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "4")
+    with pytest.raises(MrphysError, match=r"evaluation with 100000 phase cycles .*--phase-cycles"):
+        evaluate_method("miracle", Protocol(100_000), None, tmp_path / "ev", grid=4, n_mc=2)
+    assert not (tmp_path / "ev").exists()

@@ -34,12 +34,17 @@ from mrphys.relax.data import (
 )
 from mrphys.relax.networks import RelaxNet
 from mrphys.relax.volume import fit_signals
+from mrphys.resources import check_memory
 
 log = logging.getLogger(__name__)
 
 __all__ = ["monte_carlo", "offresonance_sweep", "evaluate_method", "PAPER_SNRS"]
 
 PAPER_SNRS = (math.inf, 50, 45, 40, 35, 30, 25, 20, 15, 10)
+#: fitted signals per Monte Carlo batch (points x realisations)
+MC_CHUNK = 1 << 19
+#: bytes per signal sample of a batch (complex128 signals and noise, features, temporaries)
+MC_BYTES_PER_SAMPLE = 64
 
 
 def _cod(truth: torch.Tensor, estimate: torch.Tensor) -> float:
@@ -56,7 +61,7 @@ def monte_carlo(
     n_mc: int,
     *,
     seed: int = 0,
-    chunk: int = 1 << 19,
+    chunk: int = MC_CHUNK,
 ) -> dict[str, torch.Tensor]:
     """MC mean and standard deviation of the fitted parameters.
 
@@ -135,6 +140,12 @@ def evaluate_method(
     """Run the grid and in vivo-like MC evaluations and the off-resonance sweep; write
     ``metrics.json``, ``cod_vs_snr.png``, ``relerr_snr<S>.png`` per SNR and ``offres_sweep.png``
     into ``out``. Returns the metrics dict (with a short ``summary``)."""
+    # a batch of MC_CHUNK signals of N cycles: complex128 signals, noise, features, fits
+    check_memory(
+        MC_CHUNK * protocol.n_cycles * MC_BYTES_PER_SAMPLE + grid * grid * 64,
+        f"the evaluation with {protocol.n_cycles} phase cycles on a {grid}x{grid} grid",
+        "--phase-cycles or --grid",
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t1g, t2g = evaluation_grid(grid)
