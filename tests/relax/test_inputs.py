@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import nibabel as nib
 import numpy as np
@@ -133,22 +134,13 @@ def test_unreadable_inputs_are_one_sentence_naming_the_file(files, tmp_path, mon
     with pytest.raises(MrphysError, match=r"cut.nii.gz could not be read as NIfTI"):
         load_pc_bssfp(cut, b1)
     locked = tmp_path / "locked.nii.gz"
-    locked.write_bytes(b1.read_bytes())
+    locked.write_bytes(inp.read_bytes())
     locked.chmod(0)
-    import os
+    if os.geteuid() == 0:  # root reads a mode-000 file: refuse the opening as for a user
+        monkeypatch.setattr("mrphys.io.open", _denied, raising=False)
+    with pytest.raises(MrphysError, match=r"NIfTI file .*locked.nii.gz cannot be read \(Permis"):
+        load_pc_bssfp(locked, b1)
 
-    if os.geteuid() == 0:  # root reads a mode-000 file: simulate the refusal a user gets
-        import builtins
 
-        real_open = builtins.open
-
-        def denied(path, *args, **kwargs):
-            if str(path) == str(locked):
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_open(path, *args, **kwargs)
-
-        monkeypatch.setattr(builtins, "open", denied)
-    with pytest.raises(
-        MrphysError, match=r"NIfTI file .*locked.nii.gz cannot be read \(Permission"
-    ):
-        load_pc_bssfp(inp, locked)
+def _denied(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))

@@ -87,21 +87,14 @@ def test_unreadable_series_files_are_one_sentence(tmp_path, monkeypatch):
     cut.write_bytes((tmp_path / "v73.mat").read_bytes()[:1000])
     with pytest.raises(MrphysError, match=r"cut73.mat could not be read as a MATLAB file"):
         load_series(cut)
-    import builtins
-
-    real_open = builtins.open
     locked = tmp_path / "v5.mat"
-
-    def denied(path, *args, **kwargs):  # as a mode-000 file for a user who is not root
-        if str(path) == str(locked):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", denied)
-    with pytest.raises(
-        MrphysError, match=r"MATLAB file .*v5.mat cannot be read \(Permission denied"
-    ):
+    monkeypatch.setattr("mrphys.io.open", _denied, raising=False)  # a mode-000 file, not as root
+    with pytest.raises(MrphysError, match=r"MATLAB file .*v5.mat cannot be read \(Permission"):
         load_series(locked)
+
+
+def _denied(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
 
 
 def test_synthetic_cine_beyond_memory_is_refused(monkeypatch):

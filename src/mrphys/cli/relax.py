@@ -4,9 +4,11 @@ Subcommands:
 
 - ``fit``: maps from a 4-D pc-bSSFP volume with MIRACLE or a network (SVNN/PINN, magnitude or
   complex); writes ``t1.nii.gz``, ``t2.nii.gz`` (ms), ``db0.nii.gz`` (Hz, complex methods) and
-  ``config.json`` with the input's affine.
+  ``config.json`` with the input's affine. Voxels whose phase cycles are all 0 are not fitted
+  (maps 0): a warning, ``voxels_without_signal`` in ``config.json`` and ``no_signal.nii.gz``.
 - ``train``: train a network on simulated data; writes a resumable checkpoint.
-- ``simulate``: a brain-like test volume (Gach Shepp-Logan, smooth B1/B0, noise) and its true maps.
+- ``simulate``: a brain-like test volume (Gach Shepp-Logan, smooth B1/B0, noise) and its true maps,
+  computed on ``--device``.
 - ``evaluate``: Monte Carlo evaluation (grid, in vivo-like set, off-resonance sweep) as PNG + JSON.
 """
 
