@@ -166,8 +166,19 @@ def test_nonsense_settings_are_refused(change: dict, message: str) -> None:
         TrainConfig(**change)
 
 
-def test_training_data_beyond_memory_is_refused(monkeypatch) -> None:
+def test_training_beyond_memory_or_a_week_is_refused_before_any_work(monkeypatch) -> None:
+    import mrphys.relax.train as relax_train
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the training data were simulated")
+
+    monkeypatch.setattr(relax_train, "TrainingData", no_data)
     monkeypatch.setenv("MRPHYS_MEMORY_LIMIT_GB", "8")
-    TrainConfig()  # the paper's 400,000 samples of 12 cycles: about 0.4 GB
+    TrainConfig().check_resources()  # the paper's 400,000 samples of 12 cycles: about 0.4 GB
     with pytest.raises(MrphysError, match=r"needs about 2.56 TB .* reduce --samples or --phase"):
-        TrainConfig(n_cycles=100_000)
+        train(TrainConfig(n_cycles=100_000))
+    long = TrainConfig(n_samples=1_000_000, max_epochs=100_000)  # 1 GB, but 2 weeks at best
+    with pytest.raises(MrphysError, match=r"training 100000 epochs .* about 333 hours"):
+        train(long)
+    TrainConfig(**{**long.__dict__, "max_seconds": 600.0}).check_resources()  # a bounded call
+    TrainConfig(n_cycles=100_000)  # a config read from a checkpoint (load_model) is not refused

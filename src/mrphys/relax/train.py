@@ -32,7 +32,7 @@ from mrphys.errors import MrphysError, check
 from mrphys.relax import data as relax_data
 from mrphys.relax.data import DISTRIBUTIONS, Protocol, features, is_complex_method
 from mrphys.relax.networks import RelaxNet, build_network, model_features
-from mrphys.resources import check_memory
+from mrphys.resources import check_memory, check_time
 from mrphys.train import Record, Trainer, load_checkpoint, plain_config, seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ NETWORK_METHODS = ("svnn", "pinn", "svnn-complex", "pinn-complex")
 TR_RANGE_MS = (1.0, 100.0)
 #: bytes per training sample and phase cycle (complex128 simulation, complex64 signals, features)
 TRAIN_BYTES_PER_SAMPLE_CYCLE = 64
+#: a lower bound on the training time per sample and epoch (s): measured 35 us (svnn) to 150 us
+#: (pinn-complex) on one core of a 2-core EPYC
+TRAIN_SECONDS_PER_SAMPLE_EPOCH = 2e-5
 
 #: settings that may change when a run is resumed (they do not define the data or the model)
 _RESUMABLE = ("max_epochs", "patience", "max_seconds", "lr_patience", "lr_decay")
@@ -113,12 +116,19 @@ class TrainConfig:
             lo <= self.tr * 1e3 <= hi,
             f"TR must lie in [{lo:g}, {hi:g}] ms for a bSSFP protocol; got {self.tr * 1e3:g} ms.",
         )
-        # the simulated data set is held in memory: refuse it before drawing a sample
+
+    def check_resources(self) -> None:
+        """Refuse a training run whose data cannot fit in memory, or whose ``max_epochs`` would
+        take more than a week (unless ``max_seconds`` bounds the call), before any work."""
         check_memory(
             self.n_samples * (TRAIN_BYTES_PER_SAMPLE_CYCLE * self.n_cycles + 256),
             f"training data of {self.n_samples} samples with {self.n_cycles} phase cycles",
             "--samples or --phase-cycles",
         )
+        if self.max_seconds is None:
+            seconds = 0.6 * self.n_samples * self.max_epochs * TRAIN_SECONDS_PER_SAMPLE_EPOCH
+            what = f"training {self.max_epochs} epochs of {int(0.6 * self.n_samples)} samples"
+            check_time(seconds / 3600, what, "--samples or --max-epochs (or set --max-minutes)")
 
     @property
     def protocol(self) -> Protocol:
@@ -280,6 +290,7 @@ def train(
     Returns:
         :class:`TrainResult` whose model holds the best (lowest validation loss) weights.
     """
+    cfg.check_resources()
     device = torch.device(device)
     t_start = time.perf_counter()
     seed_everything(cfg.seed)  # default PyTorch layer initialisation, seeded
