@@ -51,6 +51,9 @@ def test_same_seed_same_kspace(tmp_path, cli):
         (["gre", "--noise-pct", "-1"], "--noise-pct"),
         (["gre", "--te-ms", "60", "--tr-ms", "50"], "--te-ms"),
         (["gre", "--matrix", "abc"], "--matrix"),
+        (["bssfp", "--tr-ms", "inf"], "--tr-ms must lie in (0, 100000] ms; got inf"),
+        (["bssfp", "--tr-ms", "nan"], "--tr-ms must lie in (0, 100000] ms; got nan"),
+        (["spin-echo", "--tr-ms", "1e9"], "--tr-ms must lie in (0, 100000] ms"),
     ],
 )
 def test_bad_input_exit_2_nothing_written(tmp_path, argv, says, cli):

@@ -30,6 +30,8 @@ SEQUENCE_DEFAULTS = {
     "gre": (50.0, 5.0, 30.0),
 }
 PHANTOMS = ("spin-shepp-logan", "gach")
+#: the longest TR in ms (100 s: far beyond full T1 recovery of any tissue)
+MAX_TR_MS = 100_000.0
 
 
 @dataclass
@@ -83,6 +85,8 @@ def _settings(
     tr, te, flip = (
         d if v is None else v for v, d in zip(given, SEQUENCE_DEFAULTS[name], strict=True)
     )
+    if not 0 < tr <= MAX_TR_MS:  # also NaN and inf: a sentence naming the option
+        raise MrphysError(f"tr_ms must lie in (0, {MAX_TR_MS:g}] ms; got {tr}.")
     if not 0 < te < tr:
         raise MrphysError(f"te_ms must be positive and below the TR; got TE {te} ms, TR {tr} ms.")
     if not 0 < flip <= 180:
