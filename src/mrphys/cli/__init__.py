@@ -65,6 +65,18 @@ def positive(text: str) -> int:
     return value
 
 
+def seed_type(text: str) -> int:
+    """argparse type: a seed in 0 .. 2^63 - 1 (a bad value is a one-sentence usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        message = f"must be an integer in 0 .. 2^63 - 1; got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must lie in 0 .. 2^63 - 1; got {value}")
+    return value
+
+
 def add_common(
     p: argparse.ArgumentParser,
     out: bool = True,
@@ -75,7 +87,7 @@ def add_common(
 ) -> None:
     """Options every command shares: --seed, --device, --out, --overwrite."""
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        arg(p, "--seed", 0, "random seed, 0 .. 2^63 - 1 (default 0)", type=seed_type)
     arg(p, "--device", "auto", device_help, choices=["auto", "cpu", "cuda"])
     if out:
         p.add_argument("--out", required=True, help=out_help)
