@@ -38,6 +38,7 @@ from mrphys.physics.fourier import ifft2c
 from mrphys.physics.noise import standard_complex_normal
 from mrphys.physics.signal import spin_echo_image
 from mrphys.tissue import Phantom, spin_shepp_logan
+from mrphys.utils import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,8 @@ def make_data(
             log.info("loading cached SPIN data %s", path)
             d = torch.load(path, weights_only=False)
             return SpinData(**d["tensors"], acq=acq, seed=seed)
-    gen_ph = torch.Generator().manual_seed(int(seed))
-    gen_z = torch.Generator().manual_seed(int(seed) + 7919)
+    gen_ph = torch.Generator().manual_seed(derived_seed(seed))
+    gen_z = torch.Generator().manual_seed(derived_seed(seed, 1, 7919))
     parts: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("rho", "t1", "t2", "sigma", "z", "kspace", "target")
     }

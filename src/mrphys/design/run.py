@@ -27,6 +27,7 @@ from mrphys.design.optimize import (
 from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
 from mrphys.train import Record
+from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,11 @@ class DataConfig:
 
     def make(self, progress: bool = True) -> tuple[SpinData, SpinData]:
         """Training (seed) and test (seed + 1) data at the reference 90/180 deg acquisition."""
+        check_seed(self.seed)
         acq = Acquisition(matrix=self.matrix)
         tr = make_data(self.n_train, self.seed, acq, cache_dir=self.cache, progress=progress)
-        te = make_data(self.n_test, self.seed + 1, acq, cache_dir=self.cache, progress=progress)
+        test_seed = derived_seed(self.seed, 1, 1)
+        te = make_data(self.n_test, test_seed, acq, cache_dir=self.cache, progress=progress)
         return tr, te
 
 

@@ -23,6 +23,7 @@ from mrphys.errors import MrphysError, check
 from mrphys.metrics import psnr, ssim
 from mrphys.train import Record, Trainer, plain_config
 from mrphys.train import load_checkpoint as read_checkpoint
+from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class TrainConfig:
         check(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}.")
         check(self.batch_size >= 1, f"batch size must be >= 1; got {self.batch_size}.")
         check(self.lr > 0, f"learning rate must be > 0; got {self.lr}.")
+        check_seed(self.seed)
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -225,7 +227,7 @@ def train(
     def epoch_fn(epoch: int) -> dict:
         t0 = time.perf_counter()
         model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 100003, epoch))
         perm = torch.randperm(n, generator=gen)
         tot, nb = 0.0, 0
         for i in range(0, n, cfg.batch_size):

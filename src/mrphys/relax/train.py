@@ -33,6 +33,7 @@ from mrphys.relax import data as relax_data
 from mrphys.relax.data import DISTRIBUTIONS, Protocol, features, is_complex_method
 from mrphys.relax.networks import RelaxNet, build_network, model_features
 from mrphys.train import Record, Trainer, load_checkpoint, plain_config, seed_everything
+from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class TrainConfig:
         )
         check(self.lr_patience >= 0, f"lr_patience must be >= 0; got {self.lr_patience}.")
         check(0 < self.lr_decay < 1, f"lr_decay must lie in (0, 1); got {self.lr_decay}.")
+        check_seed(self.seed)
 
     @property
     def protocol(self) -> Protocol:
@@ -185,7 +187,7 @@ class TrainingData:
             k: features(self.signals[k], self.b1[k], cfg.n_cycles, cfg.complex) for k in parts
         }
         # validation / test features at the training SNR, with fixed noise
-        gn = torch.Generator().manual_seed(cfg.seed + 1)
+        gn = torch.Generator().manual_seed(derived_seed(cfg.seed, 1, 1))
         self.fixed = {}
         for k in ("val", "test"):
             if math.isinf(cfg.snr):
@@ -290,11 +292,11 @@ def train(
 
     def epoch(ep: int) -> dict:
         t_ep = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + ep)
+        g = torch.Generator().manual_seed(derived_seed(cfg.seed, 100_003, ep))
         perm = torch.randperm(n_tr, generator=g).to(device)
         model.train()
         if noisy:
-            gdev = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + ep)
+            gdev = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, 7919, ep))
             sig_all, b1_all = data.signals["train"][perm], data.b1["train"][perm]
         else:
             feat_all = data.clean["train"][perm]
