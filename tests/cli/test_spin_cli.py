@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,3 +92,76 @@ def test_train_then_optimize_from_checkpoint(tmp_path, cli):
     assert len(m["flip_angle_deg"]) == 2 and m["reference_training"] == []
     # a checkpoint of another matrix is refused
     cli.fails("spin", *FD, "--matrix", "32", *ck, "--out", bad, out=bad, says="--matrix 16")
+
+
+TINY_TRAIN = ["--phantoms", "20", "--test-phantoms", "4", "--batch-size", "5", "--net", "unet"]
+
+
+def _weights(path):
+    from mrphys.train import load_checkpoint
+
+    return load_checkpoint(path)["model"]
+
+
+def test_ctrl_c_then_rerun_continues_exactly(tmp_path, cli):
+    """SIGINT after the first epoch keeps OUT.checkpoint.pt; the same command continues from it
+    and ends with bitwise the weights of a run that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mrphys
+
+    argv = [*TINY_TRAIN, *SMALL, "--epochs", "3", "--cache", str(tmp_path / "cache")]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    cli.ok("spin", "train", *argv, "--out", whole)  # also fills the data cache
+    assert not (tmp_path / "whole.checkpoint.pt").exists()  # removed once the run is complete
+
+    running = tmp_path / "cut.checkpoint.pt"
+    # one thread, as in this process (the one_thread fixture): the same sums, the same weights
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(mrphys.__file__).parents[1]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [sys.executable, "-m", "mrphys", "spin", "train", *argv, "--out", str(cut)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not running.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # during epoch 2 (or 3): epoch 1 is checkpointed
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert f"continues from {running}" in err.decode()
+    assert not cut.exists() and not list(tmp_path.glob(".cut.tmp-*"))
+    from mrphys.train import load_checkpoint
+
+    done = load_checkpoint(running)["epoch"]
+    assert 1 <= done < 3
+
+    r = cli.ok("spin", "train", *argv, "--out", cut)
+    assert "continuing the interrupted run" in r.out
+    assert not running.exists()
+    hist = json.loads((cut / "train_metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    a, b = _weights(whole / "checkpoint.pt"), _weights(cut / "checkpoint.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_overwrite_starts_afresh_instead_of_continuing(tmp_path, cli):
+    out = tmp_path / "run"
+    running = tmp_path / "run.checkpoint.pt"
+    running.write_bytes(b"not a checkpoint")
+    cli.ok("spin", "train", *TINY_TRAIN, *SMALL, "--epochs", "1", "--out", out, "--overwrite")
+    assert (out / "checkpoint.pt").is_file() and not running.exists()
+
+
+def test_broken_running_checkpoint_is_one_sentence(tmp_path, cli):
+    out = tmp_path / "run"
+    running = tmp_path / "run.checkpoint.pt"
+    running.write_bytes(b"PK\x03\x04 truncated")
+    err = cli.fails("spin", "train", *TINY_TRAIN, *SMALL, "--epochs", "1", "--out", out, out=out)
+    assert "not a readable checkpoint" in err
+    assert running.read_bytes() == b"PK\x03\x04 truncated"  # kept: the user decides

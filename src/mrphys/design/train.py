@@ -172,6 +172,7 @@ def train(
     device: torch.device | str = "cpu",
     progress: bool = True,
     model: nn.Module | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[nn.Module, list[EpochRecord]]:
     """Train the reconstruction network; returns ``(model in eval mode, history)``.
 
@@ -179,9 +180,12 @@ def train(
         cfg: network and optimiser settings.
         train_data, test_data: data sets (test may be None: no test metrics).
         norm: input normalisation (stored in the checkpoint).
-        out: folder for ``checkpoint.pt`` (after every epoch) and ``train_metrics.json``.
+        out: folder for ``train_metrics.json`` (after every epoch) and, unless ``checkpoint``
+            is given, ``checkpoint.pt``.
         resume: a checkpoint to continue from (its config must match ``cfg`` apart from epochs).
         model: start from this model instead of a new one (e.g. the DFT-initialised AUTOMAP).
+        checkpoint: the file written after every epoch (default ``out / "checkpoint.pt"``); put
+            it outside a temporary output folder to keep it when the run is interrupted.
 
     ``history`` has one :class:`EpochRecord` per epoch, resumed epochs included.
     """
@@ -204,7 +208,7 @@ def train(
         opt,
         plain_config(cfg),
         units=cfg.epochs,
-        checkpoint=out / "checkpoint.pt" if out is not None else None,
+        checkpoint=checkpoint if checkpoint is not None or out is None else out / "checkpoint.pt",
         normalisation=norm.as_dict(),
         schedule=lambda epoch: lr_at(epoch, cfg),
         resume_ignore=("epochs",),
