@@ -33,11 +33,31 @@ def _plant(path: Path, marker: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def payload(tmp_path: Path) -> tuple[Path, Path]:
-    """``(payload file, marker)``; the marker is where the payload would create a file."""
-    marker = tmp_path / "PAYLOAD_RAN"
-    return _plant(tmp_path / "evil.pt", marker), marker
+#: what a bad file holds, and what the refusal says
+KINDS = {
+    "payload": "refusing to load it as a",
+    "truncated": "is not a readable",
+    "text": "is not a readable",
+}
+
+
+@pytest.fixture(params=list(KINDS))
+def bad(request, tmp_path: Path):
+    """``plant(path) -> path``: writes a file of one bad kind there; ``.says`` is the sentence
+    a refusal contains, ``.marker`` where the payload would create a file."""
+
+    class Bad:
+        kind, says, marker = request.param, KINDS[request.param], tmp_path / "PAYLOAD_RAN"
+
+        def __call__(self, path: Path) -> Path:
+            _plant(path, self.marker)
+            if self.kind == "truncated":  # a run killed while writing, a copy cut short
+                path.write_bytes(path.read_bytes()[:300])
+            elif self.kind == "text":
+                path.write_text("model weights, see the e-mail\n")
+            return path
+
+    return Bad()
 
 
 def test_the_payload_is_real(tmp_path: Path) -> None:
@@ -63,85 +83,96 @@ SPIN_TINY = ["--phantoms", "10", "--test-phantoms", "4", "--matrix", "16", "--wi
 SPIN_NET = ["--net", "unet", "--batch-size", "5", "--epochs", "1", "--device", "cpu"]
 
 
-def _refused(cli, out: Path, marker: Path, *argv: str | Path) -> None:
+def _refused(cli, bad, out: Path, *argv: str | Path) -> None:
     err = cli.fails(*argv, "--out", out, out=out)
-    assert "refusing to load" in err and "objects other than tensors" in err, err
-    assert not marker.exists(), "the payload ran"
+    assert bad.says in err, err
+    assert not bad.marker.exists(), "the payload ran"
 
 
-def test_relax_fit_model(payload, sim, tmp_path, cli) -> None:
-    evil, marker = payload
+def test_relax_fit_model(bad, sim, tmp_path, cli) -> None:
     fit = ["relax", "fit", "--input", sim / "pc_bssfp.nii.gz", "--b1", sim / "b1.nii.gz"]
-    _refused(cli, tmp_path / "fit", marker, *fit, "--method", "pinn", "--model", evil)
+    _refused(
+        cli, bad, tmp_path / "fit", *fit, "--method", "pinn", "--model", bad(tmp_path / "m.pt")
+    )
 
 
-def test_relax_train_resume(payload, tmp_path, cli) -> None:
-    evil, marker = payload
+def test_relax_train_resume(bad, tmp_path, cli) -> None:
+    ck = bad(tmp_path / "model.pt")
+    before = ck.read_bytes()
     argv = ["relax", "train", "--method", "svnn", "--samples", "1000", "--max-epochs", "1"]
-    r = cli(*argv, "--out", evil)
-    assert r.rc == 2 and "refusing to load" in r.err and len(r.err.strip().splitlines()) == 1
-    assert not marker.exists()
+    r = cli(*argv, "--out", ck)
+    assert r.rc == 2 and bad.says in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert not bad.marker.exists() and ck.read_bytes() == before
 
 
-def test_spin_train_resume(payload, tmp_path, cli) -> None:
-    evil, marker = payload
-    out = tmp_path / "tr"
-    _refused(cli, out, marker, "spin", "train", *SPIN_TINY, *SPIN_NET, "--resume", evil)
+def test_spin_train_resume(bad, tmp_path, cli) -> None:
+    ck = bad(tmp_path / "ck.pt")
+    _refused(cli, bad, tmp_path / "tr", "spin", "train", *SPIN_TINY, *SPIN_NET, "--resume", ck)
 
 
-def test_spin_train_planted_running_checkpoint(tmp_path, cli) -> None:
-    """A payload planted where an interrupted run keeps its checkpoint (OUT.checkpoint.pt)."""
-    marker = tmp_path / "PAYLOAD_RAN"
-    out = tmp_path / "tr"
-    _plant(tmp_path / "tr.checkpoint.pt", marker)
-    _refused(cli, out, marker, "spin", "train", *SPIN_TINY, *SPIN_NET)
+def test_spin_train_planted_running_checkpoint(bad, tmp_path, cli) -> None:
+    """A file planted where an interrupted run keeps its checkpoint (OUT.checkpoint.pt)."""
+    bad(tmp_path / "tr.checkpoint.pt")
+    _refused(cli, bad, tmp_path / "tr", "spin", "train", *SPIN_TINY, *SPIN_NET)
 
 
-def test_spin_optimize_checkpoint(payload, tmp_path, cli) -> None:
-    evil, marker = payload
-    argv = ["spin", "optimize", "--method", "finite-difference", *SPIN_TINY, "--checkpoint", evil]
-    _refused(cli, tmp_path / "opt", marker, *argv)
+@pytest.mark.parametrize("method", ["finite-difference", "autograd"])
+def test_spin_optimize_checkpoint(bad, method, tmp_path, cli) -> None:
+    ck = bad(tmp_path / "ck.pt")
+    argv = ["spin", "optimize", "--method", method, *SPIN_TINY, "--checkpoint", ck]
+    _refused(cli, bad, tmp_path / "opt", *argv)
 
 
-def test_planted_default_model_is_retrained(sim, tmp_path, monkeypatch, cli, caplog) -> None:
+def test_spin_optimize_planted_running_checkpoint(bad, tmp_path, cli) -> None:
+    bad(tmp_path / "opt.checkpoint.pt")
+    argv = ["spin", "optimize", "--method", "autograd", *SPIN_TINY, "--iterations", "1"]
+    _refused(cli, bad, tmp_path / "opt", *argv)
+
+
+def test_planted_default_model_is_retrained(bad, sim, tmp_path, monkeypatch, cli, caplog) -> None:
+    """A bad default-model cache file: a warning, then a new model in its place (no crash)."""
     import mrphys.relax.volume as vol
 
-    marker = tmp_path / "PAYLOAD_RAN"
     monkeypatch.setenv("MRPHYS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(vol, "DEFAULT_MODEL_EPOCHS", 1)
     monkeypatch.setattr(vol, "DEFAULT_MODEL_SAMPLES", 1000)
     protocol = vol.Protocol(6, 4.8e-3, 2.4e-3, np.radians(15.0))
-    planted = tmp_path / "cache" / "relax" / f"pinn-{protocol.key()}-uniform-s0.pt"
-    _plant(planted, marker)
+    planted = bad(tmp_path / "cache" / "relax" / f"pinn-{protocol.key()}-uniform-s0.pt")
     fit = ["relax", "fit", "--input", sim / "pc_bssfp.nii.gz", "--b1", sim / "b1.nii.gz"]
     with caplog.at_level(logging.WARNING, logger="mrphys.relax.volume"):
         cli.ok(*fit, "--method", "pinn", "--out", tmp_path / "fit")
-    assert "refusing to load it" in caplog.text and "Training the default model anew" in caplog.text
-    assert not marker.exists()
+    assert bad.says in caplog.text and "Training the default model anew" in caplog.text
+    assert not bad.marker.exists()
     from mrphys.train import load_checkpoint
 
     assert load_checkpoint(planted)["stop_reason"]  # replaced by a trained default model
     assert (tmp_path / "fit" / "t1.nii.gz").is_file()
 
 
-def test_planted_spin_data_cache_is_rebuilt(tmp_path, cli, caplog) -> None:
-    marker = tmp_path / "PAYLOAD_RAN"
-    cache = tmp_path / "cache"
-    argv = ["spin", "train", *SPIN_TINY, *SPIN_NET, "--cache", cache]
-    cli.ok(*argv, "--out", tmp_path / "a")
-    files = sorted(cache.glob("spin-*.pt"))
+@pytest.fixture(scope="module")
+def spin_cache(tmp_path_factory) -> tuple[Path, dict]:
+    """A SPIN data cache filled by a tiny run: ``(folder, file -> its tensors)``."""
+    root = tmp_path_factory.mktemp("spin")
+    argv = ["spin", "train", *SPIN_TINY, *SPIN_NET, "--cache", str(root / "cache")]
+    assert main([*argv, "--out", str(root / "a")]) == 0
+    files = sorted((root / "cache").glob("spin-*.pt"))
     assert len(files) == 2  # training and test data
-    good = {f: torch.load(f, weights_only=True)["tensors"] for f in files}
-    for f in files:
-        _plant(f, marker)
+    return root, {f: torch.load(f, weights_only=True)["tensors"] for f in files}
+
+
+def test_planted_spin_data_cache_is_rebuilt(bad, spin_cache, tmp_path, cli, caplog) -> None:
+    root, good = spin_cache
+    for f in good:
+        bad(f)
+    argv = ["spin", "train", *SPIN_TINY, *SPIN_NET, "--cache", root / "cache"]
     with caplog.at_level(logging.WARNING, logger="mrphys.design.data"):
         cli.ok(*argv, "--out", tmp_path / "b")
-    assert caplog.text.count("refusing to load it as a SPIN data cache") == 2
-    assert not marker.exists()
+    assert caplog.text.count(f"{bad.says} SPIN data cache") == 2, caplog.text
+    assert not bad.marker.exists()
     for f, tensors in good.items():  # rebuilt: the same data as before
         again = torch.load(f, weights_only=True)["tensors"]
         assert all(torch.equal(again[k], v) for k, v in tensors.items())
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    a = torch.load(root / "a" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 

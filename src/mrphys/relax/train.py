@@ -262,7 +262,6 @@ def train(
     seed_everything(cfg.seed)  # default PyTorch layer initialisation, seeded
     model = build_network(cfg.method, cfg.distribution).to(device)
     opt = adam(model, cfg.lr)
-    data = TrainingData(cfg, device)
     path = Path(checkpoint) if checkpoint is not None else None
     trainer = Trainer(
         model,
@@ -281,9 +280,11 @@ def train(
         desc=f"train {cfg.method}",
         postfix=lambda r: {"val": f"{r['val_loss']:.2e}"},
     )
-    if path is not None and path.exists() and resume:
+    resumed = path is not None and path.exists() and resume
+    if resumed:  # before the data are simulated: a bad checkpoint is refused at once
         trainer.resume(path)
-    else:
+    data = TrainingData(cfg, device)
+    if not resumed:
         model.set_normalisation(data.clean["train"].mean(0), data.clean["train"].std(0))
     trainer.normalisation = {"mean": model.feat_mean.cpu(), "std": model.feat_std.cpu()}
 
