@@ -24,6 +24,9 @@ BAD = [  # (arguments, what the error names)
     (["train", "--lr", "2"], "--lr"),
     (["train", "--resume", "/nonexistent/ck.pt"], "--resume"),
     ([*AG, "--iterations", "two"], "--iterations"),
+    (["train", "--seed", str(2**63)], "--seed: must lie in 0 .. 2^63 - 1"),
+    ([*FD, "--seed", str(2**64)], "--seed: must lie in 0 .. 2^63 - 1"),
+    ([*AG, "--seed", "-1"], "--seed: must lie in 0 .. 2^63 - 1"),
 ]
 
 
