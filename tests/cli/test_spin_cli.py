@@ -64,6 +64,7 @@ def test_tiny_finite_difference_run(tmp_path, cli):
     figures = ["fft_images.png", "network_images.png", "ssim_psnr.png", "mse_vs_flip.png"]
     for name in (*figures, "reference/checkpoint.pt", "config.json"):
         assert (out / name).is_file(), name
+    assert not (tmp_path / "fd.checkpoint.pt").exists()  # the running checkpoint is removed
 
 
 def test_tiny_autograd_run(tmp_path, cli):
@@ -75,6 +76,7 @@ def test_tiny_autograd_run(tmp_path, cli):
     assert len(m["flip_angle_deg"]) == len(m["psnr"]) == 2
     assert m["lines_kept"][-1] == 8
     assert (out / "joint_checkpoint.pt").is_file()
+    assert not (tmp_path / "ag.checkpoint.pt").exists()  # the running checkpoint is removed
 
 
 @pytest.mark.slow
@@ -168,3 +170,27 @@ def test_broken_running_checkpoint_is_one_sentence(tmp_path, cli):
     err = cli.fails("spin", "train", *TINY_TRAIN, *SMALL, "--epochs", "1", "--out", out, out=out)
     assert "not a readable checkpoint" in err
     assert running.read_bytes() == b"PK\x03\x04 truncated"  # kept: the user decides
+
+
+@pytest.mark.slow
+def test_optimize_continues_an_interrupted_run_from_its_checkpoint(tmp_path, cli):
+    """An autograd run whose OUT.checkpoint.pt holds iteration 1 continues from it and ends with
+    the weights and sequence of a run that was never stopped."""
+    import shutil
+
+    argv = [*AG, "--phantoms", "8", "--test-phantoms", "2", "--steps-per-iteration", "2"]
+    argv += ["--minibatch", "4", *SMALL, "--cache", str(tmp_path / "cache")]
+    one, cut, whole = tmp_path / "one", tmp_path / "cut", tmp_path / "whole"
+    cli.ok("spin", *argv, "--iterations", "1", "--out", one)
+    assert not (tmp_path / "one.checkpoint.pt").exists()  # removed once the run is complete
+    # what an interrupted 2-iteration run leaves after its first iteration
+    shutil.copyfile(one / "joint_checkpoint.pt", tmp_path / "cut.checkpoint.pt")
+    r = cli.ok("spin", *argv, "--iterations", "2", "--out", cut)
+    assert "continuing the interrupted run" in r.out
+    assert not (tmp_path / "cut.checkpoint.pt").exists()
+    cli.ok("spin", *argv, "--iterations", "2", "--out", whole)
+    a, b = _weights(whole / "joint_checkpoint.pt"), _weights(cut / "joint_checkpoint.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    m_cut = json.loads((cut / "metrics.json").read_text())
+    m_whole = json.loads((whole / "metrics.json").read_text())
+    assert m_cut["flip_angle_deg"] == m_whole["flip_angle_deg"] and len(m_cut["mse"]) == 3
