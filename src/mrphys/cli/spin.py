@@ -23,9 +23,10 @@ from mrphys.cli import add_common, arg, new_output, positive
 START_HELP = "first flip angle at the start (default 30 for finite-difference, random for autograd)"
 LEARN_HELP = "autograd: sequence parameters to learn (flip1,flip2,te,tr,lines)"
 RUNNING_HELP = (
-    "until the run has finished, its checkpoint is OUT.checkpoint.pt beside --out; run the same "
-    "command again to continue an interrupted run from it (--overwrite starts afresh)"
+    "Until a run has finished, its checkpoint is OUT.checkpoint.pt beside --out: run the same "
+    "command again to continue an interrupted run from it (--overwrite starts afresh)."
 )
+OVERWRITE_HELP = "replace an existing output directory; start afresh, not from OUT.checkpoint.pt"
 CENTRE_HELP = "autograd: the k-space centre line may be dropped too (default: always acquired)"
 TARGET_HELP = "autograd: target contrast (se: Eq. 13; t1: T1-weighted, TR 600 ms)"
 
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _net_options(t, "automap", 300, 100)
     resume_help = "checkpoint.pt of an earlier run to continue from (with more --epochs)"
     arg(t, "--resume", None, resume_help)
-    add_common(t)
+    add_common(t, overwrite_help=OVERWRITE_HELP)
     t.set_defaults(func=run_train)
 
     o_help = "optimise the sequence (finite differences or autograd)"
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(o, "--target", "se", TARGET_HELP, choices=["se", "t1"])
     arg(o, "--steps-per-iteration", 20, "autograd: minibatch steps per iteration (default 20)")
     arg(o, "--minibatch", 16, "autograd: phantoms per step")
-    add_common(o)
+    add_common(o, overwrite_help=OVERWRITE_HELP)
     o.set_defaults(func=run_optimize)
 
 
