@@ -21,13 +21,13 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mrphys.errors import MrphysError
 
@@ -39,8 +39,15 @@ except ImportError:  # Windows: the lock file is created exclusively instead
 log = logging.getLogger(__name__)
 
 
+def _is_tensor(x: Any) -> bool:
+    """``isinstance(x, torch.Tensor)`` without importing torch (a tensor means it is loaded):
+    claiming an output, the first thing a command does, stays cheap."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -74,7 +81,7 @@ def _tmp_prefix(final: Path) -> str:
 
 @dataclass
 class _Claim:
-    fd: int | None  # the locked file (None on a non-writing DDP rank)
+    fd: int  # the locked file
     thread: int
     inputs: tuple[str, ...]
     command: str
@@ -151,10 +158,14 @@ def _check_target(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) 
 
 def _is_checkpoint(path: Path) -> bool:
     """Whether ``path`` is a checkpoint mrphys wrote (read as plain data: nothing executes)."""
+    import torch
+
     from mrphys.train import CHECKPOINT_FORMAT
 
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on a foreign pickle protocol
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a torch file, a pickled object, truncated: not ours
         return False
     return isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT
@@ -170,11 +181,10 @@ def _check_writable(path: str | os.PathLike, final: Path) -> None:
     def unreadable(e: OSError) -> None:
         raise MrphysError(f"output {path} cannot be replaced: {e.filename} cannot be read.")
 
-    for folder, _, _ in os.walk(final, onerror=unreadable):
+    for folder, _, _ in os.walk(path, onerror=unreadable):
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise MrphysError(
-                f"output {path} cannot be replaced: the folder {folder} in it is read-only."
-            )
+            where = "it is" if Path(folder) == Path(path) else f"the folder {folder} in it is"
+            raise MrphysError(f"output {path} cannot be replaced: {where} read-only.")
 
 
 def check_output(
@@ -386,10 +396,13 @@ def claim_output(
         return
     inputs = tuple(str(i) for i in inputs)
     _check_target(path, inputs)
+    if not _writing_rank():  # rank 0 of the torchrun job holds the claim
+        yield final
+        return
     command = _command_line(command)
     created = _make_parent(path, final)
     try:
-        fd = _lock(path, final, command) if _writing_rank() else None
+        fd = _lock(path, final, command)
     except BaseException:
         _remove_empty(created)
         raise
@@ -397,16 +410,14 @@ def claim_output(
         _claims[final] = _Claim(fd, threading.get_ident(), inputs, command)
     ok = False
     try:
-        if fd is not None:
-            _clean_leftovers(final)
+        _clean_leftovers(final)
         yield final
         ok = True
     finally:
         with _claims_guard:
             del _claims[final]
-        if fd is not None:
-            final.with_name(final.name + LOCK_SUFFIX).unlink(missing_ok=True)
-            os.close(fd)
+        final.with_name(final.name + LOCK_SUFFIX).unlink(missing_ok=True)
+        os.close(fd)
         if not ok:
             _remove_empty(created)
 
@@ -451,7 +462,8 @@ def output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))
         try:
             _follow_umask(tmp, directory=True)
-            _write_marker(tmp / MARKER, _claims[final].command)
+            claim = _claims.get(final)
+            _write_marker(tmp / MARKER, claim.command if claim else _command_line(None))
             yield tmp
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -494,7 +506,7 @@ def to_jsonable(obj: Any) -> Any:
         return to_jsonable(obj.to_dict())
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (torch.Tensor, np.ndarray)):
+    if _is_tensor(obj) or isinstance(obj, np.ndarray):
         return to_jsonable(_to_numpy(obj).tolist())
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
         return to_jsonable(obj.item())
