@@ -285,7 +285,8 @@ def _describe_run(info: dict[str, Any]) -> str:
 
 def _read_lock(fd: int) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
-        info = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 65536).decode() or "{}")
         if isinstance(info, dict):
             return info
     return {}
@@ -332,7 +333,8 @@ def _lock(path: str | os.PathLike, final: Path, command: str) -> int:
             "taking over %s from %s, which is no longer running", lock, _describe_run(stale)
         )
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(me).encode(), 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(me).encode())
     return fd
 
 
