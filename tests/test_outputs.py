@@ -201,6 +201,26 @@ def test_second_process_refused_and_dead_run_taken_over(tmp_path, cli, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.slow
+def test_two_commands_racing_on_one_output(tmp_path):
+    """Two real `mrphys simulate` started together on one --out: one writes it, the other is
+    refused with a sentence (the claim, or the finished output), nothing else is left."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mrphys", *SIM, "--out", str(out)]
+    runs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = sorted((r.wait(120), r.stderr.read().strip(), r.pid) for r in runs)
+    assert [rc for rc, _, _ in results] == [0, 2], results
+    err, winner = results[1][1], results[0][2]
+    assert err in (
+        f"mrphys simulate: error: --out {out} already exists; pass --overwrite to replace it.",
+    ) or err.startswith(
+        f"mrphys simulate: error: --out {out} is being written by another mrphys run "
+        f"(PID {winner} on "
+    ), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (out / "kspace.npy").is_file() and (out / io.MARKER).is_file()
+
+
 def test_non_writing_ranks_claim_nothing(tmp_path, monkeypatch):
     """Under torchrun every rank runs the command; rank 0 claims, the others must not be
     refused by rank 0's lock."""

@@ -5,7 +5,8 @@ A subcommand module keeps heavy imports inside its handler so that ``mrphys --he
 parses, calls one library function and writes files. The library checks the values (once, where
 they are defined); a user mistake (:class:`mrphys.MrphysError`, a bad option) prints one sentence
 and exits with status 2, and a sentence that starts with the name of an option's value (``tr_ms
-must ...``) names the option (``--tr-ms must ...``).
+must ...``) names the option (``--tr-ms must ...``). Before a command runs, :func:`main` claims its
+``--out`` (:func:`mrphys.io.claim_output`: one run per output, odd targets refused).
 """
 
 from __future__ import annotations
