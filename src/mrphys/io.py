@@ -123,7 +123,7 @@ def _writing_rank() -> bool:
     return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
-def _protected(final: Path, inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
+def _protected(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     """What an output must never hold: the working directory, the home directory, the inputs."""
     out = [(Path.cwd().resolve(), "the working directory")]
     with contextlib.suppress(RuntimeError, KeyError):  # no home directory known
@@ -148,7 +148,7 @@ def _check_target(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) 
         raise MrphysError(f"output {path} is a filesystem root; choose a new folder for it.")
     if not os.path.lexists(final):
         return
-    for keep, what in _protected(final, inputs):
+    for keep, what in _protected(inputs):
         if keep == real or real in keep.parents:
             raise MrphysError(
                 f"output {path} holds {what}, which mrphys never deletes; choose a new folder "
