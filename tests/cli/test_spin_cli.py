@@ -156,11 +156,19 @@ def test_ctrl_c_then_rerun_continues_exactly(tmp_path, cli):
 
 
 def test_overwrite_starts_afresh_instead_of_continuing(tmp_path, cli):
+    from mrphys.train import save_checkpoint
+
     out = tmp_path / "run"
     running = tmp_path / "run.checkpoint.pt"
-    running.write_bytes(b"not a checkpoint")
+    save_checkpoint(running, {"model": {}, "config": {"net": "automap"}, "epoch": 7})
     cli.ok("spin", "train", *TINY_TRAIN, *SMALL, "--epochs", "1", "--out", out, "--overwrite")
     assert (out / "checkpoint.pt").is_file() and not running.exists()
+    assert json.loads((out / "train_metrics.json").read_text())[0]["epoch"] == 1
+    # a file there that mrphys did not write is not deleted
+    running.write_bytes(b"my notes")
+    argv = ["spin", "train", *TINY_TRAIN, *SMALL, "--epochs", "1", "--overwrite"]
+    cli.fails(*argv, "--out", out, out=out, says="not a file mrphys wrote")
+    assert running.read_bytes() == b"my notes"
 
 
 def test_broken_running_checkpoint_is_one_sentence(tmp_path, cli):

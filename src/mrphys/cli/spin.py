@@ -129,13 +129,15 @@ def _readable(path: str | Path | None) -> None:
 
 
 def _running(args: argparse.Namespace) -> Path:
-    """The checkpoint of this ``--out`` while it runs (removed first with ``--overwrite``)."""
+    """The checkpoint of this ``--out`` while it runs (with ``--overwrite`` an interrupted run's
+    is removed first, when it is a checkpoint mrphys wrote)."""
     from mrphys.design.run import running_checkpoint
+    from mrphys.io import discard_output
 
     ck = running_checkpoint(args.out)
     if ck.is_file():
         if args.overwrite:
-            ck.unlink()
+            discard_output(ck)
         else:
             _readable(ck)
             print(f"continuing the interrupted run of {args.out} from {ck}")
