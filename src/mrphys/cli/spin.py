@@ -120,12 +120,13 @@ def _file(path: str | None, option: str) -> None:
     check(path is None or Path(path).is_file(), f"{option} {path} does not exist.")
 
 
-def _readable(path: str | Path | None) -> None:
+def _readable(path: str | Path | None) -> dict:
     """Read a checkpoint before any work (a broken or unsafe file is one sentence, now)."""
-    if path is not None:
-        from mrphys.train import load_checkpoint
+    if path is None:
+        return {}
+    from mrphys.train import load_checkpoint
 
-        load_checkpoint(path)
+    return load_checkpoint(path)
 
 
 def _running(args: argparse.Namespace) -> Path:
@@ -139,8 +140,8 @@ def _running(args: argparse.Namespace) -> Path:
         if args.overwrite:
             discard_output(ck)
         else:
-            _readable(ck)
-            print(f"continuing the interrupted run of {args.out} from {ck}")
+            done = _readable(ck).get("epoch", 0)
+            print(f"continuing the interrupted run of {args.out} from {ck} ({done} done)")
     return ck
 
 
