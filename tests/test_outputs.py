@@ -156,17 +156,17 @@ def test_racing_threads_one_claim_wins(tmp_path):
         try:
             with io.claim_output(out, command=f"thread {threading.get_ident()}"):
                 results.append("claimed")
-                release.wait(5)
+                release.wait(60)  # hold the claim until every other thread was refused
         except MrphysError as e:
             results.append(str(e))
-            if len(results) == n - 1:
+            if sum(r != "claimed" for r in results) == n - 1:
                 release.set()
 
     threads = [threading.Thread(target=race) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
+        t.join(60)
     assert results.count("claimed") == 1, results
     refused = [r for r in results if r != "claimed"]
     assert all(f"output {out} is being written by another mrphys run (PID {os.getpid()}" in r
