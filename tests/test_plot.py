@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mrphys import plot
-from mrphys.design.optimize import TestHistory
+from mrphys.design.optimize import TestHistory as SpinHistory
 
 
 def _shape(path) -> tuple[int, int]:
@@ -39,7 +39,7 @@ def test_frame_grid_rows_and_profile_column(tmp_path) -> None:
 
 def test_spin_figures_writes_the_four_paper_figures(tmp_path) -> None:
     k = 7  # iterations; the image rows show 5 of them (first and last included)
-    hist = TestHistory(
+    hist = SpinHistory(
         flip_angle_deg=[30.0 + 8 * i for i in range(k)],
         mse=[1.0 / (i + 1) for i in range(k)],
         ssim=[0.5 + 0.05 * i for i in range(k)],
