@@ -40,7 +40,7 @@ def run_demo(out: Path, seed: int = 0, device: torch.device | str = "cpu") -> st
     names = plot.spin_figures(out, fd, te.target[0])
     ag = autograd_flip(model, norm, tr, AutogradConfig(steps=20, batch=16, seed=seed))
     total = time.perf_counter() - t0
-    metrics = {k: v for k, v in fd.items() if not isinstance(v, torch.Tensor)}
+    metrics = fd.to_dict()
     metrics.update({"autograd": ag, "train": hist, "seconds_total": round(total, 1)})
     save_json(out / "metrics.json", metrics)
     f, s, p, e = fd.flip_angle_deg, fd.ssim, fd.psnr, fd.mse
