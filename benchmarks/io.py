@@ -6,9 +6,10 @@ weights), then runs ``mrphys relax fit --method svnn`` as a user would (a fresh 
 prints one JSON object:
 
 - ``fit_wall_seconds``: the whole command (interpreter start, imports, reading, fitting,
-  writing), per output format (``.nii.gz`` and uncompressed ``.nii``);
+  writing), per file format (``.nii.gz`` in and out; uncompressed ``.nii`` in and out, ``--nii``);
 - ``fit_seconds``: the fit alone, as the command records it in ``config.json``;
 - ``ratio``: wall / fit (the bar is 2);
+- ``import_seconds``: a fresh interpreter importing torch and mrphys (part of every command);
 - ``stages``: the same work in this process, stage by stage (read, to tensors, fit, write).
 
     .venv/bin/python benchmarks/io.py [--matrix 128] [--slices 64] [--keep DIR]
@@ -81,27 +82,48 @@ def main() -> None:
     }
     common = ["--overwrite"]
     res["simulate_wall_seconds"] = round(
-        _mrphys("relax", "simulate", "--matrix", str(args.matrix), "--slices", str(args.slices),
-                "--out", str(vol), *common),  # fmt: skip
+        _mrphys(
+            "relax",
+            "simulate",
+            "--matrix",
+            str(args.matrix),
+            "--slices",
+            str(args.slices),
+            "--out",
+            str(vol),
+            *common,
+        ),  # fmt: skip
         2,
     )
     res["pc_bssfp_bytes"] = (vol / "pc_bssfp.nii.gz").stat().st_size
     _mrphys("relax", "train", "--method", "svnn", "--samples", "5000", "--max-epochs", "2",
             "--out", str(model), *common)  # fmt: skip
     res["fit_wall_seconds"], res["fit_seconds"], res["ratio"] = {}, {}, {}
-    fit = ["relax", "fit", "--method", "svnn", "--model", str(model), "--input",
-           str(vol / "pc_bssfp.nii.gz"), "--b1", str(vol / "b1.nii.gz"), *common]  # fmt: skip
-    formats = {".nii.gz": []}
-    if "--nii" in subprocess.run(
-        [sys.executable, "-m", "mrphys", "relax", "fit", "--help"], capture_output=True, text=True
-    ).stdout:
-        formats[".nii"] = ["--nii"]
-    for ext, extra in formats.items():
+    fit = ["relax", "fit", "--method", "svnn", "--model", str(model), *common]
+    inputs = {".nii.gz": []}
+    if (
+        "--nii"
+        in subprocess.run(
+            [sys.executable, "-m", "mrphys", "relax", "fit", "--help"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    ):  # uncompressed in and out (the same volume, rewritten as .nii)
+        from mrphys.io import load_nifti, save_nifti_raw
+
+        for name in ("pc_bssfp", "b1"):
+            save_nifti_raw(vol / f"{name}.nii", *load_nifti(vol / f"{name}.nii.gz"))
+        inputs[".nii"] = ["--nii"]
+    for ext, extra in inputs.items():
         out = root / f"maps{ext.replace('.', '_')}"
-        wall = _mrphys(*fit, "--out", str(out), *extra)
+        files = ["--input", str(vol / f"pc_bssfp{ext}"), "--b1", str(vol / f"b1{ext}")]
+        wall = _mrphys(*fit, *files, "--out", str(out), *extra)
         secs = json.loads((out / "config.json").read_text())["fit_seconds"]
         res["fit_wall_seconds"][ext], res["fit_seconds"][ext] = round(wall, 2), round(secs, 2)
         res["ratio"][ext] = round(wall / secs, 2)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, mrphys.relax.volume"], check=True)
+    res["import_seconds"] = round(time.perf_counter() - t0, 2)  # interpreter, torch, mrphys
     scratch = root / "stages"
     scratch.mkdir(exist_ok=True)
     res["stages"] = stages(vol, model, scratch)

@@ -41,6 +41,9 @@ def _protocol_args(p: argparse.ArgumentParser, cycles: bool = False) -> None:
         arg(p, "--phase-cycles", 12, "number of phase cycles N")
 
 
+NII_HELP = "write uncompressed .nii files (fastest to write and read; default .nii.gz)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("relax", help="T1/T2 mapping from phase-cycled bSSFP (MIRACLE, SVNN, PINN)")
     rs = p.add_subparsers(dest="relax_command", metavar="ACTION", parser_class=type(p))
@@ -59,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(f, "--phase-cycles", None, cycles_help, type=int)
     _protocol_args(f)
     add_common(f)
+    f.add_argument("--nii", action="store_true", help=NII_HELP)
     f.set_defaults(func=run_fit)
 
     t = rs.add_parser("train", help="train an SVNN/PINN on simulated pc-bSSFP data")
@@ -87,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(s, "--snr", 50.0)
     _protocol_args(s, cycles=True)
     add_common(s)
+    s.add_argument("--nii", action="store_true", help=NII_HELP)
     s.set_defaults(func=run_simulate)
 
     e = rs.add_parser("evaluate", help="Monte Carlo evaluation of a method (PNG + JSON)")
@@ -133,7 +138,8 @@ def run_fit(args: argparse.Namespace) -> int:
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
             scale = 1.0 if name == "db0" else 1e3
-            save_nifti_raw(tmp / f"{name}.nii.gz", m.cpu().numpy() * scale, vol.affine)
+            ext = ".nii" if args.nii else ".nii.gz"
+            save_nifti_raw(tmp / f"{name}{ext}", m.cpu().numpy() * scale, vol.affine)
         config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
         config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
         save_json(tmp / "config.json", {"command": "relax fit", **config,
@@ -192,7 +198,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         protocol, matrix=args.matrix, n_slices=args.slices, snr=args.snr, seed=args.seed
     )
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        files = write_volume(tmp, vol)
+        files = write_volume(tmp, vol, ext=".nii" if args.nii else ".nii.gz")
         config = {k: getattr(args, k) for k in ("matrix", "slices", "snr", "seed")}
         save_json(tmp / "config.json", {"command": "relax simulate", **config,
                   "protocol": protocol_ms(protocol), "files": files})  # fmt: skip
