@@ -25,6 +25,18 @@ def test_physics_part_writes_report_and_figures(tmp_path, cli) -> None:
     assert "report.md" in r.out
     report = _check_report(out, ["physics"])
     assert "PSNR" in report
+    # the CLI prints one line before the part (plan, expected time) and one after (the finding)
+    lines = r.out.splitlines()
+    assert lines[0].startswith("mrphys demo: 1 part(s), about ")
+    assert re.fullmatch(r"\[1/1\] physics: Bloch-simulate .+ \(about \d+ s\)", lines[1])
+    done = re.fullmatch(
+        r"\[1/1\] physics done in (\d+\.\d) s: spin echo vs SPIN Eq. 13: PSNR .+", lines[2]
+    )
+    assert (
+        done
+        and float(done[1]) == json.loads((out / "config.json").read_text())["seconds"]["physics"]
+    )
+    assert lines[2].split(": ", 1)[1] in report  # the report states the same finding
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, cli) -> None:

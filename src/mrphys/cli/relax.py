@@ -229,6 +229,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, _ = load_network(args.method, protocol, args.model, device=device, seed=args.seed)
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         res = evaluate_method(args.method, protocol, model, tmp, grid=args.grid, n_mc=args.mc,
-                              snrs=snrs, n_invivo=args.invivo, seed=args.seed)  # fmt: skip
+                              snrs=snrs, n_invivo=args.invivo, seed=args.seed,
+                              progress=True)  # fmt: skip
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.4f}" for k, v in res["summary"].items()))
     return 0
