@@ -41,7 +41,7 @@ PLAN = (
     f"simulate a {FRAMES}-frame {MATRIX} x {MATRIX} radial cine ({SPOKES} spokes/frame, {COILS} "
     f"coils), reconstruct it by gridding, L+S and the INR ({INR_CONFIG.iterations} steps)"
 )
-EXPECTED_SECONDS = 75.0
+EXPECTED_SECONDS = 60.0
 
 
 def _scores(x: torch.Tensor, truth: torch.Tensor) -> dict:

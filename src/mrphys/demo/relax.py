@@ -26,7 +26,7 @@ PLAN = (
     "simulate a 96 x 96 x 2 pc-bSSFP volume, train a PINN (at most 75 s; its own small network, "
     "not the cached default models), fit T1/T2 with MIRACLE and the PINN"
 )
-EXPECTED_SECONDS = 40.0
+EXPECTED_SECONDS = 35.0
 
 #: the demo's PINN training; larger batches and step size than the paper's (128, 2e-4) so that
 #: a short budget (75 s) gives a usable network even on a busy CPU
