@@ -200,3 +200,39 @@ def test_record_json_form() -> None:
     assert r.to_dict() == {"loss": [1.0, 2.0]}  # tensors and None left out
     with pytest.raises(TypeError, match="not subscriptable"):  # a typed result, not a dict
         r["loss"]
+
+
+def test_seeds_take_0_to_2_pow_63_minus_1_and_derived_seeds_never_overflow() -> None:
+    from mrphys.utils import SEED_MAX, check_seed, derived_seed
+
+    assert check_seed(0) == 0 and check_seed(SEED_MAX) == 2**63 - 1
+    for bad in (2**63, 2**64, -1):
+        with pytest.raises(MrphysError, match=r"seed must lie in 0 \.\. 2\^63 - 1; got"):
+            check_seed(bad)
+    for bad in (1.5, "3", True):
+        with pytest.raises(MrphysError, match=r"seed must be an integer in 0 \.\. 2\^63 - 1"):
+            check_seed(bad)
+    # below 2^64 a derived seed is the plain arithmetic (the numbers of every working seed stay)
+    for seed, k, u in ((0, 100003, 5), (12345, 7919, 2), (2**64 // 100003 - 1, 100003, 9)):
+        assert derived_seed(seed, k, u) == seed * k + u
+    # beyond it the plain arithmetic overflows the generator; the derived seed does not
+    raw = SEED_MAX * 100003 + 10**6
+    with pytest.raises((RuntimeError, ValueError), match="verflow"):
+        torch.Generator().manual_seed(raw)
+    torch.Generator().manual_seed(derived_seed(SEED_MAX, 100003, 10**6))
+    assert derived_seed(SEED_MAX, 100003, 1) != derived_seed(SEED_MAX, 100003, 2)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("cut", [0, 10, 200, -40, "flip"])
+def test_a_truncated_or_damaged_checkpoint_is_one_sentence_on_resume(tmp_path, cut) -> None:
+    _run(tmp_path / "c.pt", 2)
+    data = (tmp_path / "c.pt").read_bytes()
+    if cut == "flip":  # one damaged byte inside the pickled dict
+        i = data.index(b"data.pkl") + 60
+        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+    else:
+        data = data[:cut]
+    (tmp_path / "c.pt").write_bytes(data)
+    with pytest.raises(MrphysError, match=r"c\.pt is not (a readable|an mrphys) checkpoint"):
+        _run(tmp_path / "c.pt", 3, resume=True)

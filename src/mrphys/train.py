@@ -35,6 +35,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = [
     "Record",
     "Trainer",
     "load_checkpoint",
+    "load_plain",
     "plain_config",
     "save_checkpoint",
     "seed_everything",
@@ -127,10 +129,38 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
         torch.save(full, tmp)
 
 
+def load_plain(
+    path: str | os.PathLike, map_location: torch.device | str = "cpu", what: str = "checkpoint"
+) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain values, nothing executed.
+
+    Raises:
+        MrphysError: one sentence naming ``path`` (a ``what``) when it is missing, broken or
+            truncated, or holds objects other than tensors and plain values (a pickled object is
+            refused, never run).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MrphysError(f"{what} {p} does not exist.")
+    try:
+        with warnings.catch_warnings():  # e.g. a note on the pickle protocol: not for the user
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # not an object the guard stopped: a broken file
+            raise MrphysError(f"{p} is not a readable {what} (UnpicklingError).") from None
+        raise MrphysError(
+            f"{p} holds objects other than tensors and plain values; refusing to load it as a "
+            f"{what}."
+        ) from None
+    except Exception as e:  # a broken pickle stream raises almost anything (KeyError, ...)
+        raise MrphysError(f"{p} is not a readable {what} ({type(e).__name__}).") from None
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: torch.device | str = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint dict without executing anything in it (``weights_only=True``).
+    """Read a checkpoint dict without executing anything in it (:func:`load_plain`).
 
     Files of earlier package versions (the flat dicts of relax and SPIN training) load too.
 
@@ -139,19 +169,7 @@ def load_checkpoint(
             values, or has no ``model`` weights and ``config``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise MrphysError(f"checkpoint {p} does not exist.")
-    try:
-        ck = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "global" not in str(e):  # not a pickled object the guard stopped: a broken file
-            raise MrphysError(f"{p} is not a readable checkpoint (UnpicklingError).") from None
-        raise MrphysError(
-            f"{p} holds objects other than tensors and plain values; refusing to load it as a "
-            "checkpoint."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise MrphysError(f"{p} is not a readable checkpoint ({type(e).__name__}).") from None
+    ck = load_plain(p, map_location)
     if not (isinstance(ck, dict) and isinstance(ck.get("model"), dict) and "config" in ck):
         raise MrphysError(f"{p} is not an mrphys checkpoint (no model weights and config).")
     return ck

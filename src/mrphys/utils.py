@@ -1,10 +1,17 @@
-"""Small shared helpers: device choice and seeded generators."""
+"""Small shared helpers: device choice, seeds and seeded generators."""
 
 from __future__ import annotations
 
 import torch
 
 from mrphys.errors import MrphysError
+
+#: the largest seed a user may give (``--seed`` takes 0 .. 2^63 - 1)
+SEED_MAX = 2**63 - 1
+#: derived seeds (``seed * k + unit``) are reduced modulo this: the 64-bit seed space of a
+#: ``torch.Generator``, which reads every value below it unchanged (so every seed that worked
+#: before the reduction gives the same numbers)
+_SEED_SPACE = 2**64
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -20,6 +27,21 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
             raise MrphysError("--device cuda was requested but no CUDA device is available.")
         return torch.device(name)
     raise MrphysError(f"device must be one of auto, cpu, cuda; got {name!r}.")
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int in ``0 .. 2^63 - 1``; anything else raises :class:`MrphysError`."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise MrphysError(f"{name} must be an integer in 0 .. 2^63 - 1; got {seed!r}.")
+    if not 0 <= seed <= SEED_MAX:
+        raise MrphysError(f"{name} must lie in 0 .. 2^63 - 1; got {seed}.")
+    return int(seed)
+
+
+def derived_seed(seed: int, factor: int = 1, offset: int = 0) -> int:
+    """The seed ``seed * factor + offset`` of a sub-stream (an epoch, a chunk), reduced modulo
+    2^64 so that it never overflows a generator's 64-bit seed (unchanged below 2^64)."""
+    return (int(seed) * int(factor) + int(offset)) % _SEED_SPACE
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

@@ -85,6 +85,7 @@ def test_existing_output_needs_overwrite(tmp_path, series_mat, cli):
     argv = [*SIMULATE, "--series", series_mat, "--spokes", "4", "--out", out]
     cli.fails(*argv, out=out, says="--overwrite")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / ".mrphys-output").write_text("{}")  # replaced only as an output mrphys wrote
     cli.ok(*argv, "--overwrite")
     assert (out / "kspace.npy").is_file() and not (out / "keep.txt").exists()
 

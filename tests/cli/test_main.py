@@ -30,6 +30,16 @@ def test_library_sentence_names_the_option() -> None:
     assert _as_option("command x failed.", args) == "command x failed."
 
 
+def test_output_sentences_name_the_out_option() -> None:
+    """mrphys.io says "output X ..."; a command that has --out says "--out X ..."."""
+    message = "output run already exists; pass --overwrite to replace it."
+    with_out = argparse.Namespace(out="run", command="simulate", func=print)
+    assert (
+        _as_option(message, with_out) == "--out run already exists; pass --overwrite to replace it."
+    )
+    assert _as_option(message, argparse.Namespace(command="x", func=print)) == message
+
+
 def test_positive_integer_option() -> None:
     assert positive("3") == 3
     for bad, message in (("0", "got 0"), ("-2", "got -2"), ("two", "got 'two'")):

@@ -312,3 +312,21 @@ def test_gradient_wrt_tr_and_joint_with_tr(tiny):
     )
     _, seq, h = joint(cfg, tr, te, fit_normalisation(tr), progress=False)
     assert h.tr_ms[0] == pytest.approx(3000.0, rel=1e-3) and h.tr_ms[1] != h.tr_ms[0]
+
+
+def test_the_largest_seed_trains_and_a_larger_one_is_one_sentence(tiny):
+    """Seed 2^63 - 1 used to overflow in the shuffling seeds (seed * 100003 + epoch) and the test
+    data seed (seed + 1); now both are derived modulo 2^64."""
+    from mrphys.design.run import DataConfig
+
+    top = 2**63 - 1
+    tr, te = DataConfig(n_train=2, n_test=2, matrix=16, seed=top).make(progress=False)
+    assert te.seed == 2**63 and not torch.equal(tr.rho, te.rho)
+    train_set, test_set = tiny
+    cfg = TrainConfig(net="unet", matrix=16, width=2, epochs=2, batch_size=8, seed=top)
+    norm = fit_normalisation(train_set)
+    _, hist = train(cfg, train_set, test_set, norm, progress=False)
+    assert len(hist) == 2 and math.isfinite(hist[-1].train_loss)
+    for bad in (TrainConfig(seed=2**63), JointConfig(seed=-1)):
+        with pytest.raises(MrphysError, match=r"seed must lie in 0 \.\. 2\^63 - 1"):
+            bad.check()

@@ -150,3 +150,16 @@ def test_result_json_form_keeps_the_history_keys() -> None:
     assert set(d["history"][0]) == {"epoch", "train_loss", "samples", "val_loss", "lr", "seconds"}
     assert d["config"]["method"] == "svnn" and d["stop_reason"] == "max_epochs"
     assert d["history"][0]["val_loss"] == res.history[0].val_loss
+
+
+def test_the_largest_seed_trains_and_a_larger_one_is_one_sentence(cli, tmp_path) -> None:
+    """Seed 2^63 - 1 used to overflow in the per-epoch seeds (seed * 100003 + epoch)."""
+    cfg = TrainConfig(method="pinn", n_samples=500, max_epochs=2, snr=30.0, seed=2**63 - 1)
+    a, b = train(cfg), train(cfg)
+    assert math.isfinite(a.history[-1].val_loss)
+    assert a.history[-1].val_loss == b.history[-1].val_loss  # still seeded
+    with pytest.raises(MrphysError, match=r"seed must lie in 0 \.\. 2\^63 - 1; got 9223372036"):
+        TrainConfig(seed=2**63)
+    r = cli("relax", "train", "--method", "svnn", "--seed", str(2**64), "--out", tmp_path / "x.pt")
+    assert r.rc == 2 and "--seed must lie in 0 .. 2^63 - 1" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "x.pt").exists()

@@ -5,14 +5,18 @@ A subcommand module keeps heavy imports inside its handler so that ``mrphys --he
 parses, calls one library function and writes files. The library checks the values (once, where
 they are defined); a user mistake (:class:`mrphys.MrphysError`, a bad option) prints one sentence
 and exits with status 2, and a sentence that starts with the name of an option's value (``tr_ms
-must ...``) names the option (``--tr-ms must ...``).
+must ...``) names the option (``--tr-ms must ...``). Before a command runs, :func:`main` claims its
+``--out`` (:func:`mrphys.io.claim_output`: one run per output, odd targets refused).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
+import shlex
 import sys
 from typing import Any
 
@@ -65,6 +69,18 @@ def positive(text: str) -> int:
     return value
 
 
+def seed_type(text: str) -> int:
+    """argparse type: a seed in 0 .. 2^63 - 1 (a bad value is a one-sentence usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        message = f"must be an integer in 0 .. 2^63 - 1; got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must lie in 0 .. 2^63 - 1; got {value}")
+    return value
+
+
 def add_common(
     p: argparse.ArgumentParser,
     out: bool = True,
@@ -75,7 +91,7 @@ def add_common(
 ) -> None:
     """Options every command shares: --seed, --device, --out, --overwrite."""
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        arg(p, "--seed", 0, "random seed, 0 .. 2^63 - 1 (default 0)", type=seed_type)
     arg(p, "--device", "auto", device_help, choices=["auto", "cpu", "cuda"])
     if out:
         p.add_argument("--out", required=True, help=out_help)
@@ -89,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     openmp_wait_defaults()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -98,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        with _claim(args, shlex.join(["mrphys", *map(str, argv)])):
+            rc = args.func(args)
     except MrphysError as e:
         sys.stderr.write(f"mrphys {args.command}: error: {_as_option(str(e), args)}\n")
         return 2
@@ -109,18 +127,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _as_option(message: str, args: argparse.Namespace) -> str:
-    """``tr_ms must ...`` -> ``--tr-ms must ...`` when ``tr_ms`` is an option of this command."""
+    """``tr_ms must ...`` -> ``--tr-ms must ...`` when ``tr_ms`` is an option of this command
+    (and ``output ...`` -> ``--out ...``)."""
     head, sep, rest = message.partition(" ")
+    if head == "output" and isinstance(getattr(args, "out", None), str):
+        return f"--out{sep}{rest}"  # the library's sentences about the output (mrphys.io)
     if head in vars(args) and head not in ("command", "func", "verbose"):
         return f"--{head.replace('_', '-')}{sep}{rest}"
     return message
 
 
-def new_output(args: argparse.Namespace) -> None:
-    """Fail before any work when ``--out`` exists and ``--overwrite`` was not given."""
-    from mrphys.io import check_new_output
+def _claim(args: argparse.Namespace, command: str) -> contextlib.AbstractContextManager:
+    """Claim ``--out`` for this run before the command starts (:func:`mrphys.io.claim_output`:
+    a second run on the same output is refused, a dead run's leftovers removed). The command's
+    inputs are the other options naming existing paths: an output holding one is never replaced.
+    """
+    if not isinstance(getattr(args, "out", None), str):
+        return contextlib.nullcontext()
+    from mrphys.io import claim_output
 
-    check_new_output(args.out, args.overwrite)
+    inputs = [v for k, v in vars(args).items()
+              if k != "out" and isinstance(v, str) and v and os.path.lexists(v)]  # fmt: skip
+    return claim_output(args.out, inputs=inputs, command=command)
+
+
+def new_output(args: argparse.Namespace) -> None:
+    """Fail before any work unless ``--out`` may be written: new, or (with ``--overwrite``) an
+    output mrphys wrote that holds no input (:func:`mrphys.io.check_output`)."""
+    from mrphys.io import check_output
+
+    check_output(args.out, args.overwrite)
 
 
 def options(args: argparse.Namespace, *drop: str) -> dict[str, Any]:

@@ -172,8 +172,10 @@ def run_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # the user's explicit choice, CLI layer only
-    if out.exists() and args.overwrite:
-        out.unlink()
+    if args.overwrite:
+        from mrphys.io import discard_output
+
+        discard_output(out)  # only a checkpoint mrphys wrote
     res = train(cfg, out, device=resolve_device(args.device), progress=True)
     val = res.history[-1].val_loss if res.history else float("nan")
     print(

@@ -5,16 +5,28 @@
 first flip angle from 30 deg, network fixed) or ``--method autograd`` (exact gradients, network
 and sequence learned together). The output folder gets checkpoints, the figures of the paper's
 Figs. 6-9 and ``metrics.json``. The work is :mod:`mrphys.design.run`.
+
+Until a run has finished, its checkpoint (after every epoch or iteration) is
+``OUT.checkpoint.pt`` beside ``--out``: after Ctrl-C, a kill or a crash, the same command continues
+from it (``--overwrite`` starts afresh); it is removed when ``--out`` is complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 
 from mrphys.cli import add_common, arg, new_output, positive
 
 START_HELP = "first flip angle at the start (default 30 for finite-difference, random for autograd)"
 LEARN_HELP = "autograd: sequence parameters to learn (flip1,flip2,te,tr,lines)"
+RUNNING_HELP = (
+    "Until a run has finished, its checkpoint is OUT.checkpoint.pt beside --out: run the same "
+    "command again to continue an interrupted run from it (--overwrite starts afresh)."
+)
+OVERWRITE_HELP = "replace an existing output directory; start afresh, not from OUT.checkpoint.pt"
 CENTRE_HELP = "autograd: the k-space centre line may be dropped too (default: always acquired)"
 TARGET_HELP = "autograd: target contrast (se: Eq. 13; t1: T1-weighted, TR 600 ms)"
 
@@ -44,14 +56,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = p.add_subparsers(dest="spin_command", metavar="ACTION", parser_class=type(p))
     p.set_defaults(func=_no_action)
 
-    t = ssub.add_parser("train", help="train the reconstruction network on 90 deg data")
+    t = ssub.add_parser(
+        "train", help="train the reconstruction network on 90 deg data", epilog=RUNNING_HELP
+    )
     _data_options(t, 50000, 1000, 64)
     _net_options(t, "automap", 300, 100)
-    arg(t, "--resume", None, "checkpoint.pt to continue from")
-    add_common(t)
+    resume_help = "checkpoint.pt of an earlier run to continue from (with more --epochs)"
+    arg(t, "--resume", None, resume_help)
+    add_common(t, overwrite_help=OVERWRITE_HELP)
     t.set_defaults(func=run_train)
 
-    o = ssub.add_parser("optimize", help="optimise the sequence (finite differences or autograd)")
+    o_help = "optimise the sequence (finite differences or autograd)"
+    o = ssub.add_parser("optimize", help=o_help, epilog=RUNNING_HELP)
     o.add_argument("--method", required=True, choices=["finite-difference", "autograd"])
     arg(o, "--iterations", 7, "optimisation iterations (default 7)", type=positive)
     _data_options(o, 2000, 200, 32)
@@ -67,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(o, "--target", "se", TARGET_HELP, choices=["se", "t1"])
     arg(o, "--steps-per-iteration", 20, "autograd: minibatch steps per iteration (default 20)")
     arg(o, "--minibatch", 16, "autograd: phantoms per step")
-    add_common(o)
+    add_common(o, overwrite_help=OVERWRITE_HELP)
     o.set_defaults(func=run_optimize)
 
 
@@ -99,11 +115,50 @@ def _configs(args: argparse.Namespace):
 
 
 def _file(path: str | None, option: str) -> None:
-    from pathlib import Path
-
     from mrphys.errors import check
 
     check(path is None or Path(path).is_file(), f"{option} {path} does not exist.")
+
+
+def _readable(path: str | Path | None) -> dict:
+    """Read a checkpoint before any work (a broken or unsafe file is one sentence, now)."""
+    if path is None:
+        return {}
+    from mrphys.train import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def _running(args: argparse.Namespace) -> Path:
+    """The checkpoint of this ``--out`` while it runs (with ``--overwrite`` an interrupted run's
+    is removed first, when it is a checkpoint mrphys wrote)."""
+    from mrphys.design.run import running_checkpoint
+    from mrphys.io import discard_output
+
+    ck = running_checkpoint(args.out)
+    if ck.is_file():
+        if args.overwrite:
+            discard_output(ck)
+        else:
+            done = _readable(ck).get("epoch", 0)
+            print(f"continuing the interrupted run of {args.out} from {ck} ({done} done)")
+    return ck
+
+
+@contextlib.contextmanager
+def _keep_checkpoint(ck: Path) -> Iterator[None]:
+    """On Ctrl-C, say where the last finished epoch (or iteration) is; on success remove ``ck``."""
+    import sys
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if ck.is_file():
+            sys.stderr.write(f"interrupted: the same command continues from {ck}\n")
+        else:
+            sys.stderr.write("interrupted before the first epoch ended: nothing to continue\n")
+        raise
+    ck.unlink(missing_ok=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -115,10 +170,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     data, tcfg = _configs(args)
     _file(args.resume, "--resume")
+    _readable(args.resume)
     new_output(args)
     device = resolve_device(args.device)
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        _, norm, hist, _ = train_reference(tmp, data, tcfg, device, resume=args.resume)
+    ck = _running(args)
+    with _keep_checkpoint(ck), output_dir(args.out, overwrite=args.overwrite) as tmp:
+        _, norm, hist, _ = train_reference(tmp, data, tcfg, device, resume=args.resume, running=ck)
         config = {"data": asdict(data), "train": asdict(tcfg), "normalisation": norm.as_dict()}
         save_json(tmp / "config.json", config)
         save_json(tmp / "metrics.json", hist[-1] if hist else {})
@@ -154,7 +211,8 @@ def run_optimize(args: argparse.Namespace) -> int:
     jc.check()
     cfg = OptimizeConfig(args.method, data, tcfg, fd, jc, checkpoint=args.checkpoint)
     new_output(args)
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        m = _run(tmp, cfg, resolve_device(args.device))
+    ck = _running(args)
+    with _keep_checkpoint(ck), output_dir(args.out, overwrite=args.overwrite) as tmp:
+        m = _run(tmp, cfg, resolve_device(args.device), running=ck)
     print(f"SPIN {args.method}: {summary(m)}; wrote {args.out}")
     return 0

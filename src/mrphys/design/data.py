@@ -38,6 +38,8 @@ from mrphys.physics.fourier import ifft2c
 from mrphys.physics.noise import standard_complex_normal
 from mrphys.physics.signal import spin_echo_image
 from mrphys.tissue import Phantom, spin_shepp_logan
+from mrphys.train import load_plain
+from mrphys.utils import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,34 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: the tensors of a SPIN data set, as stored in a cache file
+_FIELDS = ("rho", "t1", "t2", "sigma", "z", "kspace", "target")
+
+
+def _read_cache(path: Path, settings: dict) -> dict[str, torch.Tensor] | None:
+    """The tensors of a cache file written by :func:`make_data` for ``settings``, or None (with
+    a warning) when the file is unreadable, holds anything but tensors and plain values (read
+    with ``weights_only=True``: nothing in it runs), or does not match ``settings``."""
+    try:
+        d = load_plain(path, what="SPIN data cache")
+    except MrphysError as e:
+        log.warning("%s Simulating the data anew.", e)
+        return None
+    tensors = d.get("tensors") if isinstance(d, dict) else None
+    n = settings["n"]
+    ok = (
+        isinstance(tensors, dict)
+        and d.get("settings") == settings
+        and all(isinstance(tensors.get(k), torch.Tensor) for k in _FIELDS)
+        and all(tensors[k].shape[:1] == (n,) for k in _FIELDS)
+    )
+    if not ok:
+        log.warning("SPIN data cache %s does not hold these settings' data; simulating anew", path)
+        return None
+    log.info("loaded cached SPIN data %s", path)
+    return {k: tensors[k] for k in _FIELDS}
+
+
 def make_data(
     n: int,
     seed: int,
@@ -215,7 +245,9 @@ def make_data(
     phantoms are simulated twice. Returns CPU tensors.
 
     The cache file is ``cache_dir / spin-<key>.pt`` with ``key`` a hash of ``n``, ``seed``,
-    ``acq`` and the simulator's name (a stand-in simulator gets its own cache entries).
+    ``acq`` and the simulator's name (a stand-in simulator gets its own cache entries). It holds
+    tensors and plain values only and is read with ``weights_only=True``; a file that is broken,
+    holds anything else or other settings is replaced by a new simulation (with a warning).
     """
     check(n >= 1, f"number of phantoms must be >= 1; got {n}.")
     acq.check()
@@ -230,14 +262,12 @@ def make_data(
     if cache_dir is not None:
         path = Path(cache_dir) / f"spin-{settings_key(settings)}.pt"
         if path.is_file():
-            log.info("loading cached SPIN data %s", path)
-            d = torch.load(path, weights_only=False)
-            return SpinData(**d["tensors"], acq=acq, seed=seed)
-    gen_ph = torch.Generator().manual_seed(int(seed))
-    gen_z = torch.Generator().manual_seed(int(seed) + 7919)
-    parts: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("rho", "t1", "t2", "sigma", "z", "kspace", "target")
-    }
+            tensors = _read_cache(path, settings)
+            if tensors is not None:
+                return SpinData(**tensors, acq=acq, seed=seed)
+    gen_ph = torch.Generator().manual_seed(derived_seed(seed))
+    gen_z = torch.Generator().manual_seed(derived_seed(seed, 1, 7919))
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in _FIELDS}
     chunks = range(0, n, CHUNK)
     if progress:
         from tqdm import tqdm

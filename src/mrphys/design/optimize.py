@@ -36,6 +36,7 @@ from mrphys.design.train import TrainConfig, build_model, image_metrics, param_g
 from mrphys.errors import check
 from mrphys.physics.fourier import ifft2c
 from mrphys.train import Record, Trainer, plain_config
+from mrphys.utils import check_seed
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def autograd_flip(
     model.eval()
     alpha = torch.tensor(math.radians(cfg.start_deg), dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=math.radians(cfg.lr_deg))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(check_seed(cfg.seed))
     hist = AutogradHistory([cfg.start_deg], [float("nan")], [0], [0.0])
     t0 = time.perf_counter()
     n_sim = 0
@@ -347,6 +348,7 @@ class JointConfig:
         check(self.iterations >= 1, f"iterations must be >= 1; got {self.iterations}.")
         check(self.steps_per_iteration >= 1, "steps per iteration must be >= 1.")
         check(self.batch >= 1, f"batch must be >= 1; got {self.batch}.")
+        check_seed(self.seed)
         (te_lo, te_hi), (tr_lo, tr_hi) = self.te_range_ms, self.tr_range_ms
         check(0 < te_lo < te_hi, f"TE range must satisfy 0 < min < max; got {te_lo}, {te_hi} ms.")
         check(0 < tr_lo < tr_hi, f"TR range must satisfy 0 < min < max; got {tr_lo}, {tr_hi} ms.")

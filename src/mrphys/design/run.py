@@ -7,6 +7,7 @@ given (the caller makes it atomic) and returns the numbers it wrote.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from mrphys.design.optimize import (
 from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
 from mrphys.train import Record
+from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,11 @@ class DataConfig:
 
     def make(self, progress: bool = True) -> tuple[SpinData, SpinData]:
         """Training (seed) and test (seed + 1) data at the reference 90/180 deg acquisition."""
+        check_seed(self.seed)
         acq = Acquisition(matrix=self.matrix)
         tr = make_data(self.n_train, self.seed, acq, cache_dir=self.cache, progress=progress)
-        te = make_data(self.n_test, self.seed + 1, acq, cache_dir=self.cache, progress=progress)
+        test_seed = derived_seed(self.seed, 1, 1)
+        te = make_data(self.n_test, test_seed, acq, cache_dir=self.cache, progress=progress)
         return tr, te
 
 
@@ -57,13 +61,33 @@ def train_reference(
     resume: str | Path | None = None,
     progress: bool = True,
     datasets: tuple[SpinData, SpinData] | None = None,
+    running: Path | None = None,
 ) -> tuple[nn.Module, Normalisation, list[EpochRecord], tuple[SpinData, SpinData]]:
     """Train the reconstruction network on 90 deg data; writes ``checkpoint.pt`` and
-    ``train_metrics.json`` into ``out``. Returns model, normalisation, history and the data."""
+    ``train_metrics.json`` into ``out``. Returns model, normalisation, history and the data.
+
+    ``running``: the checkpoint written after every epoch (see :func:`running_checkpoint`; it is
+    resumed when it exists and copied to ``out / "checkpoint.pt"`` at the end). Without it the
+    per-epoch checkpoint is ``out / "checkpoint.pt"`` itself.
+    """
     tr, te = datasets if datasets is not None else data.make(progress)
     norm = fit_normalisation(tr)
-    model, hist = train(cfg, tr, te, norm, out=out, resume=resume, device=device, progress=progress)
+    if running is not None and running.is_file():
+        resume = running
+    model, hist = train(cfg, tr, te, norm, out=out, resume=resume, device=device,
+                        progress=progress, checkpoint=running)  # fmt: skip
+    if running is not None:
+        shutil.copyfile(running, out / "checkpoint.pt")
     return model, norm, hist, (tr, te)
+
+
+def running_checkpoint(out: str | Path) -> Path:
+    """Where a run that writes the folder ``out`` keeps its checkpoint until it has finished:
+    ``OUT.checkpoint.pt`` beside ``out`` (outside its temporary folder, so that an interrupted
+    or killed run leaves it). Running the same command again resumes from it; the caller
+    removes it once ``out`` is complete."""
+    p = Path(out)
+    return p.parent / f"{p.name}.checkpoint.pt"
 
 
 @dataclass
@@ -117,7 +141,11 @@ class OptimizeResult(Record):
 
 
 def run_optimize(
-    out: Path, cfg: OptimizeConfig, device: torch.device | str = "cpu", progress: bool = True
+    out: Path,
+    cfg: OptimizeConfig,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    running: Path | None = None,
 ) -> OptimizeResult:
     """Run a sequence optimisation into ``out``; returns what it wrote (``metrics.json`` is its
     ``to_dict()``).
@@ -126,6 +154,10 @@ def run_optimize(
     ``cfg.checkpoint`` or trained here into ``out/reference``). ``autograd``: joint learning of
     network and sequence (``cfg.joint``) from a random start (or the given start values); the
     network starts from ``cfg.checkpoint`` when given, otherwise untrained.
+
+    ``running``: the checkpoint of the training done here (the reference network, or the joint
+    learning), written after every epoch or iteration and resumed when it exists (see
+    :func:`running_checkpoint`); copied into ``out`` at the end.
     """
     from mrphys.io import save_json
 
@@ -144,7 +176,7 @@ def run_optimize(
         ref = out / "reference"
         ref.mkdir()
         model, norm, ref_hist, _ = train_reference(
-            ref, cfg.data, cfg.train, device, progress=progress, datasets=(tr, te)
+            ref, cfg.data, cfg.train, device, progress=progress, datasets=(tr, te), running=running
         )
     elif cfg.checkpoint is None:
         norm = fit_normalisation(tr)
@@ -162,8 +194,11 @@ def run_optimize(
             model=model,
             device=device,
             progress=progress,
-            checkpoint=out / "joint_checkpoint.pt",
+            checkpoint=running if running is not None else out / "joint_checkpoint.pt",
+            resume=running is not None,
         )
+        if running is not None:
+            shutil.copyfile(running, out / "joint_checkpoint.pt")
         line_weights = hist.line_weights[-1].tolist()
     names = plot.spin_figures(out, hist, te.target[0])
     res = OptimizeResult(

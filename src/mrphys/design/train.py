@@ -23,6 +23,7 @@ from mrphys.errors import MrphysError, check
 from mrphys.metrics import psnr, ssim
 from mrphys.train import Record, Trainer, plain_config
 from mrphys.train import load_checkpoint as read_checkpoint
+from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class TrainConfig:
         check(self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}.")
         check(self.batch_size >= 1, f"batch size must be >= 1; got {self.batch_size}.")
         check(self.lr > 0, f"learning rate must be > 0; got {self.lr}.")
+        check_seed(self.seed)
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -170,6 +172,7 @@ def train(
     device: torch.device | str = "cpu",
     progress: bool = True,
     model: nn.Module | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[nn.Module, list[EpochRecord]]:
     """Train the reconstruction network; returns ``(model in eval mode, history)``.
 
@@ -177,9 +180,12 @@ def train(
         cfg: network and optimiser settings.
         train_data, test_data: data sets (test may be None: no test metrics).
         norm: input normalisation (stored in the checkpoint).
-        out: folder for ``checkpoint.pt`` (after every epoch) and ``train_metrics.json``.
+        out: folder for ``train_metrics.json`` (after every epoch) and, unless ``checkpoint``
+            is given, ``checkpoint.pt``.
         resume: a checkpoint to continue from (its config must match ``cfg`` apart from epochs).
         model: start from this model instead of a new one (e.g. the DFT-initialised AUTOMAP).
+        checkpoint: the file written after every epoch (default ``out / "checkpoint.pt"``); put
+            it outside a temporary output folder to keep it when the run is interrupted.
 
     ``history`` has one :class:`EpochRecord` per epoch, resumed epochs included.
     """
@@ -202,7 +208,7 @@ def train(
         opt,
         plain_config(cfg),
         units=cfg.epochs,
-        checkpoint=out / "checkpoint.pt" if out is not None else None,
+        checkpoint=checkpoint if checkpoint is not None or out is None else out / "checkpoint.pt",
         normalisation=norm.as_dict(),
         schedule=lambda epoch: lr_at(epoch, cfg),
         resume_ignore=("epochs",),
@@ -225,7 +231,7 @@ def train(
     def epoch_fn(epoch: int) -> dict:
         t0 = time.perf_counter()
         model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 100003, epoch))
         perm = torch.randperm(n, generator=gen)
         tot, nb = 0.0, 0
         for i in range(0, n, cfg.batch_size):

@@ -1,8 +1,12 @@
 """Relaxometry from phase-cycled bSSFP (paper 001, METHODS section 3).
 
-Submodules: ``data`` (protocol, training distributions, features), ``miracle`` (vectorised
-MIRACLE), ``networks`` (SVNN/PINN MLPs and the PINN signal encoder), ``train`` (resumable training
-with early stopping), ``volume`` (volume fitting, default cached models, simulated test volume),
-``evaluate`` (Monte Carlo grid / in vivo-like / off-resonance evaluation) and ``demo``.
-Heavy imports stay in the submodules.
+Submodules: ``data`` (protocol, training distributions, features, the method lists, the
+relaxometry noise), ``miracle`` (vectorised MIRACLE), ``networks`` (the paper's SVNN/PINN networks
+built on :class:`mrphys.nets.mlp.RelaxNet`, and the PINN signal encoder), ``train`` (training on
+the one trainer :class:`mrphys.train.Trainer`), ``volume`` (volume fitting into
+:class:`~mrphys.relax.volume.RelaxMaps`, default cached models, simulated test volume),
+``inputs`` (pc-bSSFP NIfTI series from their parts, the protocol in ms, writing maps) and
+``evaluate`` (Monte Carlo grid / in vivo-like / off-resonance evaluation). The demo is
+:mod:`mrphys.demo.relax`, the figures are in :mod:`mrphys.plot`. Heavy imports stay in the
+submodules.
 """

@@ -33,6 +33,7 @@ from mrphys.relax import data as relax_data
 from mrphys.relax.data import DISTRIBUTIONS, Protocol, features, is_complex_method
 from mrphys.relax.networks import RelaxNet, build_network, model_features
 from mrphys.train import Record, Trainer, load_checkpoint, plain_config, seed_everything
+from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class TrainConfig:
         )
         check(self.lr_patience >= 0, f"lr_patience must be >= 0; got {self.lr_patience}.")
         check(0 < self.lr_decay < 1, f"lr_decay must lie in (0, 1); got {self.lr_decay}.")
+        check_seed(self.seed)
 
     @property
     def protocol(self) -> Protocol:
@@ -185,7 +187,7 @@ class TrainingData:
             k: features(self.signals[k], self.b1[k], cfg.n_cycles, cfg.complex) for k in parts
         }
         # validation / test features at the training SNR, with fixed noise
-        gn = torch.Generator().manual_seed(cfg.seed + 1)
+        gn = torch.Generator().manual_seed(derived_seed(cfg.seed, 1, 1))
         self.fixed = {}
         for k in ("val", "test"):
             if math.isinf(cfg.snr):
@@ -260,7 +262,6 @@ def train(
     seed_everything(cfg.seed)  # default PyTorch layer initialisation, seeded
     model = build_network(cfg.method, cfg.distribution).to(device)
     opt = adam(model, cfg.lr)
-    data = TrainingData(cfg, device)
     path = Path(checkpoint) if checkpoint is not None else None
     trainer = Trainer(
         model,
@@ -279,9 +280,11 @@ def train(
         desc=f"train {cfg.method}",
         postfix=lambda r: {"val": f"{r['val_loss']:.2e}"},
     )
-    if path is not None and path.exists() and resume:
+    resumed = path is not None and path.exists() and resume
+    if resumed:  # before the data are simulated: a bad checkpoint is refused at once
         trainer.resume(path)
-    else:
+    data = TrainingData(cfg, device)
+    if not resumed:
         model.set_normalisation(data.clean["train"].mean(0), data.clean["train"].std(0))
     trainer.normalisation = {"mean": model.feat_mean.cpu(), "std": model.feat_std.cpu()}
 
@@ -290,11 +293,11 @@ def train(
 
     def epoch(ep: int) -> dict:
         t_ep = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + ep)
+        g = torch.Generator().manual_seed(derived_seed(cfg.seed, 100_003, ep))
         perm = torch.randperm(n_tr, generator=g).to(device)
         model.train()
         if noisy:
-            gdev = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + ep)
+            gdev = torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, 7919, ep))
             sig_all, b1_all = data.signals["train"][perm], data.b1["train"][perm]
         else:
             feat_all = data.clean["train"][perm]

@@ -27,7 +27,7 @@ from mrphys.relax.data import (
 )
 from mrphys.relax.miracle import miracle_fit
 from mrphys.relax.networks import RelaxNet
-from mrphys.relax.train import TrainConfig, load_model, train
+from mrphys.relax.train import TrainConfig, _config_from, load_model, train
 
 log = logging.getLogger(__name__)
 
@@ -192,22 +192,6 @@ def default_model(
     shows a tqdm bar over the epochs by default). Returns ``(model, checkpoint path)``.
     """
     path = cache_dir() / "relax" / f"{method}-{protocol.key()}-uniform-s{seed}.pt"
-    if path.is_file():
-        try:
-            import mrphys.train
-
-            ck = mrphys.train.load_checkpoint(path)  # refuses (never runs) non-plain content
-            if ck.get("stop_reason") and ck.get("version") == mrphys.__version__:
-                model, _ = load_model(path, device)
-                return model, path
-        except Exception:  # broken cache file: retrain
-            log.warning("default model %s unreadable; training a new one", path)
-    log.warning(
-        "training the default %s model for %s (first use; cached in %s)",
-        method,
-        protocol.key(),
-        path,
-    )
     cfg = TrainConfig(
         method=method,
         n_cycles=protocol.n_cycles,
@@ -219,8 +203,48 @@ def default_model(
         n_samples=DEFAULT_MODEL_SAMPLES,
         seed=seed,
     )
-    res = train(cfg, path, device=device, progress=progress)
+    resume = False
+    if path.is_file():
+        resume, done = _cached_state(path, cfg)
+        if done:
+            try:
+                model, _ = load_model(path, device)
+                return model, path
+            except MrphysError as e:
+                log.warning("%s Training the default model anew.", e)
+                resume = False
+    log.warning(
+        "training the default %s model for %s (first use; cached in %s)",
+        method,
+        protocol.key(),
+        path,
+    )
+    # a cache file that cannot be continued is replaced when the first epoch is written
+    res = train(cfg, path, device=device, resume=resume, progress=progress)
     return res.model, path
+
+
+def _cached_state(path: Path, cfg: TrainConfig) -> tuple[bool, bool]:
+    """``(resumable, finished)`` for a default-model cache file: it can be continued when it is
+    a readable checkpoint of ``cfg``'s data settings, and is finished when it also ended its
+    training under this package version. A file that is broken, holds anything but tensors and
+    plain values (never run) or other settings gets a warning and neither."""
+    import mrphys
+    import mrphys.train
+
+    try:
+        ck = mrphys.train.load_checkpoint(path)
+        same = _config_from(ck["config"]).data_key() == cfg.data_key()
+    except MrphysError as e:
+        log.warning("%s Training the default model anew.", e)
+        return False, False
+    except Exception as e:  # a config of other fields or types: not a default model
+        log.warning("default model %s is not usable (%s); training anew", path, type(e).__name__)
+        return False, False
+    if not same:
+        log.warning("default model %s holds other settings; training anew", path)
+        return False, False
+    return True, bool(ck.get("stop_reason")) and ck.get("version") == mrphys.__version__
 
 
 def _smooth_fields(
