@@ -540,14 +540,25 @@ def save_npy(path: str | os.PathLike, x: Any) -> None:
         np.save(tmp, _to_numpy(x))
 
 
+#: gzip level of ``.nii.gz`` files: 1 compresses MR data nearly as well as 6-9 (noise does not
+#: compress) at several times the speed
+NIFTI_GZIP_LEVEL = 1
+
+
 def save_nifti(
-    path: str | os.PathLike, x: Any, affine: np.ndarray | None = None, voxel_mm: Any = None
+    path: str | os.PathLike,
+    x: Any,
+    affine: np.ndarray | None = None,
+    voxel_mm: Any = None,
+    *,
+    compresslevel: int = NIFTI_GZIP_LEVEL,
 ) -> None:
     """Write an array as NIfTI-1 (``.nii`` or ``.nii.gz``).
 
     ``x`` is indexed ``[..., Y, X]`` in mrphys order and is written with axes reversed to
     ``(X, Y, ...)`` where it is 2-D or 3-D image data given by ``array_order='mrphys'``; callers
     that already hold NIfTI order pass the array as it is via :func:`save_nifti_raw`.
+    ``compresslevel`` is the gzip level of a ``.nii.gz`` (see :func:`save_nifti_raw`).
     """
     arr = _to_numpy(x)
     if arr.ndim >= 2:
@@ -559,32 +570,45 @@ def save_nifti(
             vm = list(np.atleast_1d(voxel_mm).astype(float))
             for i, v in enumerate(vm[:3]):
                 affine[i, i] = v
-    save_nifti_raw(path, arr, affine)
+    save_nifti_raw(path, arr, affine, compresslevel=compresslevel)
 
 
-def save_nifti_raw(path: str | os.PathLike, arr: np.ndarray, affine: np.ndarray) -> None:
-    """Write ``arr`` in NIfTI axis order with ``affine`` (atomic)."""
+def save_nifti_raw(
+    path: str | os.PathLike,
+    arr: np.ndarray,
+    affine: np.ndarray,
+    *,
+    compresslevel: int = NIFTI_GZIP_LEVEL,
+) -> None:
+    """Write ``arr`` in NIfTI axis order with ``affine`` (atomic).
+
+    Args:
+        path: ``*.nii.gz`` (gzip-compressed) or any other name (uncompressed NIfTI-1, e.g.
+            ``*.nii``: the fastest to write and to read back).
+        arr: any shape; float64 is stored as float32 and any complex type as complex64 (the
+            precision of every mrphys computation); other dtypes as they are, without a copy.
+        affine: ``(4, 4)`` voxel-to-world matrix (mm).
+        compresslevel: gzip level 0-9 of a ``.nii.gz`` (default :data:`NIFTI_GZIP_LEVEL`).
+    """
+    import gzip
+
     import nibabel as nib
 
+    if not (isinstance(compresslevel, int) and 0 <= compresslevel <= 9):
+        raise MrphysError(f"compresslevel must be a gzip level 0-9; got {compresslevel!r}.")
     arr = np.asarray(arr)
     if np.iscomplexobj(arr):
-        arr = arr.astype(np.complex64)
+        arr = arr.astype(np.complex64, copy=False)
     elif arr.dtype == np.float64:
         arr = arr.astype(np.float32)
     img = nib.Nifti1Image(arr, np.asarray(affine, dtype=float))
-    name = Path(path).name
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
-    final = check_new_output(path, True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent, suffix=suffix)
-    os.close(fd)
-    _follow_umask(tmp)
-    try:
-        nib.save(img, tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)
+    gz = Path(path).name.endswith(".nii.gz")
+    with atomic_file(path) as tmp, open(tmp, "wb") as raw:
+        # nibabel's own writer picks the gzip level globally; this file's level is the caller's
+        stream = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0)
+        with stream if gz else contextlib.nullcontext(raw) as f:
+            holder = nib.FileHolder(fileobj=f)
+            img.to_file_map({"image": holder, "header": holder})
 
 
 def input_file(path: str | os.PathLike, kind: str) -> Path:

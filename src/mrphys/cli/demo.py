@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
 
     parts = demo.parse_parts(args.parts)  # before the output folder is made
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        demo.run(tmp, parts, seed=args.seed, device=resolve_device(args.device))
+        demo.run(
+            tmp,
+            parts,
+            seed=args.seed,
+            device=resolve_device(args.device),
+            status=lambda line: print(line, flush=True),
+        )
     print(f"demo written to {args.out}/report.md")
     return 0

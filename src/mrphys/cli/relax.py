@@ -43,6 +43,9 @@ def _protocol_args(p: argparse.ArgumentParser, cycles: bool = False) -> None:
         arg(p, "--phase-cycles", 12, "number of phase cycles N")
 
 
+NII_HELP = "write uncompressed .nii files (fastest to write and read; default .nii.gz)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("relax", help="T1/T2 mapping from phase-cycled bSSFP (MIRACLE, SVNN, PINN)")
     rs = p.add_subparsers(dest="relax_command", metavar="ACTION", parser_class=type(p))
@@ -61,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(f, "--phase-cycles", None, cycles_help, type=int)
     _protocol_args(f)
     add_common(f)
+    f.add_argument("--nii", action="store_true", help=NII_HELP)
     f.set_defaults(func=run_fit)
 
     t = rs.add_parser("train", help="train an SVNN/PINN on simulated pc-bSSFP data")
@@ -89,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(s, "--snr", 50.0)
     _protocol_args(s, cycles=True)
     add_common(s)
+    s.add_argument("--nii", action="store_true", help=NII_HELP)
     s.set_defaults(func=run_simulate)
 
     e = rs.add_parser("evaluate", help="Monte Carlo evaluation of a method (PNG + JSON)")
@@ -138,10 +143,11 @@ def run_fit(args: argparse.Namespace) -> int:
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
             scale = 1.0 if name == "db0" else 1e3
-            save_nifti_raw(tmp / f"{name}.nii.gz", m.cpu().numpy() * scale, vol.affine)
+            ext = ".nii" if args.nii else ".nii.gz"
+            save_nifti_raw(tmp / f"{name}{ext}", m.cpu().numpy() * scale, vol.affine)
         if n_empty:
             no_signal = maps.no_signal.cpu().numpy().astype(np.uint8)
-            save_nifti_raw(tmp / "no_signal.nii.gz", no_signal, vol.affine)
+            save_nifti_raw(tmp / f"no_signal{ext}", no_signal, vol.affine)
         config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
         config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
         save_json(tmp / "config.json", {"command": "relax fit", **config,
@@ -149,7 +155,7 @@ def run_fit(args: argparse.Namespace) -> int:
                   "voxels_without_signal": n_empty,
                   "fit_seconds": seconds, "device": str(device),
                   "units": {"t1": "ms", "t2": "ms", "db0": "Hz"}})  # fmt: skip
-    empty = f", {n_empty} without signal (maps 0, no_signal.nii.gz)" if n_empty else ""
+    empty = f", {n_empty} without signal (maps 0, the no_signal map)" if n_empty else ""
     print(f"wrote {args.out} ({n_vox - n_empty} voxels{empty}, {seconds:.2f} s)")
     return 0
 
@@ -208,7 +214,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     vol = simulate_volume(protocol, matrix=args.matrix, n_slices=args.slices, snr=args.snr,
                           seed=args.seed, device=device)  # fmt: skip
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        files = write_volume(tmp, vol)
+        files = write_volume(tmp, vol, ext=".nii" if args.nii else ".nii.gz")
         config = {k: getattr(args, k) for k in ("matrix", "slices", "snr", "seed")}
         save_json(tmp / "config.json", {"command": "relax simulate", **config,
                   "device": str(device),
@@ -240,6 +246,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, _ = load_network(args.method, protocol, args.model, device=device, seed=args.seed)
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         res = evaluate_method(args.method, protocol, model, tmp, grid=args.grid, n_mc=args.mc,
-                              snrs=snrs, n_invivo=args.invivo, seed=args.seed)  # fmt: skip
+                              snrs=snrs, n_invivo=args.invivo, seed=args.seed,
+                              progress=True)  # fmt: skip
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.4f}" for k, v in res["summary"].items()))
     return 0

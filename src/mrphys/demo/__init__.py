@@ -1,9 +1,12 @@
 """``mrphys demo``: one small example of each capability and a report of what it measured.
 
-Each part is a module of this package with ``run_demo(out: Path, seed, device) -> markdown``; it
-writes its figures and JSON into ``out`` (a folder named after the part) and returns a report
-section whose figure links are relative to the report (``<part>/<file>.png``). :func:`run` runs
-the chosen parts into a folder and writes ``report.md`` and ``config.json`` beside them.
+Each part is a module of this package with ``PLAN`` (one line: what it will do),
+``EXPECTED_SECONDS`` (its wall time on 2 quiet CPU cores) and
+``run_demo(out: Path, seed, device) -> PartResult``; it writes its figures and JSON into ``out`` (a
+folder named after the part) and returns a report section whose figure links are relative to the
+report (``<part>/<file>.png``) and a one-line summary of what it found. :func:`run` runs the
+chosen parts into a folder, reports one status line before and one after each part, and writes
+``report.md`` and ``config.json`` beside them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from mrphys.errors import MrphysError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PARTS", "DemoReport", "parse_parts", "run"]
+__all__ = ["PARTS", "DemoReport", "PartResult", "parse_parts", "run"]
 
 #: part name -> report title; the part's code is ``mrphys.demo.<name>``
 PARTS = {
@@ -33,6 +36,19 @@ PARTS = {
 
 
 @dataclass
+class PartResult:
+    """What one part's ``run_demo`` returns.
+
+    Attributes:
+        markdown: the part's report section (figure links relative to the report).
+        summary: one line of what it found, with the measured numbers (no trailing period).
+    """
+
+    markdown: str
+    summary: str
+
+
+@dataclass
 class DemoReport:
     """What :func:`run` wrote.
 
@@ -40,11 +56,13 @@ class DemoReport:
         report: path of ``report.md``.
         parts: the parts run, in order.
         seconds: wall time per part in s (rounded to 0.1 s).
+        summaries: the one-line finding of each part.
     """
 
     report: Path
     parts: list[str]
     seconds: dict[str, float]
+    summaries: dict[str, str]
 
 
 def parse_parts(parts: str | Sequence[str]) -> list[str]:
@@ -61,15 +79,18 @@ def run(
     parts: str | Sequence[str] = tuple(PARTS),
     seed: int = 0,
     device: torch.device | str = "cpu",
+    status: Callable[[str], None] | None = None,
 ) -> DemoReport:
     """Run the demo parts into the existing folder ``out`` and write ``report.md`` and
-    ``config.json`` (seed, device, parts, seconds per part) there.
+    ``config.json`` (seed, device, parts, seconds and summary per part) there.
 
     Args:
         out: existing folder; each part writes into ``out/<part>/`` (created here).
         parts: names from :data:`PARTS`, a list or a comma-separated string.
         seed: seed of every random draw of every part.
         device: a resolved device (``cpu`` or ``cuda``).
+        status: called with one line before each part (what it will do, the expected seconds)
+            and one after (what it found, the seconds it took); the lines are also logged.
     """
     from mrphys import __version__
     from mrphys.io import save_json
@@ -81,20 +102,38 @@ def run(
         "computed by this run.\n",
     ]
     timings: dict[str, float] = {}
-    for name in names:
+    summaries: dict[str, str] = {}
+    modules = {name: importlib.import_module(f"mrphys.demo.{name}") for name in names}
+
+    def say(line: str) -> None:
+        log.info("%s", line)
+        if status is not None:
+            status(line)
+
+    expected = sum(m.EXPECTED_SECONDS for m in modules.values())
+    say(f"mrphys demo: {len(names)} part(s), about {expected:.0f} s on 2 quiet CPU cores")
+    for i, (name, module) in enumerate(modules.items(), 1):
+        tag = f"[{i}/{len(names)}] {name}"
+        say(f"{tag}: {module.PLAN} (about {module.EXPECTED_SECONDS:.0f} s)")
         sub = out / name
         sub.mkdir()
         t0 = time.perf_counter()
-        text = importlib.import_module(f"mrphys.demo.{name}").run_demo(
-            sub, seed=seed, device=device
-        )
+        res = module.run_demo(sub, seed=seed, device=device)
         timings[name] = round(time.perf_counter() - t0, 1)
-        log.info("demo part %s: %.1f s", name, timings[name])
+        summaries[name] = res.summary
+        say(f"{tag} done in {timings[name]:.1f} s: {res.summary}")
         sections.append(f"## {PARTS[name]}\n\n_Wall time {timings[name]} s; files in `{name}/`._\n")
-        sections.append(text.strip() + "\n")
+        sections.append(f"**Found:** {res.summary}.\n")
+        sections.append(res.markdown.strip() + "\n")
     (out / "report.md").write_text("\n".join(sections))
     save_json(
         out / "config.json",
-        {"seed": seed, "device": str(device), "parts": names, "seconds": timings},
+        {
+            "seed": seed,
+            "device": str(device),
+            "parts": names,
+            "seconds": timings,
+            "summaries": summaries,
+        },
     )
-    return DemoReport(out / "report.md", names, timings)
+    return DemoReport(out / "report.md", names, timings, summaries)

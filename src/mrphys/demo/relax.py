@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mrphys import plot
+from mrphys.demo import PartResult
 from mrphys.io import save_json, save_nifti_raw
 from mrphys.relax.data import Protocol
 from mrphys.relax.inputs import write_volume
@@ -19,7 +20,13 @@ from mrphys.relax.volume import fit_volume, simulate_volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_demo", "map_errors"]
+__all__ = ["run_demo", "map_errors", "PLAN", "EXPECTED_SECONDS"]
+
+PLAN = (
+    "simulate a 96 x 96 x 2 pc-bSSFP volume, train a PINN (at most 75 s; its own small network, "
+    "not the cached default models), fit T1/T2 with MIRACLE and the PINN"
+)
+EXPECTED_SECONDS = 35.0
 
 #: the demo's PINN training; larger batches and step size than the paper's (128, 2e-4) so that
 #: a short budget (75 s) gives a usable network even on a busy CPU
@@ -39,7 +46,7 @@ def map_errors(
     return res
 
 
-def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
+def run_demo(out: Path, seed: int, device: torch.device | str) -> PartResult:
     """Run the relaxometry demo into ``out``; returns a markdown section.
 
     Budget: about 1 minute of PINN training (at most 2 minutes on CPU), a 96 x 96 x 2 volume with
@@ -112,4 +119,9 @@ def run_demo(out: Path, seed: int, device: torch.device | str) -> str:
         )
     lines += ["", f"![relaxometry maps]({out.name}/relax_maps.png)", ""]
     log.info("relax demo done: %s", stats)
-    return "\n".join(lines)
+    summary = "median |relative error| T1 / T2 in tissue: " + ", ".join(
+        f"{name} {s['t1_median_abs_rel_err_pct']:.1f} % / {s['t2_median_abs_rel_err_pct']:.1f} %"
+        for name, s in stats.items()
+    )
+    summary += f" (PINN trained {t_train:.0f} s)"
+    return PartResult("\n".join(lines), summary)

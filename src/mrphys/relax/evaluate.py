@@ -136,10 +136,16 @@ def evaluate_method(
     snrs: list[float] | tuple[float, ...] = PAPER_SNRS,
     n_invivo: int = 40000,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Run the grid and in vivo-like MC evaluations and the off-resonance sweep; write
     ``metrics.json``, ``cod_vs_snr.png``, ``relerr_snr<S>.png`` per SNR and ``offres_sweep.png``
-    into ``out``. Returns the metrics dict (with a short ``summary``)."""
+    into ``out``. Returns the metrics dict (with a short ``summary``).
+
+    ``progress`` shows a tqdm bar over the SNR levels (each: the grid and the in vivo-like MC).
+    """
+    from tqdm import tqdm
+
     # a batch of MC_CHUNK signals of N cycles: complex128 signals, noise, features, fits
     check_memory(
         MC_CHUNK * protocol.n_cycles * MC_BYTES_PER_SAMPLE + grid * grid * 64,
@@ -160,7 +166,9 @@ def evaluate_method(
         pv["b1"] = torch.ones_like(pv["t1"])
     rows = []
     tag = f"{method}, N={protocol.n_cycles}"
-    for i, snr in enumerate(snrs):
+    bar = tqdm(snrs, desc=f"evaluate {method}", unit="SNR", disable=not progress)
+    for i, snr in enumerate(bar):
+        bar.set_postfix(snr=snr)
         mc = monte_carlo(pg, method, protocol, model, snr, n_mc, seed=seed + 100 + i)
         rel1 = relative_error(mc["t1_mean"], pg["t1"]).reshape(grid, grid)
         rel2 = relative_error(mc["t2_mean"], pg["t2"]).reshape(grid, grid)

@@ -216,10 +216,11 @@ def default_model(
     *,
     device: torch.device | str = "cpu",
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
 ) -> tuple[RelaxNet, Path]:
     """The cached default network for a protocol, trained on first use (uniform distribution,
-    noise-free, at most :data:`DEFAULT_MODEL_EPOCHS` epochs). Returns ``(model, checkpoint path)``.
+    noise-free, at most :data:`DEFAULT_MODEL_EPOCHS` epochs; minutes on a CPU, so ``progress``
+    shows a tqdm bar over the epochs by default). Returns ``(model, checkpoint path)``.
     """
     path = cache_dir() / "relax" / f"{method}-{protocol.key()}-uniform-s{seed}.pt"
     cfg = TrainConfig(
