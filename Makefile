@@ -37,6 +37,7 @@ bench: install
 	$(PY) benchmarks/spin.py --quick
 	$(PY) benchmarks/relax.py --quick
 	$(PY) benchmarks/dynamic.py --quick
+	$(PY) benchmarks/io.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
