@@ -117,46 +117,15 @@ def _protocol(args: argparse.Namespace, n_cycles: int):
 
 def run_fit(args: argparse.Namespace) -> int:
     new_output(args)
-    from mrphys.relax.inputs import load_network, load_pc_bssfp, protocol_ms
-    from mrphys.utils import resolve_device
+    from mrphys.relax.pipeline import fit_to_folder
 
-    vol = load_pc_bssfp(args.input, args.b1, input_imag=args.input_imag,
-                        input_phase=args.input_phase, mask=args.mask,
-                        phase_cycles=args.phase_cycles)  # fmt: skip
-    protocol = _protocol(args, vol.n_cycles)
-    device = resolve_device(args.device)
-    model, model_path = load_network(
-        args.method, protocol, args.model, device=device, seed=args.seed
-    )
-    import time
-
-    import numpy as np
-
-    from mrphys.io import output_dir, save_json, save_nifti_raw
-    from mrphys.relax.volume import fit_volume
-
-    signals, b1, mask = vol.tensors(device)
-    t0 = time.perf_counter()
-    maps = fit_volume(signals, b1, args.method, protocol, model, mask)
-    seconds, n_vox = time.perf_counter() - t0, int(vol.mask.sum())
-    n_empty = int(maps.no_signal.sum())  # voxels without signal: not fitted, maps 0
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
-            scale = 1.0 if name == "db0" else 1e3
-            ext = ".nii" if args.nii else ".nii.gz"
-            save_nifti_raw(tmp / f"{name}{ext}", m.cpu().numpy() * scale, vol.affine)
-        if n_empty:
-            no_signal = maps.no_signal.cpu().numpy().astype(np.uint8)
-            save_nifti_raw(tmp / f"no_signal{ext}", no_signal, vol.affine)
-        config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
-        config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
-        save_json(tmp / "config.json", {"command": "relax fit", **config,
-                  "protocol": protocol_ms(protocol), "voxels_fitted": n_vox - n_empty,
-                  "voxels_without_signal": n_empty,
-                  "fit_seconds": seconds, "device": str(device),
-                  "units": {"t1": "ms", "t2": "ms", "db0": "Hz"}})  # fmt: skip
+    names = ("input_imag", "input_phase", "mask", "phase_cycles", "model", "tr_ms", "te_ms")
+    names += ("flip_deg", "seed", "device", "overwrite", "nii")
+    kw = {k: getattr(args, k) for k in names}
+    res = fit_to_folder(args.out, args.input, args.b1, args.method, **kw)
+    n_empty = res.voxels_without_signal
     empty = f", {n_empty} without signal (maps 0, the no_signal map)" if n_empty else ""
-    print(f"wrote {args.out} ({n_vox - n_empty} voxels{empty}, {seconds:.2f} s)")
+    print(f"wrote {args.out} ({res.voxels_fitted} voxels{empty}, {res.seconds:.2f} s)")
     return 0
 
 
