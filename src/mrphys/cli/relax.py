@@ -174,20 +174,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     check(16 <= args.matrix <= 512, f"--matrix must be an integer in [16, 512]; got {args.matrix}.")
     check(1 <= args.slices <= 256, f"--slices must be an integer in [1, 256]; got {args.slices}.")
     protocol = _protocol(args, args.phase_cycles)
-    from mrphys.io import output_dir, save_json
-    from mrphys.relax.inputs import protocol_ms, write_volume
-    from mrphys.relax.volume import simulate_volume
-    from mrphys.utils import resolve_device
+    from mrphys.relax.pipeline import simulate_to_folder
 
-    device = resolve_device(args.device)
-    vol = simulate_volume(protocol, matrix=args.matrix, n_slices=args.slices, snr=args.snr,
-                          seed=args.seed, device=device)  # fmt: skip
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        files = write_volume(tmp, vol, ext=".nii" if args.nii else ".nii.gz")
-        config = {k: getattr(args, k) for k in ("matrix", "slices", "snr", "seed")}
-        save_json(tmp / "config.json", {"command": "relax simulate", **config,
-                  "device": str(device),
-                  "protocol": protocol_ms(protocol), "files": files})  # fmt: skip
+    names = ("matrix", "slices", "snr", "seed", "device", "overwrite", "nii")
+    simulate_to_folder(args.out, protocol, **{k: getattr(args, k) for k in names})
     print(f"wrote {args.out}")
     return 0
 

@@ -4,7 +4,8 @@
 network (:func:`mrphys.relax.inputs.load_network`), fits every voxel
 (:func:`mrphys.relax.volume.fit_volume`) and writes ``t1``, ``t2`` (ms), ``db0`` (Hz, complex
 methods), ``no_signal`` (voxels whose phase cycles are all 0, when there are any) and
-``config.json`` into an output folder (:func:`mrphys.io.output_dir`).
+``config.json`` into an output folder (:func:`mrphys.io.output_dir`). :func:`simulate_to_folder`
+writes a simulated test volume and its true maps (``mrphys relax simulate``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ import numpy as np
 import torch
 
 from mrphys.io import output_dir, save_json, save_nifti_raw
-from mrphys.relax.inputs import load_network, load_pc_bssfp, protocol_from_ms, protocol_ms
-from mrphys.relax.volume import fit_volume
+from mrphys.relax.data import Protocol
+from mrphys.relax.inputs import (
+    load_network,
+    load_pc_bssfp,
+    protocol_from_ms,
+    protocol_ms,
+    write_volume,
+)
+from mrphys.relax.volume import fit_volume, simulate_volume
 from mrphys.utils import resolve_device
 
 PathLike = str | os.PathLike
@@ -112,3 +120,37 @@ def fit_to_folder(
         }
         save_json(tmp / "config.json", config)
     return FitSummary(n_vox - n_empty, n_empty, seconds)
+
+
+def simulate_to_folder(
+    out: PathLike,
+    protocol: Protocol,
+    *,
+    matrix: int = 128,
+    slices: int = 4,
+    snr: float = 50.0,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    overwrite: bool = False,
+    nii: bool = False,
+) -> None:
+    """Write a simulated brain-like pc-bSSFP volume (:func:`mrphys.relax.volume.simulate_volume`,
+    computed on ``device``) as the files :func:`fit_to_folder` reads, its true maps and
+    ``config.json`` into the new folder ``out``."""
+    device = resolve_device(device)
+    vol = simulate_volume(
+        protocol, matrix=matrix, n_slices=slices, snr=snr, seed=seed, device=device
+    )
+    with output_dir(out, overwrite=overwrite) as tmp:
+        files = write_volume(tmp, vol, ext=".nii" if nii else ".nii.gz")
+        config = {
+            "command": "relax simulate",
+            "matrix": matrix,
+            "slices": slices,
+            "snr": snr,
+            "seed": seed,
+            "device": str(device),
+            "protocol": protocol_ms(protocol),
+            "files": files,
+        }
+        save_json(tmp / "config.json", config)
