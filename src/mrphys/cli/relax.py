@@ -183,21 +183,15 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mrphys.errors import MrphysError, check
+    from mrphys.errors import check
+    from mrphys.relax.evaluate import evaluate_method, parse_snrs
 
     new_output(args)
-    try:
-        snrs = [float(s) for s in args.snrs.split(",") if s.strip()]
-    except ValueError:
-        snrs = [0.0]
-    if not snrs or any(not s > 0 for s in snrs):
-        raise MrphysError(f"--snrs must be comma-separated positive numbers or inf; got "
-                          f"{args.snrs!r}.")  # fmt: skip
+    snrs = parse_snrs(args.snrs)
     check(2 <= args.grid <= 1000 and args.mc >= 1 and args.invivo >= 0,
           "--grid must lie in [2, 1000], --mc be >= 1 and --invivo >= 0.")  # fmt: skip
     protocol = _protocol(args, args.phase_cycles)
     from mrphys.io import output_dir
-    from mrphys.relax.evaluate import evaluate_method
     from mrphys.relax.inputs import load_network
     from mrphys.utils import resolve_device
 
