@@ -61,3 +61,20 @@ def test_save_json_is_strict_json(tmp_path):
 
     back = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
     assert back == {"a": [None, 1.5, "inf"], "b": [1.0, "-inf"], "c": 3}
+
+
+def test_claim_run_output_claims_out_and_protects_inputs(tmp_path) -> None:
+    import contextlib
+
+    from mrphys.errors import MrphysError
+    from mrphys.io import LOCK_SUFFIX, claim_run_output
+
+    assert isinstance(claim_run_output({"out": None}), contextlib.nullcontext)
+    src = tmp_path / "in.npy"
+    src.write_bytes(b"x")
+    out = tmp_path / "out"
+    with claim_run_output({"out": str(out), "input": str(src), "n": 3}, command="mrphys x"):
+        assert (tmp_path / f"out{LOCK_SUFFIX}").exists()
+    assert not (tmp_path / f"out{LOCK_SUFFIX}").exists()
+    with pytest.raises(MrphysError), claim_run_output({"out": str(tmp_path), "input": str(src)}):
+        pass  # an output holding an input is refused

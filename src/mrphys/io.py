@@ -424,6 +424,24 @@ def claim_output(
             _remove_empty(created)
 
 
+def claim_run_output(
+    options: dict[str, Any], command: str | None = None
+) -> contextlib.AbstractContextManager:
+    """Claim a command's output before it starts (:func:`claim_output`): ``options["out"]``
+    when it is a path given as text, with the command's inputs the other options whose values
+    name existing paths (an output holding one is never replaced). Without an output, a context
+    that does nothing."""
+    out = options.get("out")
+    if not isinstance(out, str):
+        return contextlib.nullcontext()
+    inputs = [
+        v
+        for k, v in options.items()
+        if k != "out" and isinstance(v, str) and v and os.path.lexists(v)
+    ]
+    return claim_output(out, inputs=inputs, command=command)
+
+
 def _put_in_place(tmp: Path, final: Path) -> None:
     """Rename the finished ``tmp`` to ``final``; an old ``final`` is moved aside first and
     deleted only once the new one is in place."""

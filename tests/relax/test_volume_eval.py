@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from mrphys.relax.data import Protocol
@@ -146,3 +147,13 @@ def test_evaluation_beyond_memory_is_refused_before_writing(tmp_path, monkeypatc
     with pytest.raises(MrphysError, match=r"evaluation with 100000 phase cycles .*--phase-cycles"):
         evaluate_method("miracle", Protocol(100_000), None, tmp_path / "ev", grid=4, n_mc=2)
     assert not (tmp_path / "ev").exists()
+
+
+def test_parse_snrs() -> None:
+    from mrphys.errors import MrphysError
+    from mrphys.relax.evaluate import parse_snrs
+
+    assert parse_snrs("inf, 50,25,") == [math.inf, 50.0, 25.0]
+    for bad in ("", "0,x", "50,-1", "nan"):
+        with pytest.raises(MrphysError, match="^snrs must be comma-separated positive numbers"):
+            parse_snrs(bad)

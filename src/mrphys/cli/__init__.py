@@ -6,16 +6,14 @@ parses, calls one library function and writes files. The library checks the valu
 they are defined); a user mistake (:class:`mrphys.MrphysError`, a bad option) prints one sentence
 and exits with status 2, and a sentence that starts with the name of an option's value (``tr_ms
 must ...``) names the option (``--tr-ms must ...``). Before a command runs, :func:`main` claims its
-``--out`` (:func:`mrphys.io.claim_output`: one run per output, odd targets refused).
+``--out`` (:func:`mrphys.io.claim_run_output`: one run per output, odd targets refused).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
-import os
 import shlex
 import sys
 from typing import Any
@@ -114,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from mrphys.io import claim_run_output
+
     try:
-        with _claim(args, shlex.join(["mrphys", *map(str, argv)])):
+        with claim_run_output(vars(args), shlex.join(["mrphys", *map(str, argv)])):
             rc = args.func(args)
     except MrphysError as e:
         sys.stderr.write(f"mrphys {args.command}: error: {_as_option(str(e), args)}\n")
@@ -135,20 +135,6 @@ def _as_option(message: str, args: argparse.Namespace) -> str:
     if head in vars(args) and head not in ("command", "func", "verbose"):
         return f"--{head.replace('_', '-')}{sep}{rest}"
     return message
-
-
-def _claim(args: argparse.Namespace, command: str) -> contextlib.AbstractContextManager:
-    """Claim ``--out`` for this run before the command starts (:func:`mrphys.io.claim_output`:
-    a second run on the same output is refused, a dead run's leftovers removed). The command's
-    inputs are the other options naming existing paths: an output holding one is never replaced.
-    """
-    if not isinstance(getattr(args, "out", None), str):
-        return contextlib.nullcontext()
-    from mrphys.io import claim_output
-
-    inputs = [v for k, v in vars(args).items()
-              if k != "out" and isinstance(v, str) and v and os.path.lexists(v)]  # fmt: skip
-    return claim_output(args.out, inputs=inputs, command=command)
 
 
 def new_output(args: argparse.Namespace) -> None:

@@ -16,7 +16,6 @@ frames, truth below when present).
 from __future__ import annotations
 
 import argparse
-import time
 
 from mrphys.cli import add_common, arg, new_output, options, positive
 
@@ -76,27 +75,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     check(not synthetic or 8 <= args.matrix <= 512,
           f"--matrix must be an integer in [8, 512]; got {args.matrix}.")  # fmt: skip
     new_output(args)  # fail before any work
-    from mrphys.io import output_dir, save_json
-    from mrphys.physics.radial import simulate_radial
-    from mrphys.tissue.dynamic import load_series, synthetic_cine
+    from mrphys.recon.pipeline import simulate_to_folder
     from mrphys.utils import resolve_device
 
     device = resolve_device(args.device)
-    if synthetic:
-        series = synthetic_cine(args.frames or 20, args.matrix, seed=args.seed)
-    else:
-        series = load_series(args.series, variable=args.variable)[: args.frames]
-    t0 = time.perf_counter()
-    data = simulate_radial(
-        series.to(device), args.spokes, coils=args.coils, snr=args.snr, seed=args.seed
-    )
-    data.meta.update(
-        series=str(args.series), variable=args.variable, frames=int(series.shape[0]),
-        device=str(device), seconds=time.perf_counter() - t0,
-    )  # fmt: skip
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        data.save(tmp)
-        save_json(tmp / "config.json", {**options(args), "command": "dynamic simulate"})
+    names = ("variable", "frames", "matrix", "coils", "snr", "seed", "overwrite")
+    config = {**options(args), "command": "dynamic simulate"}
+    kw = {k: getattr(args, k) for k in names} | {"device": device, "config": config}
+    data = simulate_to_folder(args.out, args.series, args.spokes, **kw)
     t, c, k = *data.kspace.shape[:2], data.kspace[0, 0].numel()  # (T, C, S, N): S*N per frame
     print(
         f"wrote {args.out}: {t} frames of {data.im_size[0]}x{data.im_size[1]}, {c} coils, "
@@ -129,44 +115,13 @@ def run_recon(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opts = _method_options(args, device)
     new_output(args)
-    import numpy as np
-    import torch
+    from mrphys.recon.pipeline import recon_to_folder
 
-    from mrphys import plot
-    from mrphys.io import output_dir, save_json, save_nifti
-    from mrphys.metrics import psnr, ssim
-    from mrphys.physics.radial import RadialData
-    from mrphys.recon.registry import reconstruct
-
-    data = RadialData.load(args.input).to(device)
-    torch.manual_seed(args.seed)
-    rec = reconstruct(args.method, data, **opts)
-    x, seconds = rec.image.detach().to("cpu", torch.complex64), rec.seconds
-    metrics: dict = {"method": args.method, "seconds": seconds, "shape": list(x.shape)}
-    truth = None if data.truth is None else data.truth.to("cpu", torch.complex64)
-    if truth is not None and truth.shape == x.shape:
-        p = psnr(x, truth)
-        s = ssim(x, truth) if min(x.shape[-2:]) >= 7 else None
-        metrics.update(
-            psnr_db=float(p.mean()),
-            ssim=None if s is None else float(s.mean()),
-            psnr_db_per_frame=[float(v) for v in p],
-            ssim_per_frame=None if s is None else [float(v) for v in s],
-            reference="truth.npy (magnitude, data range max |truth| per frame)",
-        )
-    elif truth is not None:
-        metrics["note"] = (
-            f"no metrics: reconstruction {tuple(x.shape)} differs from truth {tuple(truth.shape)}"
-        )
-        truth = None
-    metrics["config"] = {**options(args), "command": "dynamic recon", "device": str(device)}
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        np.save(tmp / "recon.npy", x.numpy())
-        save_nifti(tmp / "recon.nii.gz", x.abs())
-        save_json(tmp / "metrics.json", metrics)
-        rows = [(args.method, x)] + ([("truth", truth)] if truth is not None else [])
-        plot.frame_grid(tmp / "frames.png", rows)
-    msg = f"wrote {args.out}: {args.method}, {x.shape[0]} frames in {seconds:.1f} s"
+    config = {**options(args), "command": "dynamic recon", "device": str(device)}
+    kw = {"seed": args.seed, "device": device, "overwrite": args.overwrite, "config": config}
+    metrics = recon_to_folder(args.out, args.input, args.method, opts, **kw)
+    frames, seconds = metrics["shape"][0], metrics["seconds"]
+    msg = f"wrote {args.out}: {args.method}, {frames} frames in {seconds:.1f} s"
     if "psnr_db" in metrics:
         msg += f", mean PSNR {metrics['psnr_db']:.2f} dB"
         if metrics["ssim"] is not None:

@@ -117,46 +117,15 @@ def _protocol(args: argparse.Namespace, n_cycles: int):
 
 def run_fit(args: argparse.Namespace) -> int:
     new_output(args)
-    from mrphys.relax.inputs import load_network, load_pc_bssfp, protocol_ms
-    from mrphys.utils import resolve_device
+    from mrphys.relax.pipeline import fit_to_folder
 
-    vol = load_pc_bssfp(args.input, args.b1, input_imag=args.input_imag,
-                        input_phase=args.input_phase, mask=args.mask,
-                        phase_cycles=args.phase_cycles)  # fmt: skip
-    protocol = _protocol(args, vol.n_cycles)
-    device = resolve_device(args.device)
-    model, model_path = load_network(
-        args.method, protocol, args.model, device=device, seed=args.seed
-    )
-    import time
-
-    import numpy as np
-
-    from mrphys.io import output_dir, save_json, save_nifti_raw
-    from mrphys.relax.volume import fit_volume
-
-    signals, b1, mask = vol.tensors(device)
-    t0 = time.perf_counter()
-    maps = fit_volume(signals, b1, args.method, protocol, model, mask)
-    seconds, n_vox = time.perf_counter() - t0, int(vol.mask.sum())
-    n_empty = int(maps.no_signal.sum())  # voxels without signal: not fitted, maps 0
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
-            scale = 1.0 if name == "db0" else 1e3
-            ext = ".nii" if args.nii else ".nii.gz"
-            save_nifti_raw(tmp / f"{name}{ext}", m.cpu().numpy() * scale, vol.affine)
-        if n_empty:
-            no_signal = maps.no_signal.cpu().numpy().astype(np.uint8)
-            save_nifti_raw(tmp / f"no_signal{ext}", no_signal, vol.affine)
-        config = {k: getattr(args, k) for k in ("method", "input", "input_imag", "input_phase")}
-        config |= {"b1": args.b1, "mask": args.mask, "model": model_path and str(model_path)}
-        save_json(tmp / "config.json", {"command": "relax fit", **config,
-                  "protocol": protocol_ms(protocol), "voxels_fitted": n_vox - n_empty,
-                  "voxels_without_signal": n_empty,
-                  "fit_seconds": seconds, "device": str(device),
-                  "units": {"t1": "ms", "t2": "ms", "db0": "Hz"}})  # fmt: skip
+    names = ("input_imag", "input_phase", "mask", "phase_cycles", "model", "tr_ms", "te_ms")
+    names += ("flip_deg", "seed", "device", "overwrite", "nii")
+    kw = {k: getattr(args, k) for k in names}
+    res = fit_to_folder(args.out, args.input, args.b1, args.method, **kw)
+    n_empty = res.voxels_without_signal
     empty = f", {n_empty} without signal (maps 0, the no_signal map)" if n_empty else ""
-    print(f"wrote {args.out} ({n_vox - n_empty} voxels{empty}, {seconds:.2f} s)")
+    print(f"wrote {args.out} ({res.voxels_fitted} voxels{empty}, {res.seconds:.2f} s)")
     return 0
 
 
@@ -205,40 +174,24 @@ def run_simulate(args: argparse.Namespace) -> int:
     check(16 <= args.matrix <= 512, f"--matrix must be an integer in [16, 512]; got {args.matrix}.")
     check(1 <= args.slices <= 256, f"--slices must be an integer in [1, 256]; got {args.slices}.")
     protocol = _protocol(args, args.phase_cycles)
-    from mrphys.io import output_dir, save_json
-    from mrphys.relax.inputs import protocol_ms, write_volume
-    from mrphys.relax.volume import simulate_volume
-    from mrphys.utils import resolve_device
+    from mrphys.relax.pipeline import simulate_to_folder
 
-    device = resolve_device(args.device)
-    vol = simulate_volume(protocol, matrix=args.matrix, n_slices=args.slices, snr=args.snr,
-                          seed=args.seed, device=device)  # fmt: skip
-    with output_dir(args.out, overwrite=args.overwrite) as tmp:
-        files = write_volume(tmp, vol, ext=".nii" if args.nii else ".nii.gz")
-        config = {k: getattr(args, k) for k in ("matrix", "slices", "snr", "seed")}
-        save_json(tmp / "config.json", {"command": "relax simulate", **config,
-                  "device": str(device),
-                  "protocol": protocol_ms(protocol), "files": files})  # fmt: skip
+    names = ("matrix", "slices", "snr", "seed", "device", "overwrite", "nii")
+    simulate_to_folder(args.out, protocol, **{k: getattr(args, k) for k in names})
     print(f"wrote {args.out}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mrphys.errors import MrphysError, check
+    from mrphys.errors import check
+    from mrphys.relax.evaluate import evaluate_method, parse_snrs
 
     new_output(args)
-    try:
-        snrs = [float(s) for s in args.snrs.split(",") if s.strip()]
-    except ValueError:
-        snrs = [0.0]
-    if not snrs or any(not s > 0 for s in snrs):
-        raise MrphysError(f"--snrs must be comma-separated positive numbers or inf; got "
-                          f"{args.snrs!r}.")  # fmt: skip
+    snrs = parse_snrs(args.snrs)
     check(2 <= args.grid <= 1000 and args.mc >= 1 and args.invivo >= 0,
           "--grid must lie in [2, 1000], --mc be >= 1 and --invivo >= 0.")  # fmt: skip
     protocol = _protocol(args, args.phase_cycles)
     from mrphys.io import output_dir
-    from mrphys.relax.evaluate import evaluate_method
     from mrphys.relax.inputs import load_network
     from mrphys.utils import resolve_device
 

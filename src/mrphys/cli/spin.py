@@ -14,8 +14,7 @@ from it (``--overwrite`` starts afresh); it is removed when ``--out`` is complet
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 
 from mrphys.cli import add_common, arg, new_output, positive
@@ -120,65 +119,30 @@ def _file(path: str | None, option: str) -> None:
     check(path is None or Path(path).is_file(), f"{option} {path} does not exist.")
 
 
-def _readable(path: str | Path | None) -> dict:
-    """Read a checkpoint before any work (a broken or unsafe file is one sentence, now)."""
-    if path is None:
-        return {}
-    from mrphys.train import load_checkpoint
-
-    return load_checkpoint(path)
-
-
 def _running(args: argparse.Namespace) -> Path:
-    """The checkpoint of this ``--out`` while it runs (with ``--overwrite`` an interrupted run's
-    is removed first, when it is a checkpoint mrphys wrote)."""
-    from mrphys.design.run import running_checkpoint
-    from mrphys.io import discard_output
+    """The running checkpoint of ``--out`` (:func:`mrphys.design.run.open_running`)."""
+    from mrphys.design.run import open_running
 
-    ck = running_checkpoint(args.out)
-    if ck.is_file():
-        if args.overwrite:
-            discard_output(ck)
-        else:
-            done = _readable(ck).get("epoch", 0)
-            print(f"continuing the interrupted run of {args.out} from {ck} ({done} done)")
+    ck, done = open_running(args.out, args.overwrite)
+    if done is not None:
+        print(f"continuing the interrupted run of {args.out} from {ck} ({done} done)")
     return ck
 
 
-@contextlib.contextmanager
-def _keep_checkpoint(ck: Path) -> Iterator[None]:
-    """On Ctrl-C, say where the last finished epoch (or iteration) is; on success remove ``ck``."""
-    import sys
-
-    try:
-        yield
-    except KeyboardInterrupt:
-        if ck.is_file():
-            sys.stderr.write(f"interrupted: the same command continues from {ck}\n")
-        else:
-            sys.stderr.write("interrupted before the first epoch ended: nothing to continue\n")
-        raise
-    ck.unlink(missing_ok=True)
-
-
 def run_train(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from mrphys.design.run import train_reference
-    from mrphys.io import output_dir, save_json
+    from mrphys.design.run import keep_running, train_to_folder
+    from mrphys.train import load_checkpoint
     from mrphys.utils import resolve_device
 
     data, tcfg = _configs(args)
     _file(args.resume, "--resume")
-    _readable(args.resume)
+    if args.resume is not None:
+        load_checkpoint(args.resume)  # a broken or unsafe file is one sentence, before any work
     new_output(args)
     device = resolve_device(args.device)
     ck = _running(args)
-    with _keep_checkpoint(ck), output_dir(args.out, overwrite=args.overwrite) as tmp:
-        _, norm, hist, _ = train_reference(tmp, data, tcfg, device, resume=args.resume, running=ck)
-        config = {"data": asdict(data), "train": asdict(tcfg), "normalisation": norm.as_dict()}
-        save_json(tmp / "config.json", config)
-        save_json(tmp / "metrics.json", hist[-1] if hist else {})
+    with keep_running(ck, sys.stderr.write):
+        hist = train_to_folder(args.out, data, tcfg, device, args.resume, args.overwrite, ck)
     last = hist[-1] if hist else None
     psnr = last.psnr if last is not None and last.psnr is not None else float("nan")
     ssim = last.ssim if last is not None and last.ssim is not None else float("nan")
@@ -191,7 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_optimize(args: argparse.Namespace) -> int:
     from mrphys.design.optimize import FDConfig, JointConfig
-    from mrphys.design.run import OptimizeConfig, summary
+    from mrphys.design.run import OptimizeConfig, keep_running, summary
     from mrphys.design.run import run_optimize as _run
     from mrphys.errors import check
     from mrphys.io import output_dir
@@ -212,7 +176,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     cfg = OptimizeConfig(args.method, data, tcfg, fd, jc, checkpoint=args.checkpoint)
     new_output(args)
     ck = _running(args)
-    with _keep_checkpoint(ck), output_dir(args.out, overwrite=args.overwrite) as tmp:
+    with keep_running(ck, sys.stderr.write), output_dir(args.out, overwrite=args.overwrite) as tmp:
         m = _run(tmp, cfg, resolve_device(args.device), running=ck)
     print(f"SPIN {args.method}: {summary(m)}; wrote {args.out}")
     return 0

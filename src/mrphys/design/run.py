@@ -6,9 +6,11 @@ given (the caller makes it atomic) and returns the numbers it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,28 @@ def train_reference(
     return model, norm, hist, (tr, te)
 
 
+def train_to_folder(
+    out: str | Path,
+    data: DataConfig,
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    running: Path | None = None,
+) -> list[EpochRecord]:
+    """``mrphys spin train``: :func:`train_reference` into the new folder ``out`` (made atomic
+    by :func:`mrphys.io.output_dir`), with ``config.json`` (data, training settings and
+    normalisation) and ``metrics.json`` (the last epoch). Returns the history."""
+    from mrphys.io import output_dir, save_json
+
+    with output_dir(out, overwrite=overwrite) as tmp:
+        _, norm, hist, _ = train_reference(tmp, data, cfg, device, resume=resume, running=running)
+        config = {"data": asdict(data), "train": asdict(cfg), "normalisation": norm.as_dict()}
+        save_json(tmp / "config.json", config)
+        save_json(tmp / "metrics.json", hist[-1] if hist else {})
+    return hist
+
+
 def running_checkpoint(out: str | Path) -> Path:
     """Where a run that writes the folder ``out`` keeps its checkpoint until it has finished:
     ``OUT.checkpoint.pt`` beside ``out`` (outside its temporary folder, so that an interrupted
@@ -88,6 +112,43 @@ def running_checkpoint(out: str | Path) -> Path:
     removes it once ``out`` is complete."""
     p = Path(out)
     return p.parent / f"{p.name}.checkpoint.pt"
+
+
+def open_running(out: str | Path, overwrite: bool = False) -> tuple[Path, int | None]:
+    """The checkpoint of a run writing ``out`` (:func:`running_checkpoint`), read before any work.
+
+    With ``overwrite`` an interrupted run's checkpoint is removed (only a checkpoint mrphys
+    wrote); otherwise one that exists is read (a broken or unsafe file is one sentence, now).
+
+    Returns:
+        ``(checkpoint path, epochs or iterations done)``; done is ``None`` when the run starts
+        afresh.
+    """
+    from mrphys.io import discard_output
+    from mrphys.train import load_checkpoint as read_checkpoint
+
+    ck = running_checkpoint(out)
+    if not ck.is_file():
+        return ck, None
+    if overwrite:
+        discard_output(ck)
+        return ck, None
+    return ck, read_checkpoint(ck).get("epoch", 0)
+
+
+@contextlib.contextmanager
+def keep_running(ck: Path, say: Callable[[str], object]) -> Iterator[None]:
+    """Remove the running checkpoint ``ck`` when the block succeeds; on Ctrl-C ``say`` (a line)
+    where the last finished epoch (or iteration) is, and re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if ck.is_file():
+            say(f"interrupted: the same command continues from {ck}\n")
+        else:
+            say("interrupted before the first epoch ended: nothing to continue\n")
+        raise
+    ck.unlink(missing_ok=True)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from mrphys import plot
+from mrphys.errors import MrphysError
 from mrphys.io import save_json
 from mrphys.metrics import cod, relative_error
 from mrphys.relax.data import (
@@ -41,6 +42,20 @@ log = logging.getLogger(__name__)
 __all__ = ["monte_carlo", "offresonance_sweep", "evaluate_method", "PAPER_SNRS"]
 
 PAPER_SNRS = (math.inf, 50, 45, 40, 35, 30, 25, 20, 15, 10)
+
+
+def parse_snrs(text: str) -> list[float]:
+    """SNRs from comma-separated text (``"inf,50,25"``); each must be a positive number or
+    ``inf`` (:class:`~mrphys.errors.MrphysError` naming ``snrs`` otherwise)."""
+    try:
+        snrs = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        snrs = [0.0]
+    if not snrs or any(not s > 0 for s in snrs):
+        raise MrphysError(f"snrs must be comma-separated positive numbers or inf; got {text!r}.")
+    return snrs
+
+
 #: fitted signals per Monte Carlo batch (points x realisations)
 MC_CHUNK = 1 << 19
 #: bytes per signal sample of a batch (complex128 signals and noise, features, temporaries)
