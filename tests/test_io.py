@@ -76,5 +76,8 @@ def test_claim_run_output_claims_out_and_protects_inputs(tmp_path) -> None:
     with claim_run_output({"out": str(out), "input": str(src), "n": 3}, command="mrphys x"):
         assert (tmp_path / f"out{LOCK_SUFFIX}").exists()
     assert not (tmp_path / f"out{LOCK_SUFFIX}").exists()
-    with pytest.raises(MrphysError), claim_run_output({"out": str(tmp_path), "input": str(src)}):
+    with (
+        pytest.raises(MrphysError, match="holds the input .* which mrphys never deletes"),
+        claim_run_output({"out": str(tmp_path), "input": str(src)}),
+    ):
         pass  # an output holding an input is refused
