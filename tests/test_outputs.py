@@ -248,6 +248,8 @@ def test_leftovers_of_dead_runs_are_removed_or_reported(tmp_path, caplog):
     dead = _mark(tmp_path / ".run.tmp-k2j4h1x9")  # the work folder of a killed run
     (dead / "kspace.npy").write_bytes(b"half")
     (tmp_path / ".run.tmp-a8d0.pt").write_bytes(b"half")  # a killed atomic write
+    # a SPIN run killed while writing its running checkpoint OUT.checkpoint.pt
+    (tmp_path / ".run.checkpoint.pt.tmp-x1y2.pt").write_bytes(b"half")
     foreign = tmp_path / ".run.tmp-notes"
     foreign.mkdir()  # no marker: not ours to delete
     with caplog.at_level(logging.WARNING, logger="mrphys.io"):

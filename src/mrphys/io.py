@@ -341,10 +341,12 @@ def _lock(path: str | os.PathLike, final: Path, command: str) -> int:
 def _clean_leftovers(final: Path) -> None:
     """Remove what dead runs left beside ``final`` (called while holding its lock, so no live
     run owns them): work folders holding :data:`MARKER` and temporary files; report the rest."""
-    prefix = _tmp_prefix(final)
+    # the output's own temporaries, and those of the running checkpoint kept beside it
+    # (``OUT.checkpoint.pt``, written atomically: a kill during a write leaves its temporary file)
+    prefixes = (_tmp_prefix(final), _tmp_prefix(final.with_name(final.name + ".checkpoint.pt")))
     try:
         with os.scandir(final.parent) as it:
-            entries = [e for e in it if e.name.startswith(prefix)]
+            entries = [e for e in it if e.name.startswith(prefixes)]
     except OSError:
         return
     for e in entries:
