@@ -211,8 +211,7 @@ def check_output(
     _check_target(p, inputs)
     if not os.path.lexists(final):
         return p
-    if not overwrite:
-        raise MrphysError(f"output {p} already exists; pass --overwrite to replace it.")
+    check_new_output(p, overwrite)  # it exists: only with --overwrite
     if final.is_symlink():
         raise MrphysError(
             f"output {p} is a symbolic link; mrphys replaces only a folder or checkpoint it "

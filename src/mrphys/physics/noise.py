@@ -102,7 +102,21 @@ def sigma_mean(k: torch.Tensor, snr: float | None) -> float:
     return float(k.abs().mean()) / float(snr)
 
 
-def sigma_relax(snr: float) -> float:
-    """Complex noise std of the relaxometry protocol: per channel ``0.074 / (sqrt 2 SNR)``."""
+def sigma_relax(snr: float | torch.Tensor, per_channel: bool = False) -> float | torch.Tensor:
+    """Noise std of the relaxometry protocol (METHODS 3): per channel ``0.074 / (sqrt 2 SNR)``,
+    complex ``0.074 / SNR``.
+
+    Args:
+        snr: a positive number, or a real tensor of per-sample SNRs (``inf``: no noise, std 0).
+        per_channel: return the std of the real (and of the imaginary) part, computed as
+            ``0.074 / (sqrt 2 SNR)`` (the rounding the relaxometry data sets were made with),
+            instead of the complex std.
+    """
+    if isinstance(snr, torch.Tensor):
+        ref = snr * math.sqrt(2.0) if per_channel else snr
+        sig = RELAX_NOISE_REFERENCE / ref
+        return torch.where(torch.isinf(snr), torch.zeros_like(sig), sig)
     check(snr > 0, f"SNR must be positive; got {snr}.")
-    return 0.0 if math.isinf(snr) else RELAX_NOISE_REFERENCE / float(snr)
+    if math.isinf(snr):
+        return 0.0
+    return RELAX_NOISE_REFERENCE / ((math.sqrt(2.0) * float(snr)) if per_channel else float(snr))

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from mrphys.errors import check
-from mrphys.physics.noise import RELAX_NOISE_REFERENCE, standard_complex_normal
+from mrphys.physics.noise import sigma_relax, standard_complex_normal
 from mrphys.physics.ssfp import configurations, pc_bssfp_signal
 
 __all__ = [
@@ -241,16 +241,12 @@ def add_relax_noise(
         complex ``(..., N)`` (``signals`` itself for a scalar ``inf``).
     """
     rdtype = signals.real.dtype
-    # per-channel sigma as 0.074 / (sqrt(2) SNR), not sigma_relax / sqrt(2): same rounding as the
-    # numbers made so far (the two differ in the last bit)
     if isinstance(snr, torch.Tensor):
-        sig = RELAX_NOISE_REFERENCE / (math.sqrt(2.0) * snr.to(rdtype))
-        sig = torch.where(torch.isinf(snr), torch.zeros_like(sig), sig).unsqueeze(-1)
+        sig = sigma_relax(snr.to(rdtype), per_channel=True).unsqueeze(-1)
     else:
-        check(snr > 0, f"SNR must be positive; got {snr}.")
-        if math.isinf(snr):
+        sig = sigma_relax(float(snr), per_channel=True)
+        if sig == 0.0:
             return signals
-        sig = RELAX_NOISE_REFERENCE / (math.sqrt(2.0) * float(snr))
     z = standard_complex_normal(
         signals.shape, generator=generator, dtype=rdtype, device=signals.device, draw="split"
     )
