@@ -68,15 +68,18 @@ def positive(text: str) -> int:
 
 
 def seed_type(text: str) -> int:
-    """argparse type: a seed in 0 .. 2^63 - 1 (a bad value is a one-sentence usage error)."""
+    """argparse type: a seed in 0 .. 2^63 - 1 (a bad value is a one-sentence usage error), by
+    the library's rule (:func:`mrphys.utils.check_seed`)."""
+    from mrphys.utils import check_seed
+
     try:
-        value = int(text)
+        value: object = int(text)
     except ValueError:
-        message = f"must be an integer in 0 .. 2^63 - 1; got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-    if not 0 <= value <= 2**63 - 1:
-        raise argparse.ArgumentTypeError(f"must lie in 0 .. 2^63 - 1; got {value}")
-    return value
+        value = text
+    try:
+        return check_seed(value)
+    except MrphysError as e:  # "seed must ...; got X." -> argparse's "argument --seed: must ..."
+        raise argparse.ArgumentTypeError(str(e).removeprefix("seed ").rstrip(".")) from None
 
 
 def add_common(
