@@ -42,6 +42,15 @@ def test_same_seed_same_kspace(tmp_path, cli):
     assert np.array_equal(np.load(a / "kspace.npy"), np.load(b / "kspace.npy"))
 
 
+def test_overwrite_an_output_named_like_an_option_word(tmp_path, cli, monkeypatch):
+    """`--sequence bssfp --out bssfp` twice: the word bssfp is no input file, so the earlier
+    output is replaced (it was refused as 'holds the input bssfp')."""
+    monkeypatch.chdir(tmp_path)
+    cli.ok(*SIM, "bssfp", "--matrix", "32", "--out", "bssfp")
+    cli.ok(*SIM, "bssfp", "--matrix", "32", "--seed", "1", "--out", "bssfp", "--overwrite")
+    assert json.loads((tmp_path / "bssfp" / "config.json").read_text())["seed"] == 1
+
+
 @pytest.mark.parametrize(
     "argv, says",
     [

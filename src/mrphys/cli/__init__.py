@@ -117,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from mrphys.io import claim_run_output
 
+    # options that take a word from a fixed list (--sequence bssfp) name no input file, even
+    # where a file of that name exists (e.g. an earlier output called bssfp)
+    paths = {k: v for k, v in vars(args).items() if k not in _choice_options(parser)}
     try:
-        with claim_run_output(vars(args), shlex.join(["mrphys", *map(str, argv)])):
+        with claim_run_output(paths, shlex.join(["mrphys", *map(str, argv)])):
             rc = args.func(args)
     except MrphysError as e:
         sys.stderr.write(f"mrphys {args.command}: error: {_as_option(str(e), args)}\n")
@@ -127,6 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("mrphys: interrupted\n")
         return 130
     return int(rc or 0)
+
+
+def _choice_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The options of ``parser`` and its subcommands whose values come from a fixed list."""
+    dests: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                dests |= _choice_options(sub)
+        elif action.choices is not None:
+            dests.add(action.dest)
+    return dests
 
 
 def _as_option(message: str, args: argparse.Namespace) -> str:
