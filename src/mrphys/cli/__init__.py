@@ -22,7 +22,7 @@ from mrphys import __version__
 from mrphys.errors import MrphysError
 
 # subcommand modules, in the order --help lists them
-SUBCOMMANDS = ["simulate", "spin", "relax", "dynamic", "demo"]
+SUBCOMMANDS = ["simulate", "spin", "relax", "design", "dynamic", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

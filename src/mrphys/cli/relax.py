@@ -55,8 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = f.add_mutually_exclusive_group()
     g.add_argument("--input-imag", help="imaginary part (4-D NIfTI) when --input is the real part")
     g.add_argument("--input-phase", help="phase in rad (4-D NIfTI) when --input is the magnitude")
-    f.add_argument("--b1", required=True, help="relative B1 map (3-D NIfTI, 1 = nominal flip)")
-    f.add_argument("--method", required=True, choices=METHODS)
+    f.add_argument("--b1", help="relative B1 map (3-D NIfTI, 1 = nominal flip); required "
+                   "except with a --protocol network trained without a B1 map")  # fmt: skip
+    f.add_argument("--method", choices=METHODS, help="required without --protocol")
+    protocol_help = "protocol.json of 'mrphys design protocol' (with --model: its network.pt)"
+    f.add_argument("--protocol", help=protocol_help)
     model_help = "network checkpoint (default: the cached model for the protocol,"
     f.add_argument("--model", help=model_help + " trained on first use)")
     f.add_argument("--mask", help="mask NIfTI (non-zero = fit); default: all voxels")
@@ -116,7 +119,19 @@ def _protocol(args: argparse.Namespace, n_cycles: int):
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from mrphys.errors import check
+
     new_output(args)
+    if args.protocol is not None:  # a learned protocol and its network (mrphys design protocol)
+        from mrphys.relax.protocol_design import fit_protocol_to_folder
+
+        check(args.model is not None, "--model is required with --protocol (its network.pt).")
+        n = fit_protocol_to_folder(args.out, args.input, args.protocol, args.model, b1=args.b1,
+                                   mask=args.mask, overwrite=args.overwrite, nii=args.nii)  # fmt: skip
+        print(f"wrote {args.out} ({n} voxels)")
+        return 0
+    check(args.b1 is not None and args.method is not None,
+          "--b1 and --method are required (unless --protocol is given).")  # fmt: skip
     from mrphys.relax.pipeline import fit_to_folder
 
     names = ("input_imag", "input_phase", "mask", "phase_cycles", "model", "tr_ms", "te_ms")
