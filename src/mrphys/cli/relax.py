@@ -126,8 +126,8 @@ def run_fit(args: argparse.Namespace) -> int:
         from mrphys.relax.protocol_design import fit_protocol_to_folder
 
         check(args.model is not None, "--model is required with --protocol (its network.pt).")
-        n = fit_protocol_to_folder(args.out, args.input, args.protocol, args.model, b1=args.b1,
-                                   mask=args.mask, overwrite=args.overwrite, nii=args.nii)  # fmt: skip
+        kw = {k: getattr(args, k) for k in ("b1", "mask", "overwrite", "nii")}
+        n = fit_protocol_to_folder(args.out, args.input, args.protocol, args.model, **kw)
         print(f"wrote {args.out} ({n} voxels)")
         return 0
     check(args.b1 is not None and args.method is not None,

@@ -48,7 +48,6 @@ from mrphys.physics.noise import sigma_relax
 from mrphys.physics.ssfp import pc_bssfp_cramer_rao, pc_bssfp_signal, remove_common_phase
 from mrphys.relax.data import (
     B1_RANGE,
-    THETA_MAX,
     Protocol,
     add_relax_noise,
     parameter_box,
@@ -697,10 +696,10 @@ def train_protocol_network(
                         p.grad = gr
                 for p, gr in zip(model.net.parameters(), net_grads, strict=True):
                     p.grad = gr
-                tot += float(net_loss)
+                tot += float(net_loss.detach())
             else:
                 map_loss.backward()
-                tot += float(map_loss)
+                tot += float(map_loss.detach())
             for o in opts.values():
                 o.step()
             trainer.step += 1
@@ -1031,7 +1030,8 @@ def design_protocol(cfg: DesignConfig, out_dir: Path, *, progress: bool = False)
     metrics["crlb"] = crlb
     metrics["crlb_note"] = (
         "relative Cramer-Rao std of a 1 s scan (std / T * sqrt(N TR)), mean and median over an "
-        f"{cfg.distribution} test set ({cfg.eval_samples} tissues, B1 0.7-1.3, theta -0.9pi..0.9pi) at SNR "
+        f"{cfg.distribution} test set ({cfg.eval_samples} tissues, B1 0.7-1.3, theta "
+        f"-0.9pi..0.9pi) at SNR "
         f"{cfg.snr:g}; inf = not identified"
     )
     ref = f"paper-{cfg.n_acq}"
