@@ -36,10 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(q, "--tr-ms", 4.8, "TR in ms (the start value with --learn-tr; default 4.8)")
     q.add_argument("--learn-tr", action="store_true", help="learn TR too (>= --min-tr-ms)")
     arg(q, "--min-tr-ms", None, "lower bound of TR (default: the gradient-limited minimum, "
-        "2.30 ms for a 128 matrix, 220 mm FOV, 40 mT/m, 200 T/m/s)", type=float)  # fmt: skip
+        "2.25 ms for a 128 matrix, 220 mm FOV, 40 mT/m, 200 T/m/s)", type=float)  # fmt: skip
     arg(q, "--starts", 3, "random starts of the protocol (default 3)", type=positive)
+    arg(q, "--screen", 32, "random protocols screened per start (default 32)", type=positive)
     arg(q, "--steps", 300, "CRLB optimiser steps per start (default 300)", type=positive)
     arg(q, "--net-steps", 3000, "network training steps (default 3000)", type=positive)
+    arg(q, "--eval-samples", 4096, "tissues of the CRLB test set (default 4096)", type=positive)
     # no --device: the design computes on the CPU (small float64 problems)
     _common(q)
     q.set_defaults(func=run_protocol)
@@ -81,7 +83,9 @@ def run_protocol(args: argparse.Namespace) -> int:
         learn_tr=args.learn_tr,
         tr_min=tr_min,
         starts=args.starts,
+        screen=args.screen,
         crlb_steps=args.steps,
+        eval_samples=args.eval_samples,
         net_steps=args.net_steps,
         seed=args.seed,
     )

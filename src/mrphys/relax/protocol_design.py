@@ -105,7 +105,7 @@ def gradient_limited_min_tr(
     ``G = 1 / (gamma_bar FOV dwell)`` (at most ``gmax``), ramps ``G / slew`` and the prephaser
     and rewinder (each the area of half the readout plus its ramp) as the shortest triangle or
     trapezoid allowed by ``gmax`` and ``slew``. Defaults (128 matrix, 220 mm FOV, 5 us dwell,
-    0.6 ms RF, 40 mT/m, 200 T/m/s) give 2.30 ms; the paper's 4.8 ms lies above it.
+    0.6 ms RF, 40 mT/m, 200 T/m/s) give 2.25 ms; the paper's 4.8 ms lies above it.
     """
     check(matrix >= 8 and fov > 0 and dwell > 0, "matrix, fov and dwell must be positive.")
     check(gmax > 0 and slew > 0 and rf_duration > 0, "gmax, slew and rf_duration must be > 0.")
