@@ -392,17 +392,27 @@ def best_fixed_flip(
     evaluated curve ``[(flip_deg, objective), ...]`` sorted by flip angle."""
     seen: dict[float, float] = {}
 
-    def value(f: float) -> float:
-        if f not in seen:
-            s = crlb_summary(paper_protocol(n_acq, tr, f), snr=snr, b1_map=b1_map, samples=samples)
-            v = s["crlb_t1"] + s["crlb_t2"]
-            seen[f] = v if math.isfinite(v) else math.inf
-        return seen[f]
+    def evaluate(flips_deg: list[float]) -> None:
+        # one batched bound for all flip angles: with one flip per protocol the signal depends
+        # on B1 * flip only, so flip f at B1 b is flip 1 rad at B1 b f (the T1 and T2 bounds do
+        # not change when B1, known or a nuisance parameter, is rescaled)
+        f = torch.deg2rad(torch.tensor(flips_deg, dtype=torch.float64))[:, None]
+        smp = {k: v[None, :].expand(len(flips_deg), -1) for k, v in samples.items()}
+        smp = {**smp, "b1": smp["b1"] * f}
+        inc = paper_protocol(n_acq, tr).phases()
+        with torch.no_grad():
+            r1, r2 = crlb_terms(smp, snr=snr, b1_map=b1_map, tr=tr, flip=1.0, increments=inc)
+        v = (r1.mean(-1) + r2.mean(-1)).tolist()
+        seen.update(
+            {fl: (x if math.isfinite(x) else math.inf) for fl, x in zip(flips_deg, v, strict=True)}
+        )
 
     coarse = [2.0 + 2.0 * i for i in range(int((max_deg - 2.0) / 2.0) + 1)]
-    best = min(coarse, key=value)
+    evaluate(coarse)
+    best = min(coarse, key=lambda f: seen[f])
     fine = [best + 0.25 * i for i in range(-7, 8) if FLIP_RANGE_DEG[0] <= best + 0.25 * i]
-    best = min(fine, key=value)
+    evaluate([f for f in fine if f not in seen])
+    best = min(fine, key=lambda f: seen[f])
     return paper_protocol(n_acq, tr, best), sorted(seen.items())
 
 
