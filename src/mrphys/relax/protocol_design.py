@@ -341,11 +341,39 @@ def crlb_terms(
     return r1, r2
 
 
-def _objective(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-    """Mean of ``r1 + r2`` with infinite terms replaced by a large constant (no gradient)."""
-    s = r1 + r2
-    s = torch.where(torch.isfinite(s), s, torch.full_like(s, _BIG))
-    return s.clamp_max(_BIG).mean()
+#: temperature of the smooth maximum of the two normalised bounds (ratios near 1)
+_SOFTMAX_T = 0.02
+
+
+def _objective(
+    r1: torch.Tensor, r2: torch.Tensor, ref: tuple[float, float] = (1.0, 1.0)
+) -> torch.Tensor:
+    """Smooth maximum of ``mean(r1) / ref[0]`` and ``mean(r2) / ref[1]``: the T1 and T2 bounds
+    relative to a reference protocol's (the worse of the two maps counts, so the design improves
+    both instead of trading one for the other). Infinite terms count as a large constant
+    (no gradient)."""
+    parts = []
+    for r, q in ((r1, ref[0]), (r2, ref[1])):
+        r = torch.where(torch.isfinite(r), r, torch.full_like(r, _BIG)).clamp_max(_BIG)
+        parts.append(r.mean() / q)
+    return _SOFTMAX_T * torch.logsumexp(torch.stack(parts) / _SOFTMAX_T, dim=0)
+
+
+def _criterion(summary: dict[str, float], ref: tuple[float, float]) -> float:
+    """:func:`_objective` of a :func:`crlb_summary` (inf where a bound is infinite)."""
+    a, b = summary["crlb_t1"] / ref[0], summary["crlb_t2"] / ref[1]
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.inf
+    return _SOFTMAX_T * math.log(math.exp(a / _SOFTMAX_T) + math.exp(b / _SOFTMAX_T))
+
+
+def reference_bounds(
+    n_acq: int, *, snr: float, samples: dict[str, torch.Tensor], tr: float = 4.8e-3
+) -> tuple[float, float]:
+    """Mean T1 and T2 bounds of the paper's ``n_acq``-cycle protocol with a B1 map: the scale
+    of the design objective."""
+    s = crlb_summary(paper_protocol(n_acq, tr), snr=snr, b1_map=True, samples=samples)
+    return s["crlb_t1"], s["crlb_t2"]
 
 
 @torch.no_grad()
@@ -387,10 +415,12 @@ def best_fixed_flip(
     max_deg: float = 60.0,
 ) -> tuple[Protocol, list[tuple[float, float]]]:
     """The best single flip angle with equally spaced increments: a 1-D search of the CRLB
-    objective (mean of the T1 and T2 bounds over ``samples``), on a 2 deg grid from 2 deg to
-    ``max_deg`` and then on a 0.25 deg grid around the best. Returns the protocol and the
-    evaluated curve ``[(flip_deg, objective), ...]`` sorted by flip angle."""
+    objective (the smooth maximum of the mean T1 and T2 bounds over ``samples``, each relative
+    to the paper's protocol with a B1 map, as in :func:`learn_protocol_crlb`), on a 2 deg grid
+    from 2 deg to ``max_deg`` and then on a 0.25 deg grid around the best. Returns the
+    protocol and the evaluated curve ``[(flip_deg, objective), ...]`` sorted by flip angle."""
     seen: dict[float, float] = {}
+    ref = reference_bounds(n_acq, snr=snr, samples=samples, tr=tr)
 
     def evaluate(flips_deg: list[float]) -> None:
         # one batched bound for all flip angles: with one flip per protocol the signal depends
@@ -402,7 +432,11 @@ def best_fixed_flip(
         inc = paper_protocol(n_acq, tr).phases()
         with torch.no_grad():
             r1, r2 = crlb_terms(smp, snr=snr, b1_map=b1_map, tr=tr, flip=1.0, increments=inc)
-        v = (r1.mean(-1) + r2.mean(-1)).tolist()
+        summ = [
+            {"crlb_t1": a, "crlb_t2": b}
+            for a, b in zip(r1.mean(-1).tolist(), r2.mean(-1).tolist(), strict=True)
+        ]
+        v = [_criterion(x, ref) for x in summ]
         seen.update(
             {fl: (x if math.isfinite(x) else math.inf) for fl, x in zip(flips_deg, v, strict=True)}
         )
@@ -436,12 +470,13 @@ def learn_protocol_crlb(
         max(cfg.eval_samples // 4, 16), derived_seed(cfg.seed, 3, 1), cfg.distribution
     )
     screen_set = crlb_samples(128, derived_seed(cfg.seed, 3, 3), cfg.distribution)
+    ref = reference_bounds(cfg.n_acq, snr=cfg.snr, samples=val, tr=cfg.tr)
     starts: list[dict[str, Any]] = []
     best: tuple[float, Protocol] | None = None
     for s in range(cfg.starts):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(derived_seed(cfg.seed, 1009, s))
-        lp = _screened_start(cfg, g, screen_set)
+        lp = _screened_start(cfg, g, screen_set, ref)
         opt = torch.optim.Adam(lp.parameters(), lr=cfg.lr_protocol)
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 7, s))
 
@@ -450,7 +485,7 @@ def learn_protocol_crlb(
             kw = lp.signal_kwargs()
             r1, r2 = crlb_terms(smp, snr=cfg.snr, b1_map=cfg.b1_map, tr=kw["tr"],
                                 flip=kw["flip"], increments=kw["increments"])  # fmt: skip
-            loss = _objective(r1, r2)
+            loss = _objective(r1, r2, ref)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -469,7 +504,7 @@ def learn_protocol_crlb(
         trainer.run(step)
         p = lp.protocol()
         summ = crlb_summary(p, snr=cfg.snr, b1_map=cfg.b1_map, samples=val)
-        obj = summ["crlb_t1"] + summ["crlb_t2"]
+        obj = _criterion(summ, ref)
         rec = {"start": s, "val_objective": obj, **summ, **_angles(p)}
         rec["seconds"] = time.perf_counter() - t0
         starts.append(rec)
@@ -490,14 +525,17 @@ def _angles(p: Protocol) -> dict[str, Any]:
 
 
 def _screened_start(
-    cfg: DesignConfig, g: torch.Generator, samples: dict[str, torch.Tensor]
+    cfg: DesignConfig,
+    g: torch.Generator,
+    samples: dict[str, torch.Tensor],
+    ref: tuple[float, float] = (1.0, 1.0),
 ) -> LearnableProtocol:
     """The best of ``cfg.screen`` random protocols (:func:`_random_start`) on ``samples``."""
     best: tuple[float, LearnableProtocol] | None = None
     for _ in range(cfg.screen):
         lp = _random_start(cfg, g)
         s = crlb_summary(lp.protocol(), snr=cfg.snr, b1_map=cfg.b1_map, samples=samples)
-        v = s["crlb_t1"] + s["crlb_t2"]
+        v = _criterion(s, ref)
         if best is None or v < best[0]:
             best = (v, lp)
     assert best is not None
@@ -1007,9 +1045,10 @@ def design_protocol(cfg: DesignConfig, out_dir: Path, *, progress: bool = False)
         starts = []
         best = None
         screen_set = crlb_samples(128, derived_seed(cfg.seed, 3, 3), cfg.distribution)
+        ref = reference_bounds(cfg.n_acq, snr=cfg.snr, samples=screen_set, tr=cfg.tr)
         for s in range(cfg.starts):
             g = torch.Generator().manual_seed(derived_seed(cfg.seed, 1009, s))
-            init = _screened_start(cfg, g, screen_set).protocol()
+            init = _screened_start(cfg, g, screen_set, ref).protocol()
             ck = out_dir / f".network-start{s}.pt"
             res = train_protocol_network(
                 cfg, init, learn=True, checkpoint=ck, progress=progress, seed_offset=s
