@@ -180,8 +180,8 @@ def test_best_fixed_flip_is_at_least_as_good_as_15_degrees():
     ref = dict(curve)
     s15 = pd.crlb_summary(pd.paper_protocol(4), snr=50, b1_map=True, samples=smp)
     sb = pd.crlb_summary(best, snr=50, b1_map=True, samples=smp)
-    ref = pd.reference_bounds(4, snr=50, samples=smp)
-    assert pd._criterion(sb, ref) <= pd._criterion(s15, ref) + 1e-12
+    scale = pd.reference_bounds(4, snr=50, samples=smp)
+    assert pd._criterion(sb, scale) <= pd._criterion(s15, scale) + 1e-12
     assert best.is_standard and math.degrees(best.flip) in ref
 
 

@@ -364,7 +364,10 @@ def _criterion(summary: dict[str, float], ref: tuple[float, float]) -> float:
     a, b = summary["crlb_t1"] / ref[0], summary["crlb_t2"] / ref[1]
     if not (math.isfinite(a) and math.isfinite(b)):
         return math.inf
-    return _SOFTMAX_T * math.log(math.exp(a / _SOFTMAX_T) + math.exp(b / _SOFTMAX_T))
+    m = max(a, b)  # stable log-sum-exp
+    return m + _SOFTMAX_T * math.log(
+        math.exp((a - m) / _SOFTMAX_T) + math.exp((b - m) / _SOFTMAX_T)
+    )
 
 
 def reference_bounds(
