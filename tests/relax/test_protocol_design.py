@@ -182,7 +182,7 @@ def test_best_fixed_flip_is_at_least_as_good_as_15_degrees():
     sb = pd.crlb_summary(best, snr=50, b1_map=True, samples=smp)
     scale = pd.reference_bounds(4, snr=50, samples=smp)
     assert pd._criterion(sb, scale) <= pd._criterion(s15, scale) + 1e-12
-    assert best.is_standard and math.degrees(best.flip) in ref
+    assert best.is_standard and min(abs(math.degrees(best.flip) - f) for f in ref) < 1e-9
 
 
 def test_sequence_round_trip_keeps_flips_and_increments(tmp_path):
