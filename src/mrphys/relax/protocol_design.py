@@ -70,6 +70,7 @@ __all__ = [
     "crlb_samples",
     "crlb_terms",
     "crlb_summary",
+    "reference_bounds",
     "best_fixed_flip",
     "learn_protocol_crlb",
     "protocol_features",
@@ -77,6 +78,8 @@ __all__ = [
     "network_errors",
     "load_protocol_network",
     "fit_with_protocol",
+    "fit_protocol_to_folder",
+    "NetTrainResult",
     "protocol_sequence",
     "design_protocol",
 ]
@@ -511,14 +514,14 @@ def learn_protocol_crlb(
         rec = {"start": s, "val_objective": obj, **summ, **_angles(p)}
         rec["seconds"] = time.perf_counter() - t0
         starts.append(rec)
-        log.info("start %d: objective %.4g (T1 %.4g, T2 %.4g)", s, obj, *rec_pair(rec))
+        log.info("start %d: objective %.4g (T1 %.4g, T2 %.4g)", s, obj, *_rec_pair(rec))
         if best is None or obj < best[0]:
             best = (obj, p)
     assert best is not None
     return best[1], starts
 
 
-def rec_pair(rec: dict[str, Any]) -> tuple[float, float]:
+def _rec_pair(rec: dict[str, Any]) -> tuple[float, float]:
     return rec["crlb_t1"], rec["crlb_t2"]
 
 
