@@ -37,9 +37,20 @@ import numpy as np
 import torch
 
 from mrphys.errors import MrphysError, check
-from mrphys.physics.sequence import ADC, GAMMABAR, Block, Loop, RFPulse, Sequence, _num
+from mrphys.physics.sequence import (
+    ADC,
+    GAMMABAR,
+    Block,
+    Grad,
+    Loop,
+    RFPulse,
+    Sequence,
+    ShapedRF,
+    _num,
+)
+from mrphys.physics.system import System
 
-__all__ = ["write_seq", "read_seq"]
+__all__ = ["write_seq", "read_seq", "check_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +60,25 @@ _MARK = "MrphysFormat"  # definition that says the file was written by write_seq
 _TWO_PI = 2 * math.pi
 
 
-def _system():
+def _system(system: System | None = None):
+    """pypulseq limits: the given :class:`System`, or (None) the idealised ones of the
+    builders without a system (1 us rasters, no dead times, no amplitude or slew limit)."""
     import pypulseq as pp
 
+    if system is not None:
+        return pp.Opts(
+            max_grad=system.max_grad * GAMMABAR,
+            grad_unit="Hz/m",
+            max_slew=system.max_slew * GAMMABAR,
+            slew_unit="Hz/m/s",
+            rf_dead_time=system.rf_dead_time,
+            rf_ringdown_time=system.rf_ringdown_time,
+            adc_dead_time=system.adc_dead_time,
+            rf_raster_time=system.rf_raster,
+            grad_raster_time=system.grad_raster,
+            block_duration_raster=system.block_raster,
+            adc_raster_time=system.adc_raster,
+        )
     return pp.Opts(
         max_grad=1e4,
         grad_unit="mT/m",
@@ -69,11 +96,16 @@ def _system():
 
 def _rect(channel: str, g_t_per_m: float, duration: float) -> SimpleNamespace:
     """A Pulseq trapezoid with zero ramps: constant ``g`` (T/m) over ``duration`` (s)."""
-    amp = g_t_per_m * GAMMABAR  # Hz/m
+    return _trap(channel, g_t_per_m, 0.0, duration, 0.0, 0.0)
+
+
+def _trap(channel: str, g: float, rise: float, flat: float, fall: float, delay: float):
+    """A Pulseq trapezoid event of amplitude ``g`` (T/m) and timings in s."""
+    amp = g * GAMMABAR  # Hz/m
     return SimpleNamespace(
-        type="trap", channel=channel, amplitude=amp, rise_time=0.0, flat_time=duration,
-        fall_time=0.0, area=amp * duration, flat_area=amp * duration, delay=0.0, first=0.0,
-        last=0.0,
+        type="trap", channel=channel, amplitude=amp, rise_time=rise, flat_time=flat,
+        fall_time=fall, area=amp * (flat + (rise + fall) / 2), flat_area=amp * flat, delay=delay,
+        first=0.0, last=0.0,
     )  # fmt: skip
 
 
@@ -81,16 +113,53 @@ def _on_raster(t: float, raster: float) -> float:
     return round(t / raster) * raster
 
 
-def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
+def _grad_event(ch: str, g, dur: float, raster: float, opts) -> SimpleNamespace | None:
+    """The Pulseq event of one axis of a block: a constant (zero-ramp trapezoid over the block),
+    a trapezoid, or an extended trapezoid through the corner points of a :class:`Grad`."""
+    import pypulseq as pp
+
+    if g is None:
+        return None
+    if not isinstance(g, Grad):
+        v = _num(g)
+        return _rect(ch, v, dur) if v != 0.0 and dur > 0 else None
+    t = g.times.detach().double().cpu().numpy()
+    a = g.amps.detach().double().cpu().numpy()
+    if not np.any(a != 0):
+        return None
+    t = np.round(t / raster) * raster
+    if t.size == 4 and a[0] == 0 and a[3] == 0 and abs(a[1] - a[2]) <= 1e-12 * abs(a[1]):
+        return _trap(ch, float(a[1]), t[1] - t[0], t[2] - t[1], t[3] - t[2], t[0])
+    if t[0] > 0:
+        check(a[0] == 0, "a gradient waveform that starts inside its block must start at 0.")
+        t, a = np.concatenate([[0.0], t]), np.concatenate([[0.0], a])
+    keep = np.concatenate([[True], np.diff(t) > 0.5 * raster])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pp.make_extended_trapezoid(
+            channel=ch, times=t[keep], amplitudes=a[keep] * GAMMABAR, system=opts, skip_check=True
+        )
+
+
+def write_seq(
+    seq: Sequence,
+    path: str | os.PathLike,
+    system: System | None = None,
+    definitions: dict | None = None,
+) -> None:
     """Write ``seq`` as a Pulseq 1.5 ``.seq`` file at ``path`` (atomic: temporary file + rename).
 
     Args:
         seq: the sequence; parameter values are read (detached) as floats.
         path: output file path (parent folder must exist).
+        system: the limits and rasters written into the file (default ``seq.system``; None for
+            the idealised sequences of the builders without a system: 1 us rasters).
+        definitions: extra ``[DEFINITIONS]`` entries (numbers, lists of numbers or strings),
+            e.g. the learned values of an optimised sequence.
 
     Raises:
         MrphysError: not a Sequence, a parent folder that does not exist, or timing that the
-            1 us raster cannot hold.
+            raster cannot hold.
     """
     if not isinstance(seq, Sequence):
         raise MrphysError(f"seq must be a mrphys Sequence; got {type(seq).__name__}.")
@@ -98,21 +167,28 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
     check(path.parent.is_dir(), f"the folder of the Pulseq file {path} does not exist.")
     import pypulseq as pp
 
-    system = _system()
-    pseq = pp.Sequence(system=system)
+    system = system or seq.system
+    opts = _system(system)
+    b_raster = system.block_raster if system else _RASTER
+    g_raster = system.grad_raster if system else _RASTER
+    r_raster = system.rf_raster if system else _RASTER
+    pseq = pp.Sequence(system=opts)
     loops: list[float] = []
     spoil_blocks: list[int] = []
+    hard_blocks: list[int] = []
     n_written = 0
+    n_adc = 0
+    auto_lin = len(seq.kspace_shape) >= 2
 
     def add(b: Block) -> None:
-        nonlocal n_written
-        dur = _on_raster(_num(b.duration), _RASTER)
+        nonlocal n_written, n_adc
+        dur = _on_raster(_num(b.duration), b_raster)
         check(
-            abs(dur - _num(b.duration)) <= 0.05 * _RASTER + 5e-7 * abs(_num(b.duration)),
-            f"block duration {_num(b.duration):.9g} s is not on the 1 us Pulseq raster.",
+            abs(dur - _num(b.duration)) <= 0.05 * b_raster + 5e-7 * abs(_num(b.duration)),
+            f"block duration {_num(b.duration):.9g} s is not on the {b_raster:g} s Pulseq raster.",
         )
         events: list = [pp.make_delay(dur)] if dur > 0 else []
-        if b.rf is not None:
+        if isinstance(b.rf, RFPulse):
             flip, phase = _num(b.rf.flip), _num(b.rf.phase)
             if flip < 0:
                 flip, phase = -flip, phase + math.pi
@@ -126,23 +202,44 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
                         flip_angle=flip,
                         duration=rf_dur,
                         phase_offset=phase % _TWO_PI,
-                        system=system,
+                        system=_system(None),
                         use=use,
                     )  # fmt: skip
                 )
-        for ch, g in (("x", b.gx), ("y", b.gy)):
-            if g is not None and _num(g) != 0.0 and dur > 0:
-                events.append(_rect(ch, _num(g), dur))
+            hard_blocks.append(n_written + 1)
+        elif isinstance(b.rf, ShapedRF):
+            rf = b.rf
+            sig = rf.signal.detach().cpu().numpy().astype(complex)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ev = pp.make_arbitrary_rf(
+                    sig, flip_angle=float(_num(rf.flip)), dwell=float(rf.dwell),
+                    delay=_on_raster(float(rf.delay), r_raster), no_signal_scaling=True,
+                    phase_offset=_num(rf.phase) % _TWO_PI, freq_offset=float(rf.freq_offset),
+                    use=rf.use, system=opts, center=rf.t_center,
+                )  # fmt: skip
+            events.append(ev)
+        for ch, g in (("x", b.gx), ("y", b.gy), ("z", b.gz)):
+            ev = _grad_event(ch, g, dur, g_raster, opts)
+            if ev is not None:
+                events.append(ev)
+        labels = list(b.labels)
         if b.adc is not None:
+            if auto_lin and not labels:
+                per = seq.kspace_shape[-1] // max(b.adc.num, 1) or 1
+                labels = [("set", "LIN", (n_adc // per) % seq.kspace_shape[-2])]
             events.append(
                 pp.make_adc(
                     num_samples=int(b.adc.num),
-                    dwell=_on_raster(_num(b.adc.dwell), _ADC_RASTER),
-                    delay=_on_raster(_num(b.adc.delay), _RASTER),
+                    dwell=_on_raster(_num(b.adc.dwell), opts.adc_raster_time),
+                    delay=_on_raster(_num(b.adc.delay), r_raster),
                     phase_offset=_num(b.adc.phase) % _TWO_PI,
-                    system=system,
+                    system=opts,
                 )
             )
+            n_adc += 1
+        for kind, name, value in labels:
+            events.append(pp.make_label(label=name, type=kind.upper(), value=int(value)))
         check(bool(events), "a block of zero duration without events cannot be written.")
         pseq.add_block(*events)
         n_written += 1
@@ -164,9 +261,13 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
         pseq.set_definition("MrphysLoops", loops)
     if spoil_blocks:
         pseq.set_definition("MrphysSpoilBlocks", spoil_blocks)
+    if hard_blocks:
+        pseq.set_definition("MrphysHardRF", hard_blocks)
     fov = seq.params.get("fov")
     if isinstance(fov, float):
         pseq.set_definition("FOV", [fov, fov, 0.005])
+    for k, v in (definitions or {}).items():
+        pseq.set_definition(str(k), v)
     tmp = path.with_name(f".{path.name}.part.seq")  # pypulseq appends .seq otherwise
     try:
         with warnings.catch_warnings():
@@ -179,22 +280,51 @@ def write_seq(seq: Sequence, path: str | os.PathLike) -> None:
     log.info("wrote %s (%d blocks)", path, n_written)
 
 
+def check_timing(path: str | os.PathLike) -> list[str]:
+    """pypulseq's ``check_timing()`` of a ``.seq`` file: the list of its timing errors (empty
+    when the file respects the rasters, dead times and ringdown times it declares)."""
+    import pypulseq as pp
+
+    pseq = pp.Sequence()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pseq.read(str(path))
+        ok, report = pseq.check_timing()
+    return [] if ok else [str(e) for e in report]
+
+
 # ----------------------------------------------------------------------------------------------
 # reading
 
 
 class _Interner:
-    """One tensor per distinct value, so that the simulator's per-tensor caches are shared."""
+    """One tensor (or waveform) per distinct value, so that the simulator's per-tensor caches
+    are shared by every block that uses it."""
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
-        self.cache: dict[float, torch.Tensor] = {}
+        self.cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        self.cache: dict = {}
 
     def __call__(self, v: float) -> torch.Tensor:
         v = float(v)
         if v not in self.cache:
             self.cache[v] = torch.tensor(v, dtype=self.dtype)
         return self.cache[v]
+
+    def grad(self, t: np.ndarray, a: np.ndarray) -> Grad:
+        key = ("g", t.tobytes(), a.tobytes())
+        if key not in self.cache:
+            self.cache[key] = Grad(
+                torch.tensor(t, dtype=self.dtype), torch.tensor(a, dtype=self.dtype)
+            )
+        return self.cache[key]
+
+    def signal(self, s: np.ndarray) -> torch.Tensor:
+        key = ("s", s.tobytes())
+        if key not in self.cache:
+            self.cache[key] = torch.tensor(s, dtype=self.cdtype)
+        return self.cache[key]
 
 
 _warned: set[str] = set()
@@ -211,138 +341,175 @@ def _definition(defs: dict, key: str) -> list[float] | None:
         return None
     v = defs[key]
     if isinstance(v, str):
-        return [float(x) for x in v.split()]
+        try:
+            return [float(x) for x in v.split()]
+        except ValueError:
+            return None
     return [float(x) for x in np.atleast_1d(np.asarray(v, dtype=float))]
 
 
-def _rf_hard(rf: SimpleNamespace, own: bool) -> tuple[float, float, float]:
-    """(flip rad, phase rad, time of the hard pulse from the block start in s)."""
+def _rf_samples(rf: SimpleNamespace, raster: float) -> tuple[np.ndarray, float]:
+    """RF samples (Hz, complex) on a uniform raster and that raster (s): the file's own samples
+    when they lie at ``(j + 0.5) dwell``, else the shape (linear between its time points, as
+    Pulseq time-shaped RF) sampled at ``(j + 0.5) raster``."""
     signal = np.asarray(rf.signal, dtype=complex)
     t = np.asarray(rf.t, dtype=float)
     check(signal.size >= 1 and signal.size == t.size, "an RF event has an empty or bad shape.")
+    if signal.size >= 2:
+        dt = float(t[1] - t[0])
+        if (
+            dt > 0
+            and np.allclose(np.diff(t), dt, rtol=1e-6, atol=1e-12)
+            and abs(t[0] - dt / 2) < 1e-3 * dt
+        ):
+            return signal, dt
+    dur = float(getattr(rf, "shape_dur", t[-1]))
+    n = max(1, int(round(dur / raster)))
+    tj = (np.arange(n) + 0.5) * dur / n
     if signal.size == 1:
-        area = signal[0] * float(getattr(rf, "shape_dur", 0.0))
-    else:
-        area = np.sum(0.5 * (signal[1:] + signal[:-1]) * np.diff(t))
-    flip = _TWO_PI * abs(area)
-    phase = _num(rf.phase_offset) + float(np.angle(area))
-    if own:
-        return flip, phase, _num(rf.delay)
-    weights = np.abs(signal)
-    centre = float(np.sum(weights * t) / max(np.sum(weights), 1e-30))
-    if getattr(rf, "freq_offset", 0.0):
-        _warn_once("RF frequency offsets are ignored (2-D on-resonance simulation).")
-    return flip, phase, _num(rf.delay) + centre
+        return np.full(n, signal[0]), dur / n
+    re = np.interp(tj, t, signal.real)
+    im = np.interp(tj, t, signal.imag)
+    return re + 1j * im, dur / n
 
 
-def _grad_pieces(g: SimpleNamespace | None, dur: float) -> list[tuple[float, float, float]]:
-    """Gradient as (t0, t1, amplitude T/m) pieces covering its support inside the block."""
-    if g is None:
-        return []
+def _grad_waveform(g: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    """Corner times (s from the block start) and amplitudes (T/m) of a Pulseq gradient."""
     if g.type == "trap":
         a = _num(g.amplitude) / GAMMABAR
         t0 = _num(g.delay)
         r, f, fa = _num(g.rise_time), _num(g.flat_time), _num(g.fall_time)
-        pieces = []
-        if r > 0:
-            pieces.append((t0, t0 + r, a / 2))
-        if f > 0:
-            pieces.append((t0 + r, t0 + r + f, a))
-        if fa > 0:
-            pieces.append((t0 + r + f, t0 + r + f + fa, a / 2))
-        return pieces
-    tt = np.asarray(g.tt, dtype=float) + _num(g.delay)
-    w = np.asarray(g.waveform, dtype=float) / GAMMABAR
-    check(tt.size == w.size and tt.size >= 2, "a gradient event has a bad waveform.")
-    return [(tt[i], tt[i + 1], 0.5 * (w[i] + w[i + 1])) for i in range(tt.size - 1)]
+        return np.array([t0, t0 + r, t0 + r + f, t0 + r + f + fa]), np.array([0.0, a, a, 0.0])
+    tt = np.asarray(g.tt, dtype=float)
+    w = np.asarray(g.waveform, dtype=float)
+    check(tt.size == w.size and tt.size >= 1, "a gradient event has a bad waveform.")
+    end = float(getattr(g, "shape_dur", tt[-1]))
+    first, last = float(getattr(g, "first", w[0])), float(getattr(g, "last", w[-1]))
+    t = np.concatenate([[0.0], tt, [max(end, tt[-1])]])
+    a = np.concatenate([[first], w, [last]])
+    keep = np.concatenate([[True], np.diff(t) > 1e-12])
+    keep[-1] = True
+    # a duplicated time keeps the later point's value only when they agree
+    t, a = t[keep], a[keep]
+    return t + _num(g.delay), a / GAMMABAR
 
 
-def _mean_on(pieces: list[tuple[float, float, float]], a: float, b: float) -> float:
-    """Mean gradient over [a, b] of piecewise-constant pieces (0 outside them)."""
-    tot = 0.0
-    for t0, t1, g in pieces:
-        lo, hi = max(a, t0), min(b, t1)
-        if hi > lo:
-            tot += g * (hi - lo)
-    return tot / (b - a)
+_LABELS = ("SLC", "SEG", "REP", "AVG", "SET", "ECO", "PHS", "LIN", "PAR", "ACQ")
 
 
-def _convert_block(b: SimpleNamespace, own: bool, c: _Interner, spoil: bool) -> list[Block]:
+def _convert_block(
+    idx: int, b: SimpleNamespace, own: bool, hard: bool, c: _Interner, spoil: bool
+) -> Block:
+    """One Pulseq block as one :class:`Block`, exactly: trapezoids and waveforms as
+    :class:`Grad` (constants when they fill the block), RF as :class:`ShapedRF` on its raster
+    (a hard :class:`RFPulse` for the hard pulses of :func:`write_seq`)."""
     dur = _num(b.block_duration)
     rf = getattr(b, "rf", None)
     adc = getattr(b, "adc", None)
-    gx, gy = getattr(b, "gx", None), getattr(b, "gy", None)
-    gz = getattr(b, "gz", None)
-    if gz is not None:
-        _warn_once("z gradients are ignored (2-D simulation at z = 0).")
-    rf_hard = None if rf is None else _rf_hard(rf, own)
-    if own:
-        # written by write_seq: rectangular gradients over the whole block, RF at the start
-        def amp(g):
-            return None if g is None else c(_num(g.amplitude) / GAMMABAR)
 
-        out_rf = None
-        if rf_hard is not None:
-            out_rf = RFPulse(c(rf_hard[0]), c(rf_hard[1]), _num(rf.shape_dur))
-        out_adc = None
-        if adc is not None:
-            out_adc = ADC(int(adc.num_samples), c(adc.dwell), c(adc.delay), c(adc.phase_offset))
-        return [Block(c(dur), out_rf, amp(gx), amp(gy), out_adc, spoil)]
-    # general case: cut at gradient corners and at the RF time
-    px, py = _grad_pieces(gx, dur), _grad_pieces(gy, dur)
-    cuts = {0.0, dur}
-    for t0, t1, _ in px + py:
-        cuts.update((min(max(t0, 0.0), dur), min(max(t1, 0.0), dur)))
-    if rf_hard is not None:
-        check(0 <= rf_hard[2] <= dur, "an RF pulse lies outside its block.")
-        cuts.add(rf_hard[2])
-    edges = sorted(cuts)
-    edges = [e for i, e in enumerate(edges) if i == 0 or e - edges[i - 1] > 1e-12]
-    out: list[Block] = []
-    adc_done = adc is None
-    for a, bnd in zip(edges[:-1], edges[1:], strict=True):
-        out_rf = None
-        if rf_hard is not None and abs(rf_hard[2] - a) < 1e-12:
-            out_rf = RFPulse(c(rf_hard[0]), c(rf_hard[1]), _num(rf.shape_dur))
-        out_adc = None
-        if adc is not None and not adc_done:
-            start = _num(adc.delay)
-            end = start + int(adc.num_samples) * _num(adc.dwell)
-            if a - 1e-12 <= start < bnd:
-                check(
-                    end <= bnd + 1e-9,
-                    "an ADC spans a gradient ramp or an RF pulse; only ADCs inside one "
-                    "constant-gradient piece are supported.",
-                )
-                out_adc = ADC(int(adc.num_samples), c(adc.dwell), c(start - a), c(adc.phase_offset))
-                adc_done = True
-        mx = _mean_on(px, a, bnd) if px else 0.0
-        my = _mean_on(py, a, bnd) if py else 0.0
-        out.append(
-            Block(c(bnd - a), out_rf, c(mx) if mx else None, c(my) if my else None, out_adc, False)
+    def grad(g):
+        if g is None:
+            return None
+        t, a = _grad_waveform(g)
+        check(
+            t[0] >= -1e-9 and t[-1] <= dur + 1e-9,
+            f"block {idx}: a gradient lasts beyond its block; not supported.",
         )
-    if not out:
-        out = [Block(c(0.0), None, None, None, None, False)]
-    check(adc_done, "an ADC lies outside its block.")
-    out[-1].spoil = spoil
+        if t.size == 4 and abs(t[0]) < 1e-12 and t[1] == t[0] and t[3] == t[2]:
+            if abs(t[2] - dur) < 1e-9 and a[1] == a[2]:
+                return c(a[1])  # constant over the whole block
+        if not np.any(a != 0):
+            return None
+        return c.grad(t, a)
+
+    out_rf: RFPulse | ShapedRF | None = None
+    if rf is not None:
+        if getattr(rf, "freq_ppm", 0.0) or getattr(rf, "phase_ppm", 0.0):
+            _warn_once("RF frequency and phase offsets in ppm are ignored.")
+        sig, dwell = _rf_samples(rf, _RASTER)
+        if hard:
+            area = np.sum(sig) * dwell
+            out_rf = RFPulse(
+                c(_TWO_PI * abs(area)), c(_num(rf.phase_offset) + float(np.angle(area))),
+                _num(rf.shape_dur),
+            )  # fmt: skip
+        else:
+            check(
+                _num(rf.delay) + sig.size * dwell <= dur + 1e-9,
+                f"block {idx}: an RF pulse lasts beyond its block; not supported.",
+            )
+            centre = getattr(rf, "center", None)
+            out_rf = ShapedRF(
+                c.signal(sig), dwell, _num(rf.delay), c(_num(rf.phase_offset)),
+                float(_num(rf.freq_offset)), str(getattr(rf, "use", "undefined")),
+                None if centre is None else float(centre),
+            )  # fmt: skip
+    out_adc = None
+    if adc is not None:
+        check(
+            not isinstance(out_rf, ShapedRF),
+            f"block {idx}: an ADC in the block of an RF pulse is not supported.",
+        )
+        if getattr(adc, "freq_offset", 0.0):
+            _warn_once("ADC frequency offsets are ignored.")
+        check(
+            _num(adc.delay) + int(adc.num_samples) * _num(adc.dwell) <= dur * (1 + 1e-6) + 1e-9,
+            f"block {idx}: an ADC lasts beyond its block; not supported.",
+        )
+        out_adc = ADC(int(adc.num_samples), c(adc.dwell), c(adc.delay), c(adc.phase_offset))
+    if getattr(b, "soft_delay", None) is not None:
+        _warn_once("soft delays take the block's default duration.")
+    labels = []
+    lab = getattr(b, "label", None)
+    if lab:
+        for v in lab.values():
+            labels.append(("set" if v.type == "labelset" else "inc", str(v.label), int(v.value)))
+    return Block(c(dur), out_rf, grad(getattr(b, "gx", None)), grad(getattr(b, "gy", None)),
+                 out_adc, spoil, grad(getattr(b, "gz", None)), labels)  # fmt: skip
+
+
+def _adc_labels(blocks: list[Block]) -> dict[str, list[int]]:
+    """LIN, PAR, SLC (and the other counters a file sets) at every ADC, in acquisition order."""
+    state: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
+    n_adc = 0
+    for b in blocks:
+        for kind, name, value in b.labels:
+            if name not in _LABELS:
+                continue
+            state[name] = value if kind == "set" else state.get(name, 0) + value
+            if name not in out:
+                out[name] = [0] * n_adc
+        if b.adc is not None:
+            for name in out:
+                out[name].append(state.get(name, 0))
+            n_adc += 1
     return out
 
 
 def read_seq(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Sequence:
-    """Read a Pulseq ``.seq`` file into a :class:`Sequence`.
+    """Read a Pulseq 1.4 or 1.5 ``.seq`` file into a :class:`Sequence`.
 
-    Files from :func:`write_seq` come back block for block (loops and ideal spoilers restored
-    from ``[DEFINITIONS]``); other files are converted as described in the module docstring.
+    Every block is kept as one :class:`Block`, exactly: trapezoids, extended trapezoids and
+    arbitrary gradients become piecewise-linear :class:`Grad` waveforms (their moments are
+    computed in closed form by the simulator), RF pulses keep their samples, phase and frequency
+    offset (:class:`ShapedRF`), ADCs their dwell, delay and phase offset, labels are kept per
+    block and the LIN/PAR/SLC counters at every ADC go to ``params["labels"]``. Files from
+    :func:`write_seq` also get back their loops, ideal spoilers, hard pulses and k-space shape
+    from ``[DEFINITIONS]``.
 
     Args:
         path: the ``.seq`` file.
         dtype: dtype of the parameter tensors (default: torch's default dtype).
 
     Returns:
-        a :class:`Sequence` (parameters are plain tensors; set ``requires_grad`` as needed).
+        a :class:`Sequence` (parameters are plain tensors; set ``requires_grad`` as needed);
+        ``kspace_shape`` is ``(readouts, samples)`` for a foreign file whose readouts have the
+        same number of samples.
 
     Raises:
-        MrphysError: a missing or unreadable file, or content the simulator cannot represent.
+        MrphysError: a missing or unreadable file, or content the simulator cannot represent
+            (naming the block).
     """
     path = Path(path)
     check(path.is_file(), f"the Pulseq file {path} does not exist.")
@@ -365,8 +532,10 @@ def read_seq(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Seque
     own = _definition(defs, _MARK) is not None
     c = _Interner(dtype or torch.get_default_dtype())
     spoil = {int(v) for v in (_definition(defs, "MrphysSpoilBlocks") or [])}
+    hard = {int(v) for v in (_definition(defs, "MrphysHardRF") or [])} if own else set()
     converted = [
-        _convert_block(b, own, c, (n + 1) in spoil) for n, b in enumerate(blocks)
+        _convert_block(i, b, own, (n + 1) in hard, c, (n + 1) in spoil)
+        for n, (i, b) in enumerate(zip(ids, blocks, strict=True))
     ]  # per Pulseq block (1-based numbering in the definitions)
     items: list[Block | Loop] = []
     loops = _definition(defs, "MrphysLoops") or []
@@ -381,16 +550,16 @@ def read_seq(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Seque
                 nb >= 1 and count >= 1 and n - 1 + nb * count <= len(converted),
                 "MrphysLoops in the Pulseq definitions does not fit the blocks of the file.",
             )
-            body = [b for bl in converted[n - 1 : n - 1 + nb] for b in bl]
-            items.append(Loop(body, count, c(inc)))
+            items.append(Loop(converted[n - 1 : n - 1 + nb], count, c(inc)))
             n += nb * count
         else:
-            items += converted[n - 1]
+            items.append(converted[n - 1])
             n += 1
     name = defs.get("Name", "pulseq")
     name = name if isinstance(name, str) else "pulseq"
-    shape = _definition(defs, "MrphysKspaceShape")
-    seq = Sequence(items, (), name, {"source": str(path)})
+    shape = _definition(defs, "MrphysKspaceShape") if own else None
+    labels = _adc_labels(converted)
+    seq = Sequence(items, (), name, {"source": str(path), "labels": labels})
     if shape:
         ks = tuple(int(v) for v in shape)
         check(
@@ -398,4 +567,9 @@ def read_seq(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Seque
             f"MrphysKspaceShape {ks} does not hold the {seq.adc_count} ADC samples of {path}.",
         )
         seq.kspace_shape = ks
+    else:
+        nums = {b.adc.num for b in converted if b.adc is not None}
+        if len(nums) == 1:
+            k = nums.pop()
+            seq.kspace_shape = (seq.adc_count // k, k)
     return seq
