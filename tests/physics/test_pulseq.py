@@ -9,7 +9,8 @@ import torch
 
 from mrphys.errors import MrphysError
 from mrphys.physics import bloch, pulseq_io
-from mrphys.physics.sequence import Loop, bssfp, gre, spin_echo
+from mrphys.physics.sequence import Grad, Loop, ShapedRF, bssfp, gre, spin_echo
+from mrphys.physics.system import System
 from mrphys.tissue import Phantom, spin_shepp_logan
 
 F64 = torch.float64
@@ -66,8 +67,9 @@ def test_round_trip_keeps_spoilers_and_flip(tmp_path):
     assert flips[1] == pytest.approx(math.pi, rel=1e-5)
 
 
-def test_foreign_trapezoid_file_is_cut_into_constant_pieces(tmp_path):
-    """A file with ramped trapezoids (not from write_seq) reads with the gradient moments kept."""
+def test_foreign_trapezoid_file_keeps_ramps_and_moments(tmp_path):
+    """A file with ramped trapezoids (not from write_seq) reads exactly: the trapezoid's
+    corners and moment, the block pulse's samples and flip."""
     import pypulseq as pp
 
     sys = pp.Opts(max_grad=30, grad_unit="mT/m", max_slew=100, slew_unit="T/m/s")
@@ -80,11 +82,14 @@ def test_foreign_trapezoid_file_is_cut_into_constant_pieces(tmp_path):
     s.add_block(pp.make_adc(num_samples=8, dwell=1e-5, delay=1e-5, system=sys), pp.make_delay(1e-3))
     s.write(str(tmp_path / "foreign.seq"))
     seq = pulseq_io.read_seq(tmp_path / "foreign.seq")
-    moment = sum(float(b.gx) * float(b.duration) for b in seq.blocks if b.gx is not None)
-    assert moment * pulseq_io.GAMMABAR == pytest.approx(float(g.area), rel=1e-6)
-    assert seq.adc_count == 8
-    rf = next(b for b in seq.blocks if b.rf is not None)
-    assert float(rf.rf.flip) == pytest.approx(math.pi / 2, rel=1e-6)
+    gx = next(b.gx for b in seq.blocks if b.gx is not None)
+    assert isinstance(gx, Grad)
+    assert float(gx.area()) * pulseq_io.GAMMABAR == pytest.approx(float(g.area), rel=1e-6)
+    assert float(gx.times[1] - gx.times[0]) == pytest.approx(float(g.rise_time), abs=1e-9)
+    assert seq.adc_count == 8 and seq.kspace_shape == (1, 8)
+    rf = next(b for b in seq.blocks if b.rf is not None).rf
+    assert isinstance(rf, ShapedRF)
+    assert float(rf.flip) == pytest.approx(math.pi / 2, rel=1e-6)
 
 
 def test_bad_files_raise(tmp_path):
@@ -104,20 +109,65 @@ def test_bad_files_raise(tmp_path):
         pulseq_io.write_seq(spin_echo(matrix=4, fov=0.004), tmp_path / "no" / "such" / "x.seq")
 
 
-def test_foreign_shaped_pulse_becomes_hard_pulse_at_its_centre(tmp_path):
+def test_foreign_sinc_pulse_keeps_its_samples_and_slice_gradient(tmp_path):
     import pypulseq as pp
 
     sys = pp.Opts(max_grad=30, grad_unit="mT/m", max_slew=100, slew_unit="T/m/s")
     s = pp.Sequence(system=sys)
     rf, gz, _ = pp.make_sinc_pulse(
         flip_angle=math.radians(30), duration=2e-3, slice_thickness=5e-3, system=sys,
-        return_gz=True, use="excitation",
+        return_gz=True, use="excitation", phase_offset=0.3,
     )  # fmt: skip
     s.add_block(rf, gz)
     s.add_block(pp.make_adc(num_samples=4, dwell=1e-5, system=sys), pp.make_delay(1e-3))
     s.write(str(tmp_path / "sinc.seq"))
     seq = pulseq_io.read_seq(tmp_path / "sinc.seq")
-    rfs = [b for b in seq.blocks if b.rf is not None]
-    assert len(rfs) == 1 and float(rfs[0].rf.flip) == pytest.approx(math.radians(30), rel=1e-3)
-    t_rf = sum(float(b.duration) for b in seq.blocks[: seq.blocks.index(rfs[0])])
-    assert t_rf == pytest.approx(float(rf.delay) + 1e-3, abs=2e-5)  # the sinc centre
+    b = seq.blocks[0]
+    assert isinstance(b.rf, ShapedRF) and b.rf.n == len(rf.signal)
+    assert float(b.rf.flip) == pytest.approx(math.radians(30), rel=1e-3)
+    assert float(b.rf.phase) == pytest.approx(0.3, abs=1e-6)
+    assert b.rf.delay == pytest.approx(float(rf.delay), abs=1e-9)
+    assert isinstance(b.gz, Grad)
+    assert float(b.gz.area()) * pulseq_io.GAMMABAR == pytest.approx(float(gz.area), rel=1e-6)
+
+
+def test_unsupported_block_is_named(tmp_path):
+    import pypulseq as pp
+
+    sys = pp.Opts()
+    s = pp.Sequence(system=sys)
+    s.add_block(pp.make_delay(1e-3))
+    s.add_block(
+        pp.make_block_pulse(flip_angle=0.1, duration=1e-4, system=sys),
+        pp.make_adc(num_samples=4, dwell=1e-5, delay=2e-4, system=sys),
+    )
+    s.write(str(tmp_path / "rfadc.seq"))
+    with pytest.raises(MrphysError, match="block 2: an ADC in the block of an RF pulse"):
+        pulseq_io.read_seq(tmp_path / "rfadc.seq")
+
+
+S = System()
+SYSTEM_CASES = {
+    "spin_echo": lambda: spin_echo(matrix=16, fov=0.032, tr=0.5, te=0.03, n_dummy=2, system=S),
+    "bssfp_imaging": lambda: bssfp(
+        tr=6e-3, matrix=16, fov=0.032, readout_dt=2e-5, n_cycles=2, n_dummy=10, system=S
+    ),
+    "bssfp_voxel": lambda: bssfp(n_cycles=2, n_dummy=10, system=S),
+    "gre_ideal": lambda: gre(tr=0.02, te=0.005, matrix=16, fov=0.032, n_dummy=5, system=S),
+    "gre_rf_spoiled": lambda: gre(
+        tr=0.02, te=0.005, matrix=16, fov=0.032, n_dummy=5, spoiling="rf", system=S
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SYSTEM_CASES))
+def test_scanner_ready_builders_pass_check_timing_and_round_trip(name, phantom, tmp_path):
+    seq = SYSTEM_CASES[name]()
+    path = tmp_path / f"{name}.seq"
+    pulseq_io.write_seq(seq, path)
+    assert pulseq_io.check_timing(path) == []
+    back = pulseq_io.read_seq(path)
+    assert back.kspace_shape == seq.kspace_shape
+    a = bloch.simulate_kspace(seq, phantom)
+    b = bloch.simulate_kspace(back, phantom)
+    assert float((a - b).norm() / a.norm()) < 5e-3

@@ -209,10 +209,15 @@ class Grad:
         a0, a1 = self.amps[:-1], self.amps[1:]
         seg = t1 - t0
         tt = t.unsqueeze(-1)
-        u = torch.minimum(torch.clamp(tt - t0, min=0.0), seg)
+        # branches chosen from the left at the corners (t == t1 is still "inside"), so that
+        # the derivatives w.r.t. corner times are one-sided and consistent across pieces
+        u = tt - t0
+        inside = (tt > t0) & (tt <= t1)
         safe = torch.where(seg > 0, seg, torch.ones_like(seg))
         part = a0 * u + (a1 - a0) * u * u / (2 * safe)
-        return torch.where(seg > 0, part, torch.zeros_like(part)).sum(-1)
+        full = 0.5 * (a0 + a1) * seg
+        zero = torch.zeros_like(part)
+        return torch.where(tt > t1, full, torch.where(inside, part, zero)).sum(-1)
 
     def amp_at(self, t: torch.Tensor) -> torch.Tensor:
         """Amplitude in T/m at the times ``t`` (s from the block start)."""
