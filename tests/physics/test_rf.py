@@ -99,7 +99,10 @@ def rk4_reference(blk: Block, z: np.ndarray, sub: int = 4) -> tuple[np.ndarray, 
     t = t0
     for j in range(rf.n):
         for _ in range(sub):
-            f = lambda tt, mm: np.cross(omega(tt, j), mm)  # noqa: E731
+
+            def f(tt: float, mm: np.ndarray, j: int = j) -> np.ndarray:
+                return np.cross(omega(tt, j), mm)
+
             k1 = f(t, m)
             k2 = f(t + h / 2, m + h / 2 * k1)
             k3 = f(t + h / 2, m + h / 2 * k2)

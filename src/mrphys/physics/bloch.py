@@ -555,6 +555,7 @@ def simulate(
     isochromats: int | tuple[int, int] = 1,
     chunk: int | None = None,
     slice_positions: torch.Tensor | None = None,
+    coils: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Simulate the ADC signal of ``seq`` for ``phantom``.
 
@@ -570,6 +571,9 @@ def simulate(
         slice_positions: ``(Z,)`` z positions in m of isochromats through the slice (each
             carries ``rho / Z``): z gradients and slice-selective RF act on them. None: one
             spin per voxel at z = 0 (z gradients have no effect).
+        coils: receive sensitivities ``(C, Y, X)`` complex (e.g.
+            :func:`~mrphys.physics.coils.birdcage_maps`): each coil's signal is the sum over
+            spins of ``S_c(r) (Mx + i My)``; the result gains a coil axis ``(B, C, n_adc)``.
 
     Returns:
         complex tensor ``(B, n_adc)`` (``(n_adc,)`` for an unbatched phantom), complex64 for
@@ -591,6 +595,16 @@ def simulate(
     same = all(t.device == dev and t.dtype == rdt for t in params)
     sq = seq if same else seq.to(device=dev, dtype=rdt)
     maps, xs, ys, zs = _prepare(phantom, isochromats, slice_positions)
+    sens = None
+    if coils is not None:
+        check(
+            isinstance(coils, torch.Tensor) and coils.dim() == 3
+            and tuple(coils.shape[1:]) == tuple(phantom.matrix),
+            f"coils must be a (C, Y, X) tensor with (Y, X) = {tuple(phantom.matrix)}.",
+        )  # fmt: skip
+        rep = xs.numel() // (phantom.matrix[0] * phantom.matrix[1])
+        sens = coils.to(device=dev, dtype=cdt).reshape(coils.shape[0], -1)
+        sens = sens.repeat_interleave(rep, dim=1)  # (C, V*I*Z): every spin of a voxel
     bsz, nv = maps["rho"].shape
     n_adc = sq.adc_count
     kmax = max([b.adc.num for b, _ in sq._iter_blocks_counted() if b.adc is not None] + [1])
@@ -604,7 +618,7 @@ def simulate(
         sl = slice(s, s + int(chunk))
         part = {k: (None if v is None else v[sl]) for k, v in maps.items()}
         n_z = 1 if slice_positions is None else int(torch.as_tensor(slice_positions).numel())
-        outs.append(_simulate_chunk(sq, part, xs, ys, cdt, n_adc, zs, n_z))
+        outs.append(_simulate_chunk(sq, part, xs, ys, cdt, n_adc, zs, n_z, sens))
     out = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
     return out if phantom.batched else out[0]
 
@@ -618,6 +632,7 @@ def _simulate_chunk(
     n_adc: int,
     zs: torch.Tensor | None = None,
     n_z: int = 1,
+    sens: torch.Tensor | None = None,
 ) -> torch.Tensor:
     ctx = _Ctx(m["rho"], m["r1"], m["r2"], m["dw"], m["b1"], xs, ys, cdt, zs, n_z)
     distinct = []
@@ -639,7 +654,8 @@ def _simulate_chunk(
             mxy, mz = _run_blocks([it], mxy, mz, ctx, record)
     n = mz.shape[0]
     if not record:
-        return torch.zeros(n, 0, dtype=cdt, device=mz.device)
+        lead = (n,) if sens is None else (n, sens.shape[0])
+        return torch.zeros(*lead, 0, dtype=cdt, device=mz.device)
     # group ADC occurrences by readout (same W); one batched matmul per group
     groups: dict[tuple, list[int]] = {}
     for i, (b, _) in enumerate(record):
@@ -656,20 +672,27 @@ def _simulate_chunk(
         b0 = record[idxs[0]][0]
         w = ctx.adc_matrix(b0)  # (N, V, K)
         states = torch.stack([record[i][1] for i in idxs]).transpose(0, 1)  # (N, G, V)
-        sig = torch.bmm(states, w)  # (N, G, K)
         phases = torch.stack([record[i][0].adc.phase for i in idxs])  # (G,)
         demod = torch.complex(torch.cos(phases), -torch.sin(phases))
-        sig = sig * demod[None, :, None]
-        pieces.append(sig.reshape(n, -1))
+        if sens is None:
+            sig = torch.bmm(states, w)  # (N, G, K)
+            sig = sig * demod[None, :, None]
+            pieces.append(sig.reshape(n, -1))
+        else:  # (N, C, G, V) weighted states, one matmul for all coils
+            g = states.shape[1]
+            cs = (states[:, None] * sens[None, :, None, :]).reshape(n, -1, states.shape[-1])
+            sig = torch.bmm(cs, w).reshape(n, sens.shape[0], g, -1)
+            sig = sig * demod[None, None, :, None]
+            pieces.append(sig.reshape(n, sens.shape[0], -1))
         for i in idxs:
             order.extend(range(offsets[i], offsets[i] + b0.adc.num))
-    allsig = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+    allsig = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
     order_t = torch.tensor(order, device=mz.device)
     if bool((order_t == torch.arange(len(order), device=mz.device)).all()):
         return allsig
     inv = torch.empty_like(order_t)
     inv[order_t] = torch.arange(len(order), device=mz.device)
-    return allsig[:, inv]
+    return allsig[..., inv]
 
 
 def simulate_kspace(
@@ -677,11 +700,13 @@ def simulate_kspace(
     phantom: Phantom,
     isochromats: int | tuple[int, int] = 1,
     chunk: int | None = None,
+    slice_positions: torch.Tensor | None = None,
+    coils: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`simulate` reshaped to ``(B, *seq.kspace_shape)`` (e.g. ``(B, n_pe, n_ro)``), or
-    ``seq.kspace_shape`` for an unbatched phantom. For the Cartesian builders the centred inverse
-    FFT :func:`mrphys.physics.fourier.ifft2c` of the result gives the image."""
-    sig = simulate(seq, phantom, isochromats=isochromats, chunk=chunk)
+    """:func:`simulate` reshaped to ``(B, [C,] *seq.kspace_shape)`` (e.g. ``(B, n_pe, n_ro)``),
+    without ``B`` for an unbatched phantom. For the Cartesian builders the centred inverse FFT
+    :func:`mrphys.physics.fourier.ifft2c` of the result gives the image."""
+    sig = simulate(seq, phantom, isochromats, chunk, slice_positions, coils)
     return sig.reshape(*sig.shape[:-1], *seq.kspace_shape)
 
 

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,8 +50,16 @@ from mrphys.physics.sequence import (
     _num,
 )
 from mrphys.physics.system import System
+from mrphys.tissue import Phantom
 
-__all__ = ["write_seq", "read_seq", "check_timing"]
+__all__ = [
+    "write_seq",
+    "read_seq",
+    "check_timing",
+    "simulate_file",
+    "FileAcquisition",
+    "write_mrd",
+]
 
 log = logging.getLogger(__name__)
 
@@ -573,3 +582,161 @@ def read_seq(path: str | os.PathLike, dtype: torch.dtype | None = None) -> Seque
             k = nums.pop()
             seq.kspace_shape = (seq.adc_count // k, k)
     return seq
+
+
+# ----------------------------------------------------------------------------------------------
+# simulating a Pulseq file
+
+
+@dataclass
+class FileAcquisition:
+    """A Pulseq file simulated on a phantom (:func:`simulate_file`).
+
+    Attributes:
+        sequence: the sequence read from the file.
+        kspace: complex64 ``(readouts, samples)`` in acquisition order, or
+            ``(coils, readouts, samples)`` with coils (CPU).
+        labels: LIN/PAR/SLC/... counter at every readout, acquisition order.
+        sorted_kspace: ``([coils,] SLC, PAR, LIN, samples)`` sorted by the labels (readouts
+            without a label at index 0; the last readout of a repeated index wins), or None
+            when the readouts differ in length.
+        image: centred inverse FFT magnitude ``(Y, X)`` (coil root-sum-of-squares) of the first
+            slice and partition of ``sorted_kspace`` when it is a 2-D Cartesian grid, else None.
+        fov: field of view in m used for the phantom.
+    """
+
+    sequence: Sequence
+    kspace: torch.Tensor
+    labels: dict[str, list[int]]
+    sorted_kspace: torch.Tensor | None
+    image: torch.Tensor | None
+    fov: float
+
+
+def file_fov(path: str | os.PathLike) -> float | None:
+    """The in-plane FOV in m from a Pulseq file's ``FOV`` definition (None when absent)."""
+    fov = None
+    with open(path, errors="replace") as f:
+        in_defs = False
+        for line in f:
+            s = line.strip()
+            if s.startswith("["):
+                in_defs = s == "[DEFINITIONS]"
+                continue
+            if in_defs and s.split()[:1] == ["FOV"]:
+                try:
+                    fov = float(s.split()[1])
+                except (IndexError, ValueError):
+                    return None
+    return fov
+
+
+def sort_by_labels(k: torch.Tensor, labels: dict[str, list[int]]) -> torch.Tensor:
+    """``(..., readouts, samples)`` in acquisition order to ``(..., SLC, PAR, LIN, samples)``."""
+    n = k.shape[-2]
+    idx = []
+    for name in ("SLC", "PAR", "LIN"):
+        v = labels.get(name)
+        v = [0] * n if v is None else v
+        check(min(v) >= 0, f"negative {name} labels cannot index k-space.")
+        idx.append(torch.tensor(v, dtype=torch.long))
+    shape = [int(i.max()) + 1 for i in idx]
+    out = torch.zeros(*k.shape[:-2], *shape, k.shape[-1], dtype=k.dtype)
+    out[..., idx[0], idx[1], idx[2], :] = k
+    return out
+
+
+def simulate_file(
+    path: str | os.PathLike,
+    phantom: Phantom,
+    coils: torch.Tensor | None = None,
+    slice_positions: torch.Tensor | None = None,
+    isochromats: int = 1,
+) -> FileAcquisition:
+    """Simulate any Pulseq file on ``phantom`` (what ``mrphys simulate --seq`` computes).
+
+    Args:
+        path: the ``.seq`` file (Pulseq 1.4 or 1.5).
+        phantom: a 2-D phantom whose FOV matches the sequence's.
+        coils: receive sensitivities ``(C, Y, X)`` or None (one ideal coil).
+        slice_positions: ``(Z,)`` z positions in m of isochromats through the slice, or None.
+        isochromats: in-plane isochromats per voxel (along x).
+    """
+    from mrphys.physics import bloch
+    from mrphys.physics.fourier import ifft2c
+
+    seq = read_seq(path, dtype=phantom.dtype)
+    check(seq.adc_count > 0, f"the Pulseq file {path} has no ADC: nothing to simulate.")
+    with torch.no_grad():
+        sig = bloch.simulate(seq, phantom, isochromats=isochromats,
+                             slice_positions=slice_positions, coils=coils)  # fmt: skip
+    sig = sig.to(torch.complex64).cpu()
+    labels = seq.params.get("labels", {})
+    nums = {b.adc.num for b, _ in seq._iter_blocks_counted() if b.adc is not None}
+    sorted_k = image = None
+    if len(nums) == 1:
+        s = nums.pop()
+        k = sig.reshape(*sig.shape[:-1], -1, s)
+        sorted_k = sort_by_labels(k, labels) if labels else k[..., None, None, :, :]
+        grid = sorted_k[..., 0, 0, :, :]
+        if grid.shape[-2] > 1 and grid.shape[-2] == grid.shape[-1]:
+            img = ifft2c(grid, norm="backward").abs()
+            image = img if coils is None else img.pow(2).sum(0).sqrt()
+    else:
+        k = sig
+    return FileAcquisition(seq, k, labels, sorted_k, image, phantom.fov[0])
+
+
+def write_mrd(
+    path: str | os.PathLike,
+    kspace: torch.Tensor,
+    labels: dict[str, list[int]],
+    fov: float,
+    matrix: int,
+    dwell: float,
+) -> None:
+    """Raw data ``(coils, readouts, samples)`` (acquisition order) as an ISMRMRD/MRD file, one
+    acquisition per readout with its LIN/PAR/SLC labels in the encoding counters.
+
+    A small writer of its own (the raw-data issue's MRD module is not on main yet)."""
+    import ismrmrd
+    import ismrmrd.xsd as x
+
+    check(kspace.dim() == 3, "MRD raw data must be (coils, readouts, samples).")
+    c, r, s = kspace.shape
+    lin = labels.get("LIN", list(range(r)))
+    fov_mm = x.fieldOfViewMm(x=fov * 1e3, y=fov * 1e3, z=5.0)
+    enc = x.encodingType(
+        encodedSpace=x.encodingSpaceType(matrixSize=x.matrixSizeType(x=s, y=r, z=1),
+                                         fieldOfView_mm=fov_mm),
+        reconSpace=x.encodingSpaceType(matrixSize=x.matrixSizeType(x=matrix, y=matrix, z=1),
+                                       fieldOfView_mm=fov_mm),
+        encodingLimits=x.encodingLimitsType(kspace_encoding_step_1=x.limitType(
+            minimum=0, maximum=max(lin), center=max(lin) // 2)),
+        trajectory=x.trajectoryType("cartesian"),
+    )  # fmt: skip
+    hdr = x.ismrmrdHeader(
+        experimentalConditions=x.experimentalConditionsType(
+            H1resonanceFrequency_Hz=int(GAMMABAR * 3.0)
+        ),
+        acquisitionSystemInformation=x.acquisitionSystemInformationType(receiverChannels=c),
+        encoding=[enc],
+    )
+    tmp = Path(path).with_name(f".{Path(path).name}.part")
+    if tmp.exists():
+        tmp.unlink()
+    data = kspace.numpy().astype(np.complex64)
+    ds = ismrmrd.Dataset(str(tmp), "dataset", create_if_needed=True)
+    try:
+        ds.write_xml_header(hdr.toXML("utf-8"))
+        for i in range(r):
+            acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(data[:, i, :]))
+            acq.idx.kspace_encode_step_1 = int(lin[i])
+            acq.idx.kspace_encode_step_2 = int(labels.get("PAR", [0] * r)[i])
+            acq.idx.slice = int(labels.get("SLC", [0] * r)[i])
+            acq.sample_time_us = dwell * 1e6
+            acq.scan_counter = i
+            ds.append_acquisition(acq)
+    finally:
+        ds.close()
+    os.replace(tmp, path)
