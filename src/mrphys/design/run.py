@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -276,6 +277,7 @@ def run_optimize(
     )
     save_json(out / "metrics.json", res.to_dict())
     save_json(out / "config.json", asdict(cfg))
+    _export_sequence(out / "sequence.seq", hist, te.acq, cfg.method)
     torch.save(
         {
             "images": hist.images,
@@ -291,6 +293,23 @@ def run_optimize(
         hist.flip_angle_deg[-1],
     )
     return res
+
+
+def _export_sequence(path: Path, hist: FDHistory | JointHistory, acq, method: str) -> None:
+    """The learned sequence as a scanner-ready Pulseq file (learned values in its definitions)."""
+    from mrphys.physics.pulseq_io import write_learned_spin_echo
+
+    h = hist.to_dict()
+    flip1 = h["flip_angle_deg"][-1]
+    flip2 = h.get("flip2_deg", [math.degrees(acq.flip2)])[-1]
+    te_ms = h.get("te_ms", [acq.te * 1e3])[-1]
+    tr_ms = h.get("tr_ms", [acq.tr * 1e3])[-1]
+    learned = {"Method": method, "Flip1Deg": flip1, "Flip2Deg": flip2, "TEms": te_ms,
+               "TRms": tr_ms}  # fmt: skip
+    if getattr(hist, "line_weights", None) is not None:
+        learned["LineWeights"] = [round(float(v), 4) for v in hist.line_weights[-1]]
+    write_learned_spin_echo(path, acq.matrix, acq.fov, tr_ms * 1e-3, te_ms * 1e-3,
+                            math.radians(flip1), math.radians(flip2), learned)  # fmt: skip
 
 
 def summary(m: OptimizeResult | dict) -> str:

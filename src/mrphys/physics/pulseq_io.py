@@ -740,3 +740,30 @@ def write_mrd(
     finally:
         ds.close()
     os.replace(tmp, path)
+
+
+def write_learned_spin_echo(
+    path: str | os.PathLike,
+    matrix: int,
+    fov: float,
+    tr: float,
+    te: float,
+    flip1: float,
+    flip2: float,
+    learned: dict[str, float | list[float]],
+    system: System | None = None,
+) -> Sequence:
+    """Write a learned SPIN spin echo as a scanner-ready ``.seq`` (passes ``check_timing()``).
+
+    The sequence is :func:`~mrphys.physics.sequence.spin_echo` with ``system`` (default
+    :class:`System`) at the learned values (s, rad); ``learned`` (e.g. ``{"Flip1Deg": 73.2}``)
+    goes into ``[DEFINITIONS]`` with a ``Learned`` prefix, so the file says what was learned.
+    Returns the sequence written.
+    """
+    from mrphys.physics.sequence import spin_echo
+
+    seq = spin_echo(matrix=matrix, fov=fov, tr=tr, te=te, flip1=flip1, flip2=flip2,
+                    n_dummy=2, system=system or System())  # fmt: skip
+    defs = {f"Learned{k}": v for k, v in learned.items()}
+    write_seq(seq, path, definitions=defs)
+    return seq
