@@ -218,8 +218,10 @@ def test_minimum_te_and_tr_are_named():
         gre(tr=0.003, te=None, matrix=256, fov=0.2, system=System())
     with pytest.raises(MrphysError, match=r"TE 5 ms is below the minimum"):
         spin_echo(matrix=64, fov=0.2, tr=1.0, te=0.005, system=System())
-    with pytest.raises(MrphysError, match="above max_grad"):
-        gre(matrix=64, fov=0.01, readout_dt=1e-5, system=System())
+    # a readout too strong for max_grad gets the shortest dwell that fits
+    seq = gre(matrix=64, fov=0.032, readout_dt=1e-5, system=System())
+    ro = next(b for b in seq.blocks if b.adc is not None)
+    assert float(ro.gx.amps[1]) <= System().max_grad and float(ro.adc.dwell) > 1e-5
 
 
 def test_trapezoids_respect_the_limits_and_the_raster():

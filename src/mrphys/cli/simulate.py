@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(p, "--flip-deg", None, "(first) flip angle in degrees", type=float)
     arg(p, "--fov-mm", None, FOV_HELP, type=float)
     arg(p, "--field-t", 3.0, "B0 for the Gach phantom T1 (T)")
+    p.add_argument("--ideal-hardware", action="store_true",
+                   help="--sequence: hard pulses and instantaneous gradients (the closed-form "
+                   "model; the .seq is then not scanner-ready)")  # fmt: skip
     arg(p, "--coils", None, "--seq: receive coils (birdcage maps); also writes raw.mrd", type=int)
     arg(p, "--slice-isochromats", 1, "--seq: isochromats through the slice (slice profile)")
     arg(p, "--slice-thickness-mm", None, "--seq: slice thickness; isochromats span twice it",
@@ -58,12 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from mrphys.io import output_dir, save_json, save_nifti
     from mrphys.physics import pulseq_io
     from mrphys.physics.acquire import simulate_cartesian
+    from mrphys.physics.system import System
     from mrphys.utils import resolve_device
 
     device = resolve_device(args.device)
     names = ("phantom", "matrix", "noise_pct", "tr_ms", "te_ms", "flip_deg", "fov_mm", "field_t")
+    system = None if args.ideal_hardware else System()
     acq = simulate_cartesian(args.sequence, **{k: getattr(args, k) for k in names},
-                             seed=args.seed, device=device)  # fmt: skip
+                             seed=args.seed, device=device, system=system)  # fmt: skip
     ph, k, metrics = acq.phantom, acq.kspace, {"psnr_db": acq.psnr_db, "ssim": acq.ssim}
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         np.save(tmp / "kspace.npy", k.cpu().numpy().astype(np.complex64))
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             "tr_ms": acq.tr * 1e3, "te_ms": acq.te * 1e3, "flip_deg": math.degrees(acq.flip),
             "fov_mm": acq.fov * 1e3, "field_t": args.field_t, "device": str(device),
             "metrics": metrics, "kspace_layout": "[phase encodes, readout], k = 0 at index N//2",
+            "scanner_ready": system is not None, "te_actual_ms": acq.sequence.params["te"] * 1e3,
         })  # fmt: skip
         plot.image_panels(tmp / "preview.png", [
             (maps["rho"], "proton density", "gray", None),

@@ -2,6 +2,18 @@
 
 One step per event, never per clock tick:
 
+* Finite RF (:class:`~mrphys.physics.sequence.ShapedRF`): one rotation per RF sample about
+  ``(2 pi dt Re s_j, 2 pi dt Im s_j, -(gamma G(t).r + dw) dt)`` (the gradient term from the
+  exact moment over the sample), composed as SU(2) spinors in a balanced tree and cached per
+  pulse shape (RF phases enter as rotations about z, so RF spoiling and phase cycling reuse it);
+  free precession before and after the pulse inside its block; half the pulse's relaxation on
+  either side (symmetric splitting, second order in duration / T2). Spins at ``z`` positions
+  (``slice_positions``) give the slice profile; without off-resonance, B1 map or in-plane
+  gradients during the pulse the rotation is computed once per z position.
+* Gradients: a constant per block, or piecewise-linear waveforms
+  (:class:`~mrphys.physics.sequence.Grad`: trapezoids with ramps, extended trapezoids,
+  arbitrary shapes) whose moments are integrated in closed form per linear piece, for the block
+  and at every ADC sample (ramp sampling), never by time stepping.
 * RF (hard pulse, at the start of a block): the 3x3 rotation by ``a = flip * B1`` about
   ``(cos p, sin p, 0)`` applied to (Mx, My, Mz); in complex form with ``m = Mx + i My``
   ``m' = cos^2(a/2) m + sin^2(a/2) e^{2ip} conj(m) - i e^{ip} sin(a) Mz``,

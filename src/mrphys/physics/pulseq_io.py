@@ -1,27 +1,29 @@
-"""Pulseq ``.seq`` export and import of :class:`~mrphys.physics.sequence.Sequence` (via pypulseq).
+"""Pulseq ``.seq`` export and import of :class:`~mrphys.physics.sequence.Sequence` (via pypulseq),
+and simulating any Pulseq file (:func:`simulate_file`, what ``mrphys simulate --seq`` runs).
 
-Mapping (Pulseq file format 1.5, written by pypulseq):
+Writing (Pulseq 1.5): a :class:`Block` becomes one Pulseq block of the same duration; a
+:class:`ShapedRF` an arbitrary RF event (samples, phase, frequency offset, delay, use); a hard
+:class:`RFPulse` a 20 us block pulse at the block start (idealised sequences only); a constant
+gradient a zero-ramp trapezoid over the block, a :class:`Grad` a trapezoid (4 corners) or an
+extended trapezoid through its corners; an ADC keeps samples, dwell, delay and phase; labels are
+written (LIN is added to the readouts of a Cartesian ``kspace_shape``). A :class:`Loop` is written
+out repetition by repetition; loops, ideal spoilers, hard pulses, ``kspace_shape`` and the name go
+into ``[DEFINITIONS]`` (``MrphysLoops``, ``MrphysSpoilBlocks``, ``MrphysHardRF``,
+``MrphysKspaceShape``, ``Name``) so that :func:`read_seq` rebuilds the same Sequence. The rasters,
+dead and ringdown times are those of ``seq.system`` (a :class:`System`; the scanner-ready builders
+set it and their files pass pypulseq's ``check_timing()``), else 1 us rasters without limits (the
+idealised sequences: exact for the simulator, **not** scanner-ready). The file stores amplitudes
+and phases to 6 significant digits (a round trip changes the signal by about 1e-5 relative).
 
-* a :class:`Block` becomes one Pulseq block of the same duration (a delay event sets it);
-* a hard RF pulse becomes a block pulse of ``RFPulse.duration`` (20 us) at the block start, flip
-  and phase kept (negative flips are written as ``|flip|`` with the phase turned by pi);
-* a constant gradient becomes a trapezoid with zero rise and fall times over the whole block
-  (instantaneous switching: exact for the simulator, **not** scanner-ready);
-* an ADC keeps number of samples, dwell, delay and phase;
-* a :class:`Loop` is written out repetition by repetition (Pulseq has no loops); the loop
-  structure, the ideal spoilers (``spoil=True``, no Pulseq event), ``kspace_shape`` and the
-  builder name go into ``[DEFINITIONS]`` (``MrphysLoops``, ``MrphysSpoilBlocks``,
-  ``MrphysKspaceShape``, ``Name``) so that :func:`read_seq` rebuilds the same Sequence.
-
-Rasters: 1 us for blocks, gradients and RF, 100 ns for ADC dwell; the file stores RF/ADC phases
-and amplitudes to 6 significant digits and ADC delays to 1 us. A round trip therefore changes
-the simulated signal by about 1e-5 relative (tested per builder).
-
-Reading a foreign Pulseq file: trapezoids and arbitrary/extended gradients are cut into
-piecewise-constant sub-blocks at their corner points (the moment of each piece is kept; a ramp
-becomes its mean), an RF pulse of any shape becomes a hard pulse at its centre with the flip
-angle of its integral, z gradients and frequency offsets are ignored (2-D simulation on
-resonance), and an ADC must lie inside one constant-gradient piece (no ramp sampling).
+Reading (Pulseq 1.4 and 1.5, any writer): every block exactly as one :class:`Block`: trapezoids,
+extended trapezoids and arbitrary gradients as piecewise-linear :class:`Grad` waveforms (moments
+in closed form, ADC samples on ramps included), RF with its samples, phase and frequency offset
+(finite pulse, simulated as a product of rotations), x, y and z gradients (z acts on isochromats
+through the slice), ADC phase offsets, delays, labels (LIN, PAR, SLC, ... counted at every ADC).
+Not represented (a warning, once): RF/ADC offsets in ppm, ADC frequency offsets, triggers; soft
+delays take their default duration. pypulseq 1.5.0 cannot read the rotation extension, so a file
+with rotations is refused with the reader's message. An ADC in the block of an RF pulse, or an
+event longer than its block, raises an error naming the block.
 """
 
 from __future__ import annotations

@@ -898,12 +898,10 @@ class _Readout:
             abs(on_raster(dt, system.adc_raster) - dt) < 1e-3 * system.adc_raster,
             f"readout_dt {dt:g} s is not on the {system.adc_raster:g} s ADC raster.",
         )
+        # a dwell too short for max_grad is lengthened to the shortest that fits (1 us steps)
+        dt_min = ceil_raster(1.0 / fov / (GAMMABAR * system.max_grad), 1e-6)
+        dt = max(dt, dt_min)
         amp = 1.0 / fov / (GAMMABAR * dt)  # T/m
-        check(
-            amp <= system.max_grad,
-            f"the readout needs {amp * 1e3:.3g} mT/m, above max_grad {system.max_grad * 1e3:g} "
-            "mT/m: lengthen readout_dt or enlarge the FOV.",
-        )
         self.rise = max(ceil_raster(amp / system.max_slew, system.grad_raster), system.grad_raster)
         self.flat = ceil_raster(n * dt, system.grad_raster)
         delay = on_raster(self.rise + (self.flat - n * dt) / 2, system.rf_raster)
@@ -1008,6 +1006,7 @@ def _cartesian_system(
         tr_actual=d1 + d2 + ro.duration + d4,
         te_min=te_min,
         tr_min=tr_min,
+        readout_dt_actual=ro.dt,
     )
     return pe, tr_blocks, timing
 
@@ -1151,7 +1150,7 @@ def _spin_echo_system(n, n_ro, fov, tr, te, flip1, flip2, dt, n_dummy, phase1, p
         items += tr_blocks(a, True)
     te_act = 2 * (d1 - c1 + d2 + c3)
     params = dict(matrix=n, fov=fov, tr=tr_f, te=te_act, flip1=_num(f1), flip2=_num(f2),
-                  readout_dt=dt, n_dummy=int(n_dummy), phase1=_num(p1), phase2=_num(p2),
+                  readout_dt=ro.dt, n_dummy=int(n_dummy), phase1=_num(p1), phase2=_num(p2),
                   spoil=spoil, n_ro=n_ro, rf_duration=rf_duration, te_actual=te_act,
                   tr_actual=d1 + d2 + d3 + gap + ro.duration + d6, te_min=2 * half_min,
                   tr_min=tr_min)  # fmt: skip
