@@ -6,11 +6,13 @@ Prints ONE JSON object. Usage::
 
 Three Cartesian sequences are written here with pypulseq directly (as another program would):
 
-* ``gre``: spoiled gradient echo, block pulse after the RF dead time, ramped trapezoids, RF
-  spoiling (117 deg), a spoiler lobe, LIN labels;
+* ``gre``: gradient echo, block pulse after the RF dead time, ramped trapezoids, a spoiler lobe,
+  LIN labels, TR 10 ms; no RF spoiling: with one spin per voxel the transverse coherences are
+  then deterministic in both tools (MRzero's isochromat mode puts its spin at a random place in
+  the voxel, its PDG prunes states: an RF-spoiled comparison would measure those choices);
 * ``bssfp``: balanced SSFP with a sinc slice-selective pulse (apodised, TBW 4) and its slice
   rephasers, every axis balanced, alternating RF phase, dummy repetitions;
-* ``spin_echo``: 90 / 180 block pulses, phase encode before the 180, long TR.
+* ``spin_echo``: 90 / 180 block pulses, phase encode before the 180, TR 10 s (SPIN).
 
 Both simulators read the same ``.seq`` file and the same SPIN Shepp-Logan phantom (one spin per
 voxel at z = 0: MRzero ``voxel_shape="point"``). mrphys is timed in this process (median of
@@ -18,7 +20,7 @@ repeats after a warm-up, file reading reported apart); MRzero runs in its own en
 virtual environment with ``mrzerocore``, never a dependency of mrphys, default
 ``/tmp/venv_mrzero/bin/python``) as a subprocess of this script, timed inside that process,
 PDG mode (``compute_graph`` + ``execute_graph``) for all three and its isochromat mode for the
-GRE, back to back on the same machine. Agreement: NRMSE of the magnitude images (inverse FFT of
+bSSFP, back to back on the same machine. Agreement: NRMSE of the magnitude images (inverse FFT of
 the k-space sorted by the LIN labels), and of the complex k-space after the least-squares global
 complex factor (the two tools' RF and receiver phase conventions differ by a constant). mrphys
 simulates the finite RF pulses (the sinc as a product of rotations through the slice); MRzero's
@@ -75,11 +77,7 @@ def write_files(folder: Path, n: int, fov: float) -> dict[str, dict]:
     gx_pre = pp.make_trapezoid("x", area=-gx.area / 2, duration=8e-4, system=sys_)
     gx_sp = pp.make_trapezoid("x", area=4 * n * dk, system=sys_)
     tr = 10e-3
-    phase, inc = 0.0, 0.0
     for i, line in enumerate([0] * 20 + list(range(n))):
-        rf.phase_offset = adc.phase_offset = phase
-        inc += math.radians(117)
-        phase = (phase + inc) % (2 * math.pi)
         gy = pp.make_trapezoid("y", area=(line - n / 2) * dk, duration=8e-4, system=sys_)
         el = add(s, rf) + add(s, gx_pre, gy)
         if i < 20:
@@ -129,7 +127,7 @@ def write_files(folder: Path, n: int, fov: float) -> dict[str, dict]:
                                 use="refocusing")  # fmt: skip
     gx, adc = readout()
     gx_pre = pp.make_trapezoid("x", area=gx.area / 2, duration=1e-3, system=sys_)
-    te, tr = 20e-3, 1.0
+    te, tr = 20e-3, 10.0
     t90 = rf90.delay + 2.5e-4
     for i, line in enumerate([0] * 2 + list(range(n))):
         gy = pp.make_trapezoid("y", area=-(line - n / 2) * dk, duration=1e-3, system=sys_)
@@ -218,7 +216,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--mrzero-python", default="/tmp/venv_mrzero/bin/python")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--iso", default="gre", help=argparse.SUPPRESS)
+    ap.add_argument("--iso", default="bssfp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         peer_worker(Path(args.worker), ["gre", "bssfp", "spin_echo"], args.iso.split(","))
@@ -275,7 +273,7 @@ def main() -> None:
         res["mrzero"] = {"skipped": f"no MRzero environment at {py} (pip install mrzerocore "
                          "in a venv with torch==2.13.0 first)"}  # fmt: skip
     else:
-        cmd = [str(py), str(Path(__file__).resolve()), "--worker", str(folder), "--iso", "gre"]
+        cmd = [str(py), str(Path(__file__).resolve()), "--worker", str(folder), "--iso", "bssfp"]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)
         if p.returncode != 0:

@@ -647,6 +647,18 @@ def spin_echo(
     return Sequence(items, (n, n_ro), "spin_echo", params, system)
 
 
+def _increments(n_cycles: int | None, phase_increment, dtype: torch.dtype) -> list[torch.Tensor]:
+    """RF phase increments: the one given, or ``pi (2j - 1) / N`` for ``j = 1..N``."""
+    if phase_increment is not None:
+        return [_t(phase_increment, "phase_increment")]
+    check(
+        n_cycles is not None and int(n_cycles) >= 1,
+        f"n_cycles must be a positive integer; got {n_cycles!r}.",
+    )
+    ncyc = int(n_cycles)
+    return [torch.tensor(math.pi * (2 * j - 1) / ncyc, dtype=dtype) for j in range(1, ncyc + 1)]
+
+
 def bssfp(
     tr: Scalar = 4.8e-3,
     te: Scalar | None = None,
@@ -704,15 +716,7 @@ def bssfp(
     def c(x: float) -> torch.Tensor:
         return torch.tensor(float(x), dtype=dtype)
 
-    if phase_increment is not None:
-        incs = [_t(phase_increment, "phase_increment")]
-    else:
-        check(
-            n_cycles is not None and int(n_cycles) >= 1,
-            f"n_cycles must be a positive integer; got {n_cycles!r}.",
-        )
-        ncyc = int(n_cycles)
-        incs = [c(math.pi * (2 * j - 1) / ncyc) for j in range(1, ncyc + 1)]
+    incs = _increments(n_cycles, phase_increment, dtype)
     tr_f, te_f = _num(trt), _num(tet)
     check(0 < te_f < tr_f, f"te must lie in (0, tr) = (0, {tr_f:g}) s; got {te_f:g}.")
     zero = c(0.0)
@@ -1047,15 +1051,7 @@ def _bssfp_system(tr, te, flip, n_cycles, phase_increment, n_dummy, matrix, fov,
     dtype = torch.get_default_dtype()
     ft, p0 = _t(flip, "flip"), _t(phase0, "phase0")
     check(int(n_dummy) >= 0, f"n_dummy must be >= 0; got {n_dummy}.")
-    if phase_increment is not None:
-        incs = [_t(phase_increment, "phase_increment")]
-    else:
-        check(
-            n_cycles is not None and int(n_cycles) >= 1,
-            f"n_cycles must be a positive integer; got {n_cycles!r}.",
-        )
-        incs = [torch.tensor(math.pi * (2 * j - 1) / int(n_cycles), dtype=dtype)
-                for j in range(1, int(n_cycles) + 1)]  # fmt: skip
+    incs = _increments(n_cycles, phase_increment, dtype)
     tr_f = _num(tr)
     te_f = tr_f / 2 if te is None else _num(te)
     items: list[Block | Loop] = []
