@@ -236,3 +236,19 @@ def test_trapezoids_respect_the_limits_and_the_raster():
         assert float(g.area()) == pytest.approx(area, rel=1e-9)
     with pytest.raises(MrphysError, match="needs at least .* ms"):
         trapezoid(2e-4, sysm, duration=1e-4)
+
+
+def test_dummy_loop_with_finite_pulses_equals_the_expanded_loop():
+    from mrphys.physics.sequence import Loop, bssfp
+
+    seq = bssfp(tr=6e-3, matrix=8, fov=0.032, readout_dt=2e-5, n_cycles=2, n_dummy=12,
+                system=System())  # fmt: skip
+    flat = Sequence(
+        [b for it in seq.items for b in (it.expand() if isinstance(it, Loop) else [it])],
+        seq.kspace_shape,
+    )
+    ph = Phantom(torch.rand(8, 8, dtype=F64), torch.full((8, 8), 0.8, dtype=F64),
+                 torch.full((8, 8), 0.1, dtype=F64), fov=(0.032, 0.032),
+                 db0=torch.linspace(-30, 30, 64, dtype=F64).reshape(8, 8))  # fmt: skip
+    a, b = bloch.simulate(seq, ph), bloch.simulate(flat, ph)
+    assert torch.allclose(a, b, atol=1e-10 * float(b.abs().max()))

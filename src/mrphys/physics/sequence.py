@@ -180,11 +180,9 @@ class Grad:
         z = torch.zeros((), dtype=a.dtype, device=a.device)
 
         def tt(v: Scalar) -> torch.Tensor:
-            return (
-                v.to(a.dtype)
-                if isinstance(v, torch.Tensor)
-                else torch.tensor(float(v), dtype=a.dtype)
-            )
+            if isinstance(v, torch.Tensor):
+                return v.to(device=a.device, dtype=a.dtype)
+            return torch.tensor(float(v), dtype=a.dtype, device=a.device)
 
         t0 = tt(delay)
         t1 = t0 + tt(rise)
