@@ -604,7 +604,7 @@ def simulate(
     cdt = torch.complex64 if rdt == torch.float32 else torch.complex128
     dev = phantom.device
     params = seq.parameters()
-    same = all(t.device == dev and t.dtype == rdt for t in params)
+    same = all(t.device == dev and t.dtype == (cdt if t.is_complex() else rdt) for t in params)
     sq = seq if same else seq.to(device=dev, dtype=rdt)
     maps, xs, ys, zs = _prepare(phantom, isochromats, slice_positions)
     sens = None
@@ -754,8 +754,10 @@ def block_response(
     zero = torch.zeros_like(z)
     ctx = _Ctx(one, r1, r2, dw, None, zero, zero, cdt, z, z.numel())
     seq = Sequence([block])
-    same = all(t.device == z.device and t.dtype in (rdt, cdt) for t in seq.parameters()
-               if not t.is_complex()) and True  # fmt: skip
+    same = all(
+        t.device == z.device and t.dtype == (cdt if t.is_complex() else rdt)
+        for t in seq.parameters()
+    )
     blk = seq.items[0] if same else seq.to(device=z.device, dtype=rdt).items[0]
     mxy, mz = _run_blocks([blk], None, one, ctx, [])
     if mxy is None:
