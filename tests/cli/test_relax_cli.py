@@ -116,7 +116,14 @@ def _bad_cases(sim, tmp_path):
         "nan": (["--input", _save(tmp_path / "nan.nii.gz", nan), "--b1", b1p], "NaN"),
         "b1_shape": (["--input", inp, "--b1", _save(tmp_path / "b1s.nii.gz", b1[:8])], "--b1"),
         "b1_percent": (
-            ["--input", inp, "--b1", _save(tmp_path / "b1p.nii.gz", b1 * 100)],
+            [
+                "--input",
+                inp,
+                "--b1",
+                _save(tmp_path / "b1p.nii.gz", b1 * 100),
+                "--b1-units",
+                "ratio",
+            ],
             "percent",
         ),  # fmt: skip
         "b1_nan": (["--input", inp, "--b1", _save(tmp_path / "b1n.nii.gz", b1 * np.nan)], "NaN"),
