@@ -6,6 +6,9 @@ Subcommands:
   complex); writes ``t1.nii.gz``, ``t2.nii.gz`` (ms), ``db0.nii.gz`` (Hz, complex methods) and
   ``config.json`` with the input's affine. Voxels whose phase cycles are all 0 are not fitted
   (maps 0): a warning, ``voxels_without_signal`` in ``config.json`` and ``no_signal.nii.gz``.
+- ``bids``: the BIDS-App (``mrphys relax bids BIDS_DIR OUT_DIR participant``): every subject's
+  pc-bSSFP series and B1 maps found, fitted and written as a BIDS derivatives dataset with JSON
+  sidecars and a per-subject HTML report (:mod:`mrphys.relax.bids`).
 - ``train``: train a network on simulated data; writes a resumable checkpoint.
 - ``simulate``: a brain-like test volume (Gach Shepp-Logan, smooth B1/B0, noise) and its true maps,
   computed on ``--device``.
@@ -64,6 +67,14 @@ def _method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=model_help + " trained on first use)")
 
 
+BIDS_DIR_HELP = (
+    "BIDS dataset: sub-<label>/[ses-<label>/]anat/*_acq-pcbssfp[_part-mag|phase]_bSSFP.nii.gz "
+    "with JSON sidecars, and sub-<label>/[ses-<label>/]fmap/*_TB1map.nii.gz"
+)
+TISSUE_HELP = (
+    "derivatives folder with sub-<label>/anat/*_label-<tissue>_mask.nii.gz (report histograms "
+    "per tissue) and *_desc-brain_mask.nii.gz (voxels to fit; default: voxels with signal)"
+)
 NII_HELP = "write uncompressed .nii files (fastest to write and read; default .nii.gz)"
 
 
@@ -88,6 +99,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(f)
     f.add_argument("--nii", action="store_true", help=NII_HELP)
     f.set_defaults(func=run_fit)
+
+    b = rs.add_parser(
+        "bids", help="BIDS-App: T1/T2 maps of each subject's pc-bSSFP series as BIDS derivatives"
+    )
+    b.add_argument("bids_dir", help=BIDS_DIR_HELP)
+    b.add_argument("output_dir", help="the derivatives dataset to write, one sub-* folder each")
+    level_help = "participant (fit each subject); group is not supported"
+    b.add_argument("analysis_level", choices=["participant", "group"], help=level_help)
+    label_help = "subjects to process (labels with or without sub-; default: all)"
+    b.add_argument("--participant-label", nargs="+", help=label_help)
+    _method_args(b)
+    b.add_argument("--tissue-masks", help=TISSUE_HELP)
+    _protocol_args(b, sidecar=True)
+    b.add_argument("--no-report", dest="report", action="store_false", help="no HTML report")
+    add_common(b, out=False)
+    over_help = "replace the derivatives of a subject that mrphys wrote before"
+    b.add_argument("--overwrite", action="store_true", help=over_help)
+    b.set_defaults(func=run_bids)
 
     t = rs.add_parser("train", help="train an SVNN/PINN on simulated pc-bSSFP data")
     t.add_argument("--method", required=True, choices=NET_METHODS)
@@ -148,6 +177,28 @@ def run_fit(args: argparse.Namespace) -> int:
     n_empty = res.voxels_without_signal
     empty = f", {n_empty} without signal (maps 0, the no_signal map)" if n_empty else ""
     print(f"wrote {args.out} ({res.voxels_fitted} voxels{empty}, {res.seconds:.2f} s)")
+    return 0
+
+
+def run_bids(args: argparse.Namespace) -> int:
+    from mrphys.errors import MrphysError
+
+    if args.analysis_level == "group":
+        raise MrphysError(
+            "the group level is not supported by mrphys relax bids (each subject's maps are "
+            "complete at the participant level); run it with participant."
+        )
+    from mrphys.relax.bids import BidsOptions, run_participant
+    from mrphys.utils import resolve_device
+
+    names = ("method", "model", "tr_ms", "te_ms", "flip_deg", "b1_units", "seed", "overwrite")
+    opts = BidsOptions(**{k: getattr(args, k) for k in names}, report=args.report,
+                       sidecar=args.sidecar, device=resolve_device(args.device))  # fmt: skip
+    results = run_participant(args.bids_dir, args.output_dir, opts, args.participant_label,
+                              args.tissue_masks)  # fmt: skip
+    for r in results:
+        n = sum(s.voxels_fitted for s in r.series)
+        print(f"wrote {r.folder} ({len(r.series)} series, {n} voxels)")
     return 0
 
 

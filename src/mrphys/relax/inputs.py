@@ -39,6 +39,7 @@ __all__ = [
     "PcBssfpVolume",
     "SeriesProtocol",
     "load_network",
+    "foreground_mask",
     "load_pc_bssfp",
     "load_series",
     "protocol_from_ms",
@@ -271,13 +272,34 @@ def _b1_ratio(b1_map: np.ndarray, sel: np.ndarray, units: str) -> np.ndarray:
     return (np.asarray(b1_map, dtype=np.float32) / 100) if percent else b1_map
 
 
+def foreground_mask(signals: np.ndarray) -> np.ndarray:
+    """Voxels with signal: the mean magnitude over the phase cycles above Otsu's threshold of
+    its histogram (at most a fifth of its 99th percentile, so bright fluid does not claim
+    the tissue as background). ``signals`` complex ``(X, Y, Z, N)``; returns bool ``(X, Y, Z)``."""
+    mag = np.abs(signals).mean(axis=3)
+    finite = mag[np.isfinite(mag)]
+    if finite.size == 0 or not finite.any():
+        return np.zeros(mag.shape, dtype=bool)
+    hi = float(np.percentile(finite, 99))
+    hist, edges = np.histogram(np.clip(finite, 0, hi), bins=256, range=(0, hi))
+    w = np.cumsum(hist).astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    mu = np.cumsum(hist * centres)
+    total, wt = mu[-1], w[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w - mu * wt) ** 2 / (w * (wt - w))
+    between[~np.isfinite(between)] = -1
+    thr = min(float(centres[int(np.argmax(between))]), 0.2 * hi)
+    return np.nan_to_num(mag) > thr
+
+
 def load_pc_bssfp(
     input: Inputs,
     b1: PathLike,
     *,
     input_imag: Inputs | None = None,
     input_phase: Inputs | None = None,
-    mask: PathLike | None = None,
+    mask: PathLike | str | None = None,
     phase_cycles: int | None = None,
     b1_units: str = "ratio",
     resample_b1: bool = False,
@@ -291,7 +313,8 @@ def load_pc_bssfp(
         b1: B1 map ``(X, Y, Z)``, within :data:`B1_LIMITS` in the mask once scaled to a ratio.
         input_imag, input_phase: the second part of a real ``input``, as many files as it (at
             most one of them).
-        mask: NIfTI ``(X, Y, Z)``, non-zero = fit (default: every voxel).
+        mask: NIfTI ``(X, Y, Z)``, non-zero = fit (default: every voxel), or ``"foreground"``:
+            the voxels with signal (:func:`foreground_mask`).
         phase_cycles: expected N (checked against the input's 4th axis).
         b1_units: ``ratio`` (1 = nominal), ``percent`` (100 = nominal, BIDS ``TB1map``) or
             ``auto`` (:data:`B1_UNITS`).
@@ -313,7 +336,13 @@ def load_pc_bssfp(
     spatial = data.shape[:3]
     b1_map = _companion("b1", b1, spatial, aff, resample=resample_b1)
     sel = np.ones(spatial, dtype=bool)
-    if mask is not None:
+    if isinstance(mask, str) and mask == "foreground":
+        if not np.isfinite(data).all():
+            raise MrphysError("input contains NaN or infinite values.")
+        sel = foreground_mask(data)
+        if not sel.any():
+            raise MrphysError("input has no voxel with signal (all phase cycles 0).")
+    elif mask is not None:
         m = _companion("mask", mask, spatial, aff)
         if not np.isfinite(m).all():
             raise MrphysError("mask contains NaN or infinite values.")
@@ -557,7 +586,7 @@ def load_series(
     *,
     input_imag: Inputs | None = None,
     input_phase: Inputs | None = None,
-    mask: PathLike | None = None,
+    mask: PathLike | str | None = None,
     phase_cycles: int | None = None,
     tr_ms: float | None = None,
     te_ms: float | None = None,
