@@ -357,6 +357,7 @@ def histograms(
     panels: Sequence[tuple[str, dict[str, Any]]],
     *,
     bins: int = 60,
+    ranges: Sequence[tuple[float, float] | None] | None = None,
     width: float = 4.0,
     height: float = 3.0,
     dpi: int = 80,
@@ -365,17 +366,19 @@ def histograms(
 
     Args:
         path: PNG to write (a path or a binary file object).
-        panels: ``(x label with unit, {legend label: values (1-D)})`` per panel; the range is
-            the 1st-99th percentile of the panel's values together.
+        panels: ``(x label with unit, {legend label: values (1-D)})`` per panel.
+        ranges: the x range per panel (None: the 1st-99th percentile of its values together).
     """
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
-    for ax, (xlabel, groups) in zip(axes[0], panels, strict=True):
+    ranges = list(ranges) if ranges is not None else [None] * len(panels)
+    for ax, (xlabel, groups), fixed in zip(axes[0], panels, ranges, strict=True):
         vals = {k: torch.as_tensor(v).flatten().double().numpy() for k, v in groups.items()}
         vals = {k: v[np.isfinite(v)] for k, v in vals.items()}
         vals = {k: v for k, v in vals.items() if v.size}
         if vals:
-            lo, hi = np.percentile(np.concatenate(list(vals.values())), [1, 99]).tolist()
+            everything = np.concatenate(list(vals.values()))
+            lo, hi = fixed if fixed else np.percentile(everything, [1, 99]).tolist()
             hi = hi if hi > lo else lo + 1.0
             for label, v in vals.items():
                 ax.hist(v, bins=bins, range=(lo, hi), histtype="step", label=label)

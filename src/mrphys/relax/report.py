@@ -23,8 +23,13 @@ from mrphys.io import atomic_file
 
 __all__ = ["SeriesReport", "write_report"]
 
-#: colour map and whether the range is symmetric, per map field
-_STYLE = {"t1": ("magma", False), "t2": ("viridis", False), "db0": ("RdBu_r", True)}
+#: colour map and range (None: the 1st-99th percentile; "sym": symmetric about 0) per field;
+#: T1 and T2 in the brain's range at 3 T (s), so that fluid does not take the colour scale
+_STYLE: dict[str, tuple[str, Any]] = {
+    "t1": ("magma", (0.0, 2.5)),
+    "t2": ("viridis", (0.0, 0.15)),
+    "db0": ("RdBu_r", "sym"),
+}
 
 
 @dataclass
@@ -77,12 +82,12 @@ def _section(s: SeriesReport) -> str:
     for name, (arr, unit, _) in s.maps.items():
         if arr.dtype == np.uint8 or arr.ndim != 3:
             continue
-        cmap, sym = _STYLE.get(name, ("cividis", False))
+        cmap, style = _STYLE.get(name, ("cividis", None))
         vals = arr[fitted & np.isfinite(arr)]
-        lim = None
-        if vals.size:
+        lim = style if isinstance(style, tuple) and unit == "s" else None
+        if lim is None and vals.size:
             lo, hi = np.percentile(vals, [1, 99]).tolist()
-            if sym:
+            if style == "sym":
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
             lim = (lo, hi if hi > lo else lo + 1e-9)
         image = torch.from_numpy(np.ascontiguousarray(arr[:, ::-1, z].T))  # rows: +Y at the top
@@ -91,7 +96,8 @@ def _section(s: SeriesReport) -> str:
     if panels:
         maps_png = _png(plot.image_panels, panels)
         parts.append(
-            f"<p>Maps, slice z = {z} (colour range: 1st-99th percentile of the fitted voxels)"
+            f"<p>Maps, slice z = {z} (colour range: T1 0-2.5 s, T2 0-0.15 s, others the "
+            "1st-99th percentile of the fitted voxels)"
             f'</p><img alt="maps" src="data:image/png;base64,{maps_png}">'
         )
     hist = [
@@ -103,7 +109,8 @@ def _section(s: SeriesReport) -> str:
         if name in s.maps
     ]
     if hist:
-        hist_png = _png(plot.histograms, hist)
+        ranges = [_STYLE[n][1] for n in ("t1", "t2") if n in s.maps]
+        hist_png = _png(plot.histograms, hist, ranges=ranges)
         parts.append(
             '<p>Histograms per tissue mask</p><img alt="histograms" '
             f'src="data:image/png;base64,{hist_png}">'
