@@ -349,10 +349,12 @@ def load_pc_bssfp(
         sel = m != 0
         if not sel.any():
             raise MrphysError("mask selects no voxel.")
-    inside = (lambda a: a) if mask is None else (lambda a: a[sel])  # no copy without a mask
-    if not np.isfinite(inside(data)).all():
+    # the data: all voxels without a mask (no copy), the foreground was checked whole above
+    if mask is None and not np.isfinite(data).all():
         raise MrphysError("input contains NaN or infinite values inside the mask.")
-    if not np.isfinite(inside(b1_map)).all():
+    if mask is not None and not isinstance(mask, str) and not np.isfinite(data[sel]).all():
+        raise MrphysError("input contains NaN or infinite values inside the mask.")
+    if not np.isfinite(b1_map if mask is None else b1_map[sel]).all():
         raise MrphysError("b1 contains NaN or infinite values inside the mask.")
     b1_map = _b1_ratio(b1_map, sel, b1_units)
     lo, hi = float(b1_map[sel].min()), float(b1_map[sel].max())
@@ -520,10 +522,11 @@ def resolve_protocol(
     for name, opt, key, scale, side_unit, unit in keys:
         sv = side.get(name)
         if opt is not None and sv is not None and not math.isclose(opt, sv, rel_tol=PROTOCOL_RTOL):
+            same = f" ({sv:g} {unit})" if side_unit != unit else ""
             raise MrphysError(
-                f"{name} {opt:g} {unit} disagrees with {key} {sv * scale:g} {side_unit} "
-                f"({sv:g} {unit}) in {where}; leave the option out, correct the one that is "
-                "wrong, or read no sidecar."
+                f"{name} {opt:g} {unit} disagrees with {key} {sv * scale:g} {side_unit}{same} "
+                f"in {where}; leave the option out, correct the one that is wrong, or read no "
+                "sidecar."
             )
         values[name] = opt if opt is not None else sv
         source[name] = "option" if opt is not None else ("sidecar" if sv is not None else "default")
