@@ -93,7 +93,9 @@ def _json(path: Path, obj) -> Path:
 AFF = np.diag([1.5, 1.5, 3.0, 1.0])
 
 
-def _dataset(root: Path, n: int = 40, nz: int = 3, cycles: int = 12, snr: float = 100.0):
+def _dataset(
+    root: Path, n: int = 40, nz: int = 3, cycles: int = 12, snr: float = 100.0, offset: float = 0
+):
     """Two subjects: sub-01 (sidecar beside the file, TB1map in percent on the same grid) and
     sub-02 in ses-1 (another protocol, its sidecar inherited from the dataset root, TB1map as a
     ratio on a grid of twice the voxel size). Returns the truth per subject."""
@@ -102,7 +104,7 @@ def _dataset(root: Path, n: int = 40, nz: int = 3, cycles: int = 12, snr: float 
     protocols = {"01": (4.8e-3, 2.4e-3, 15.0), "02": (6.0e-3, 3.0e-3, 25.0)}
     for k, (sub, (tr, te, flip)) in enumerate(protocols.items()):
         label, t1, t2, b1, db0 = _phantom(n, nz, seed=k)
-        inc = _increments(cycles)
+        inc = _increments(cycles) + offset
         sig = _signals(label, t1, t2, b1, db0, tr=tr, te=te, flip=flip, inc=inc, snr=snr,
                        seed=10 + k)  # fmt: skip
         side = {"RepetitionTimeExcitation": tr, "EchoTime": te, "FlipAngle": flip,
@@ -322,12 +324,16 @@ def test_sidecar_parsing_units_and_disagreement() -> None:
     # increments in another order are put in order; others are refused
     perm = dict(side, PhaseIncrements=[225, 45, 315, 135])
     assert resolve_protocol(4, sidecar=perm).order == [1, 3, 0, 2]
+    # equally spaced with a common offset: for magnitude methods (an off-resonance shift)
+    sp = resolve_protocol(4, sidecar=dict(side, PhaseIncrements=[270, 0, 90, 180]), offset_ok=True)
+    assert sp.order == [2, 3, 0, 1] and sp.offset_deg == pytest.approx(45)
     bad = [
         (dict(side, RepetitionTimeExcitation=4.8), "in seconds as BIDS says"),
         (dict(side, EchoTime=[0.002, 0.004]), "EchoTime in x.json lists 2 values"),
         (dict(side, FlipAngle="15"), "FlipAngle in x.json must be one finite number"),
         (dict(side, PhaseIncrements=[0, 90, 180]), "PhaseIncrements in x.json lists 3 values"),
-        (dict(side, PhaseIncrements=[0, 90, 180, 270]), "this version fits the increments"),
+        (dict(side, PhaseIncrements=[0, 90, 180, 270]), r"are \+45 deg from 180 \(2j - 1\)"),
+        (dict(side, PhaseIncrements=[0, 90, 180, 260]), "not equally spaced over 360 deg"),
         (dict(side, PhaseIncrements="45"), "PhaseIncrements in x.json must be a list"),
     ]
     for s, message in bad:
@@ -390,3 +396,29 @@ def test_missing_and_wrong_inputs_exit_2_and_write_nothing(tmp_path, cli) -> Non
               says="sub-01 has no pc-bSSFP series")  # fmt: skip
     cli.fails(*BIDS, root, root, "participant", "--method", "miracle", out=root / "sub-01",
               says="inside the raw dataset")  # fmt: skip
+
+
+def test_increments_from_zero_fit_like_the_methods_ones_for_magnitude_methods(tmp_path) -> None:
+    """0, 30, ..., 330 deg (a scanner's usual list) is the METHODS set shifted by 15 deg: an
+    off-resonance shift for MIRACLE; a complex method refuses it."""
+    import torch
+
+    from mrphys.relax.bids import BidsOptions, check_series
+    from mrphys.relax.data import Protocol
+    from mrphys.relax.volume import fit_volume
+
+    truth = _dataset(tmp_path, n=24, nz=1, offset=-15.0)["01"]
+    s = find_subjects(tmp_path, ["01"])[0].series[0]
+    assert s.sidecar["PhaseIncrements"][:3] == [0, 30, 60]
+    vol, sp = load_series(s.files, s.b1, sidecar=s.sidecar, read_sidecars=False,
+                          b1_units="auto", offset_ok=True, mask="foreground")  # fmt: skip
+    assert abs(sp.offset_deg) == pytest.approx(15) and sp.protocol == Protocol(12)
+    sig, b1, mask = vol.tensors()
+    maps = fit_volume(sig, b1, "miracle", sp.protocol, mask=mask)
+    tissue = (truth["label"] > 0) & (truth["label"] < 4)
+    for key in ("t1", "t2"):
+        err = np.median(np.abs(getattr(maps, key).numpy()[tissue] / truth[key][tissue] - 1))
+        assert err < 0.02, f"{key}: {err:.2%}"
+    with pytest.raises(MrphysError, match="15 deg from 180 .* the complex methods need"):
+        check_series(s, BidsOptions(method="pinn-complex"))
+    assert torch.is_tensor(maps.t1)

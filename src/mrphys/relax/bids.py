@@ -58,6 +58,7 @@ from mrphys.io import (
     save_json,
     save_nifti_raw,
 )
+from mrphys.relax.data import is_complex_method
 from mrphys.relax.inputs import PcBssfpVolume, SeriesProtocol, load_network, load_series
 
 log = logging.getLogger(__name__)
@@ -452,8 +453,8 @@ def _load(series: Series, opts: BidsOptions) -> tuple[PcBssfpVolume, SeriesProto
                        tr_ms=opts.tr_ms, te_ms=opts.te_ms, flip_deg=opts.flip_deg,
                        sidecar=series.sidecar if opts.sidecar else None,
                        sidecar_name=series.sidecar_name,
-                       read_sidecars=False, b1_units=opts.b1_units,
-                       resample_b1=True)  # fmt: skip
+                       read_sidecars=False, b1_units=opts.b1_units, resample_b1=True,
+                       offset_ok=not is_complex_method(opts.method))  # fmt: skip
 
 
 def fit_subject(
@@ -659,4 +660,5 @@ def check_series(series: Series, opts: BidsOptions) -> SeriesProtocol:
         )
     return resolve_protocol(shape[3], tr_ms=opts.tr_ms, te_ms=opts.te_ms, flip_deg=opts.flip_deg,
                             sidecar=series.sidecar if opts.sidecar else None,
-                            where=series.sidecar_name or "the sidecar")  # fmt: skip
+                            where=series.sidecar_name or "the sidecar",
+                            offset_ok=not is_complex_method(opts.method))  # fmt: skip

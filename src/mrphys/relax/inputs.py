@@ -450,6 +450,8 @@ class SeriesProtocol:
         sidecar: the sidecar file(s) read, or None.
         order: the volumes' order that gives the increments ``180 (2j - 1) / N`` deg, j = 1..N,
             or None when they are in that order already.
+        offset_deg: the common offset of the increments from those (0, or accepted for a
+            magnitude method: :func:`resolve_protocol`).
     """
 
     protocol: Protocol
@@ -457,11 +459,13 @@ class SeriesProtocol:
     source: dict[str, str] = field(default_factory=dict)
     sidecar: str | None = None
     order: list[int] | None = None
+    offset_deg: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """For JSON: the protocol in ms and degrees, the increments, sources and sidecar."""
         return protocol_ms(self.protocol) | {
             "phase_increments_deg": self.increments_deg,
+            "phase_offset_deg": self.offset_deg,
             "source": self.source,
             "sidecar": self.sidecar,
         }
@@ -471,24 +475,38 @@ def _methods_increments(n: int) -> list[float]:
     return [180.0 * (2 * j - 1) / n for j in range(1, n + 1)]
 
 
-def _increment_order(inc: list[float], where: str) -> list[int] | None:
-    """Indices that put the volumes into the increments' METHODS order (None: already so)."""
+def _increment_order(
+    inc: list[float], where: str, offset_ok: bool = False
+) -> tuple[list[int] | None, float]:
+    """The volumes' order that gives the METHODS increments ``180 (2j - 1) / N`` (None: as
+    they are), and the offset of equally spaced increments from them in deg (0 for the METHODS
+    set; any other only with ``offset_ok``)."""
     n = len(inc)
-    ref = _methods_increments(n)
+    step, base = 360.0 / n, 180.0 / n
+    r = [(x - base) % step for x in inc]
+    d = r[0] if r[0] <= step / 2 else r[0] - step  # the offset in (-step/2, step/2]
     order: list[int | None] = [None] * n
     for i, x in enumerate(inc):
-        d = [abs((x - r + 180.0) % 360.0 - 180.0) for r in ref]
-        k = int(np.argmin(d))
-        if d[k] > 1e-2 or order[k] is not None:
+        pos = ((x - d - base) % 360.0) / step
+        k = int(round(pos)) % n
+        if abs(pos - round(pos)) * step > 1e-2 or order[k] is not None:
             order = []
             break
         order[k] = i
+    ref = ", ".join(f"{x:g}" for x in _methods_increments(n))
     if len(order) != n:
         raise MrphysError(
-            f"PhaseIncrements in {where} are {inc} deg; this version fits the increments "
-            f"180 (2j - 1) / N deg, j = 1..N ({', '.join(f'{r:g}' for r in ref)}), in any order."
+            f"PhaseIncrements in {where} are {inc} deg, not equally spaced over 360 deg; the "
+            f"fits need the increments 180 (2j - 1) / N deg ({ref}), in any order."
         )
-    return None if order == list(range(n)) else [int(k) for k in order]  # type: ignore[arg-type]
+    if abs(d) > 1e-2 and not offset_ok:
+        raise MrphysError(
+            f"PhaseIncrements in {where} are {d:+g} deg from 180 (2j - 1) / N deg ({ref}); the "
+            "complex methods need these (the magnitude methods miracle, svnn and pinn accept "
+            "any common offset)."
+        )
+    idx = [int(k) for k in order]  # type: ignore[arg-type]
+    return (None if idx == list(range(n)) else idx), (d if abs(d) > 1e-2 else 0.0)
 
 
 def resolve_protocol(
@@ -499,6 +517,7 @@ def resolve_protocol(
     flip_deg: float | None = None,
     sidecar: Mapping[str, Any] | None = None,
     where: str = "the sidecar",
+    offset_ok: bool = False,
 ) -> SeriesProtocol:
     """The protocol of a series from its sidecar and the options.
 
@@ -512,6 +531,10 @@ def resolve_protocol(
         tr_ms, te_ms, flip_deg: the options (None: not given).
         sidecar: the BIDS sidecar's JSON object (None: none).
         where: the sidecar's name, for messages.
+        offset_ok: accept equally spaced increments with a common offset from the METHODS
+            ones (for magnitude methods: the offset acts as an off-resonance shift, to which
+            the magnitudes of the SSFP configurations are blind; complex methods would report
+            the off-resonance shifted by it).
     """
     side = sidecar_protocol(sidecar, where) if sidecar else {}
     keys = (("tr_ms", tr_ms, "RepetitionTimeExcitation", 1e-3, "s", "ms"),
@@ -534,7 +557,7 @@ def resolve_protocol(
     flip = 15.0 if values["flip_deg"] is None else values["flip_deg"]
     protocol = protocol_from_ms(n_cycles, tr, values["te_ms"], flip)
     inc = side.get("increments_deg")
-    order = None
+    order, offset = None, 0.0
     if inc is None:
         inc, source["increments"] = _methods_increments(n_cycles), "default"
     else:
@@ -543,8 +566,9 @@ def resolve_protocol(
                 f"PhaseIncrements in {where} lists {len(inc)} values but the input has "
                 f"{n_cycles} volumes; give one increment per volume."
             )
-        order, source["increments"] = _increment_order(inc, where), "sidecar"
-    return SeriesProtocol(protocol, list(inc), source, where if sidecar else None, order)
+        order, offset = _increment_order(inc, where, offset_ok)
+        source["increments"] = "sidecar"
+    return SeriesProtocol(protocol, list(inc), source, where if sidecar else None, order, offset)
 
 
 def _series_sidecar(paths: list[PathLike]) -> tuple[dict[str, Any] | None, str | None]:
@@ -599,6 +623,7 @@ def load_series(
     read_sidecars: bool = True,
     b1_units: str = "ratio",
     resample_b1: bool = False,
+    offset_ok: bool = False,
 ) -> tuple[PcBssfpVolume, SeriesProtocol]:
     """A pc-bSSFP volume (:func:`load_pc_bssfp`) and its protocol (:func:`resolve_protocol`).
 
@@ -618,7 +643,11 @@ def load_series(
         sidecar, found = _series_sidecar(_paths(input))
         where = found or where
     sp = resolve_protocol(vol.n_cycles, tr_ms=tr_ms, te_ms=te_ms, flip_deg=flip_deg,
-                          sidecar=sidecar, where=where)  # fmt: skip
+                          sidecar=sidecar, where=where, offset_ok=offset_ok)  # fmt: skip
+    if sp.offset_deg:
+        log.info(
+            "phase increments offset by %g deg: fitted as an off-resonance shift", sp.offset_deg
+        )
     if sp.order is not None:
         log.info("volumes reordered by their PhaseIncrements: %s", sp.order)
         vol.signals = np.take(vol.signals, sp.order, axis=3)
