@@ -208,6 +208,9 @@ def test_derivatives_layout_and_complex_method_writes_b0(tmp_path, cli, monkeypa
     assert json.loads((out / f"{stem}_T1map.json").read_text())["ModelVersion"].startswith(
         "sha256:"
     )
+    # sub-02 has another TR: the checkpoint is refused before anything is written
+    cli.fails(*BIDS, root, out, "participant", "--participant-label", "02", "--method",
+              "svnn-complex", "--model", ck, out=out, says="trained for TR 4.8 ms")  # fmt: skip
     # every field of RelaxMaps has a file name and a unit
     names = map_files()
     assert names["t1"][0] == "T1map" and names["db0"][2] == "Hz"

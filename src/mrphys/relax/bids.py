@@ -625,13 +625,17 @@ def run_participant(
             f"the derivatives folder {out_dir} is an mrphys output folder, not a dataset."
         )
     subjects = find_subjects(bids_dir, labels, tissue_masks)
+    networks: dict[str, Any] = {}
     for s in subjects:
         check_output(out / f"sub-{s.label}", opts.overwrite, inputs=[bids_dir])
         for series in s.series:
-            check_series(series, opts)
+            protocol = check_series(series, opts).protocol
+            if opts.model is not None and protocol.key() not in networks:
+                # a given checkpoint is checked against every protocol before any work
+                kw = {"device": opts.device, "seed": opts.seed}
+                networks[protocol.key()] = load_network(opts.method, protocol, opts.model, **kw)
     if (out / "dataset_description.json").is_file():
         write_dataset_description(out, bids_dir)  # refuses another program's dataset
-    networks: dict[str, Any] = {}
     results = []
     for s in subjects:
         log.info("sub-%s: %d series", s.label, len(s.series))
