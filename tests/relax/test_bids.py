@@ -264,6 +264,16 @@ def test_mag_phase_pair_equals_the_complex_series(tmp_path) -> None:
     b, pb = load_series(s.files, s.b1, input_phase=s.other, sidecar=s.sidecar, **kw)
     assert np.allclose(a.signals, b.signals, atol=1e-3 * np.abs(data).max())
     assert pa.protocol == pb.protocol
+    # a phase image on the scanner's -4096..4095 scale is read as -pi..pi
+    scaled = (np.angle(data) * 4096 / np.pi).astype(np.float32)
+    _nii(anat / "sub-01_acq-pcbssfp_part-phase_bSSFP.nii.gz", scaled, img.affine)
+    c, _ = load_series(s.files, s.b1, input_phase=s.other, sidecar=s.sidecar, **kw)
+    assert np.allclose(c.signals, b.signals, atol=1e-3 * np.abs(data).max())
+    _nii(
+        anat / "sub-01_acq-pcbssfp_part-phase_bSSFP.nii.gz", np.degrees(np.angle(data)), img.affine
+    )
+    with pytest.raises(MrphysError, match="input_phase must hold the phase in rad"):
+        load_series(s.files, s.b1, input_phase=s.other, sidecar=s.sidecar, **kw)
     (anat / "sub-01_acq-pcbssfp_part-phase_bSSFP.nii.gz").unlink()
     with pytest.raises(MrphysError, match="has only part-mag; a pair needs part-mag with"):
         find_subjects(root, ["01"])

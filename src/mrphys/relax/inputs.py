@@ -253,6 +253,16 @@ def _complex_input(
     if np.nanmin(data) < 0:
         raise MrphysError("input must be a non-negative magnitude when input_phase is given.")
     phase = np.asarray(other, dtype=np.float32)
+    lo, hi = float(np.nanmin(phase)), float(np.nanmax(phase))
+    if hi - lo > 2 * math.pi + 0.1:
+        if -4097 <= lo and hi <= 4097 and hi - lo > 6000:  # Siemens: -4096..4095 = -pi..pi
+            log.warning("input_phase spans [%g, %g]: read as -4096..4096 = -pi..pi", lo, hi)
+            phase = phase * np.float32(math.pi / 4096)
+        else:
+            raise MrphysError(
+                f"input_phase must hold the phase in rad (or the -4096..4095 scale of Siemens "
+                f"phase images); it spans [{lo:g}, {hi:g}]."
+            )
     out.real, out.imag = np.cos(phase), np.sin(phase)
     out *= np.asarray(data, dtype=np.float32)
     return out, aff
