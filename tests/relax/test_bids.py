@@ -228,19 +228,24 @@ def test_relaxmaps_fields_added_later_get_names_from_their_docs(monkeypatch) -> 
         """Maps.
 
         Attributes:
-            t1_sd: standard deviation of T1 in s.
-            residual: relative misfit of the re-simulated signal.
+            residual: relative misfit of the re-simulated signal ``||S - S_fit|| / ||S||``
+                (dimensionless).
             quality: bool, the fit converged.
+            t1_sd, t2_sd: standard deviation (uncertainty) of T1 and T2 in s: Cramer-Rao
+                bounds at the estimated noise level.
         """
 
-        t1_sd: torch.Tensor | None = None
         residual: torch.Tensor | None = None
         quality: torch.Tensor | None = None
+        t1_sd: torch.Tensor | None = None
+        t2_sd: torch.Tensor | None = None
 
     monkeypatch.setattr(volume, "RelaxMaps", Maps)
     names = map_files()
     assert names["t1_sd"][:3] == ("desc-sd_T1map", 1.0, "s")
-    assert names["residual"][0] == "desc-residual_map" and "misfit" in names["residual"][3]
+    assert names["t2_sd"][:3] == ("desc-sd_T2map", 1.0, "s") and "Cramer" in names["t2_sd"][3]
+    assert names["residual"][:3] == ("desc-residual_map", 1.0, "1")
+    assert "misfit" in names["residual"][3]
     assert names["quality"][0] == "desc-quality_map"  # bool data is written as a _mask
 
 
@@ -432,6 +437,6 @@ def test_increments_from_zero_fit_like_the_methods_ones_for_magnitude_methods(tm
     for key in ("t1", "t2"):
         err = np.median(np.abs(getattr(maps, key).numpy()[tissue] / truth[key][tissue] - 1))
         assert err < 0.02, f"{key}: {err:.2%}"
-    with pytest.raises(MrphysError, match="15 deg from 180 .* the complex methods need"):
+    with pytest.raises(MrphysError, match="15 deg from 180 .* estimate the off-resonance need"):
         check_series(s, BidsOptions(method="pinn-complex"))
     assert torch.is_tensor(maps.t1)

@@ -58,8 +58,13 @@ from mrphys.io import (
     save_json,
     save_nifti_raw,
 )
-from mrphys.relax.data import is_complex_method
-from mrphys.relax.inputs import PcBssfpVolume, SeriesProtocol, load_network, load_series
+from mrphys.relax.inputs import (
+    OFFSET_BLIND,
+    PcBssfpVolume,
+    SeriesProtocol,
+    load_network,
+    load_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -391,12 +396,16 @@ def _find_series(
 
 
 def _describe_field(name: str) -> str:
-    """The description of a RelaxMaps field from its docstring (``name: text``)."""
+    """The description of a RelaxMaps field from its docstring: the text after ``name:`` (or
+    after ``a, name: ``, fields documented together)."""
     from mrphys.relax.volume import RelaxMaps
 
     doc = RelaxMaps.__doc__ or ""
-    m = re.search(rf"^\s+{re.escape(name)}: (.+?)(?=^\s+\w+: |\Z)", doc, re.M | re.S)
-    return " ".join(m[1].split()) if m else name
+    entry = re.compile(r"^\s+((?:\w+, )*\w+): (.+?)(?=^\s+(?:\w+, )*\w+: |\Z)", re.M | re.S)
+    for m in entry.finditer(doc):
+        if name in m[1].split(", "):
+            return " ".join(m[2].split())
+    return name
 
 
 def map_files() -> dict[str, tuple[str, float, str, str]]:
@@ -404,7 +413,8 @@ def map_files() -> dict[str, tuple[str, float, str, str]]:
     description)``: :data:`MAP_NAMES` for the known ones; a new field ``x`` becomes
     ``desc-x_mask`` (bool, on writing), ``desc-<rest>_T1map``/``T2map`` (``t1_<rest>``,
     ``t2_<rest>``, in s) or ``desc-x_map``, its description and unit from the field's
-    docstring (the unit where it says ``in s``, ``in Hz`` ...)."""
+    docstring (the unit where it says ``in s``, ``in Hz`` ..., ``1`` where it says
+    dimensionless)."""
     from mrphys.relax.volume import RelaxMaps
 
     out = {}
@@ -414,7 +424,7 @@ def map_files() -> dict[str, tuple[str, float, str, str]]:
             continue
         desc = _describe_field(f.name)
         um = re.search(r"\bin (s|ms|Hz|rad|%)\b", desc)
-        unit = um[1] if um else ""
+        unit = um[1] if um else ("1" if "dimensionless" in desc else "")
         scale = 1.0
         label = re.sub(r"[^A-Za-z0-9]", "", f.name)
         m = re.fullmatch(r"(t1|t2)_?(.+)", f.name)
@@ -454,7 +464,7 @@ def _load(series: Series, opts: BidsOptions) -> tuple[PcBssfpVolume, SeriesProto
                        sidecar=series.sidecar if opts.sidecar else None,
                        sidecar_name=series.sidecar_name,
                        read_sidecars=False, b1_units=opts.b1_units, resample_b1=True,
-                       offset_ok=not is_complex_method(opts.method))  # fmt: skip
+                       offset_ok=opts.method in OFFSET_BLIND)  # fmt: skip
 
 
 def fit_subject(
@@ -665,4 +675,4 @@ def check_series(series: Series, opts: BidsOptions) -> SeriesProtocol:
     return resolve_protocol(shape[3], tr_ms=opts.tr_ms, te_ms=opts.te_ms, flip_deg=opts.flip_deg,
                             sidecar=series.sidecar if opts.sidecar else None,
                             where=series.sidecar_name or "the sidecar",
-                            offset_ok=not is_complex_method(opts.method))  # fmt: skip
+                            offset_ok=opts.method in OFFSET_BLIND)  # fmt: skip

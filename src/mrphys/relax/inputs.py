@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "B1_LIMITS",
     "B1_UNITS",
+    "OFFSET_BLIND",
     "PcBssfpVolume",
     "SeriesProtocol",
     "load_network",
@@ -59,6 +60,9 @@ B1_TRAINED = (0.7, 1.3)
 #: how a B1 file is scaled: ``ratio`` (1 = nominal), ``percent`` (100 = nominal, BIDS
 #: ``TB1map``), ``auto`` (percent when the median inside the mask lies in 30..200, else ratio)
 B1_UNITS = ("auto", "ratio", "percent")
+#: methods that see only the magnitudes of the SSFP configurations, which a common offset of the
+#: phase increments (an off-resonance shift) leaves unchanged: they accept such an offset
+OFFSET_BLIND = ("miracle", "svnn", "pinn")
 #: relative tolerance between an option and the sidecar value it repeats
 PROTOCOL_RTOL = 1e-3
 
@@ -512,8 +516,8 @@ def _increment_order(
     if abs(d) > 1e-2 and not offset_ok:
         raise MrphysError(
             f"PhaseIncrements in {where} are {d:+g} deg from 180 (2j - 1) / N deg ({ref}); the "
-            "complex methods need these (the magnitude methods miracle, svnn and pinn accept "
-            "any common offset)."
+            f"methods that estimate the off-resonance need these (the magnitude methods "
+            f"{', '.join(OFFSET_BLIND)} accept any common offset)."
         )
     idx = [int(k) for k in order]  # type: ignore[arg-type]
     return (None if idx == list(range(n)) else idx), (d if abs(d) > 1e-2 else 0.0)

@@ -19,8 +19,15 @@ import numpy as np
 import torch
 
 from mrphys.io import output_dir, save_json, save_nifti_raw
-from mrphys.relax.data import Protocol, is_complex_method
-from mrphys.relax.inputs import Inputs, load_network, load_series, protocol_ms, write_volume
+from mrphys.relax.data import Protocol
+from mrphys.relax.inputs import (
+    OFFSET_BLIND,
+    Inputs,
+    load_network,
+    load_series,
+    protocol_ms,
+    write_volume,
+)
 from mrphys.relax.volume import fit_volume, simulate_volume
 from mrphys.utils import resolve_device
 
@@ -80,7 +87,7 @@ def fit_to_folder(
     vol, series = load_series(input, b1, input_imag=input_imag, input_phase=input_phase, mask=mask,
                               phase_cycles=phase_cycles, tr_ms=tr_ms, te_ms=te_ms,
                               flip_deg=flip_deg, read_sidecars=sidecar, b1_units=b1_units,
-                              offset_ok=not is_complex_method(method))  # fmt: skip
+                              offset_ok=method in OFFSET_BLIND)  # fmt: skip
     protocol = series.protocol
     device = resolve_device(device)
     net, model_path = load_network(method, protocol, model, device=device, seed=seed)
