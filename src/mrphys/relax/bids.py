@@ -467,6 +467,37 @@ def _load(series: Series, opts: BidsOptions) -> tuple[PcBssfpVolume, SeriesProto
                        offset_ok=opts.method in OFFSET_BLIND)  # fmt: skip
 
 
+def _write_maps(
+    folder: Path,
+    series: Series,
+    maps: Any,
+    affine: np.ndarray,
+    common: dict[str, Any],
+    names: dict[str, tuple[str, float, str, str]],
+) -> tuple[list[str], dict[str, tuple[np.ndarray, str, str]]]:
+    """Write every filled field of ``maps`` (a RelaxMaps) as NIfTI + JSON sidecar; returns the
+    files (relative to the subject) and the arrays as written, for the report."""
+    written: list[str] = []
+    shown: dict[str, tuple[np.ndarray, str, str]] = {}
+    for f in dataclasses.fields(maps):
+        value = getattr(maps, f.name)
+        if not isinstance(value, torch.Tensor):
+            continue
+        part, scale, unit, desc = names[f.name]
+        arr = value.detach().cpu().numpy()
+        if arr.dtype == np.bool_:
+            part = part if part.endswith("_mask") else part.rsplit("_", 1)[0] + "_mask"
+            arr, unit = arr.astype(np.uint8), ""
+        elif scale != 1.0:
+            arr = arr * scale
+        name = f"{series.stem}_{part}"
+        save_nifti_raw(folder / f"{name}.nii.gz", arr, affine)
+        save_json(folder / f"{name}.json", {"Units": unit, "Description": desc, **common})
+        written.append(f"{series.folder}/{name}.nii.gz")
+        shown[f.name] = (arr, unit, desc)
+    return written, shown
+
+
 def fit_subject(
     subject: Subject,
     out_dir: PathLike,
@@ -520,24 +551,7 @@ def fit_subject(
             common = {"Method": opts.method, **_model_info(opts.method, model_path),
                       "Protocol": sp.as_dict(), "Sources": sources,
                       "SoftwareName": "mrphys", "SoftwareVersion": mrphys.__version__}  # fmt: skip
-            written, shown = [], {}
-            for f in dataclasses.fields(maps):
-                value = getattr(maps, f.name)
-                if not isinstance(value, torch.Tensor):
-                    continue
-                part, scale, unit, desc = names[f.name]
-                arr = value.detach().cpu().numpy()
-                if arr.dtype == np.bool_:
-                    part = part if part.endswith("_mask") else part.rsplit("_", 1)[0] + "_mask"
-                    arr, unit = arr.astype(np.uint8), ""
-                elif scale != 1.0:
-                    arr = arr * scale
-                name = f"{s.stem}_{part}"
-                save_nifti_raw(folder / f"{name}.nii.gz", arr, vol.affine)
-                save_json(folder / f"{name}.json",
-                          {"Units": unit, "Description": desc, **common})  # fmt: skip
-                written.append(f"{s.folder}/{name}.nii.gz")
-                shown[f.name] = (arr, unit, desc)
+            written, shown = _write_maps(folder, s, maps, vol.affine, common, names)
             fit_name = f"{s.stem}_desc-fit_mask"
             save_nifti_raw(folder / f"{fit_name}.nii.gz", vol.mask.astype(np.uint8), vol.affine)
             how = "the brain mask" if s.brain_mask else "mean magnitude above Otsu's threshold"
