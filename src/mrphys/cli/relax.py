@@ -4,8 +4,9 @@ Subcommands:
 
 - ``fit``: maps from a 4-D pc-bSSFP volume (or one NIfTI per phase cycle) with MIRACLE or a
   network (SVNN/PINN, magnitude or complex), the protocol from the BIDS JSON sidecar beside the
-  input when there is one (options that repeat it must agree); writes ``t1.nii.gz``, ``t2.nii.gz`` (ms), ``db0.nii.gz`` (Hz, complex methods) and
-  ``config.json`` with the input's affine. Voxels whose phase cycles are all 0 are not fitted
+  input when there is one (options that repeat it must agree); writes ``t1.nii.gz``,
+  ``t2.nii.gz`` (ms), ``db0.nii.gz`` (Hz, complex methods) and ``config.json`` with the input's
+  affine. Voxels whose phase cycles are all 0 are not fitted
   (maps 0): a warning, ``voxels_without_signal`` in ``config.json`` and ``no_signal.nii.gz``.
 - ``bids``: the BIDS-App (``mrphys relax bids BIDS_DIR OUT_DIR participant``): every subject's
   pc-bSSFP series and B1 maps found, fitted and written as a BIDS derivatives dataset with JSON
