@@ -769,10 +769,11 @@ def ring_delay(
     )
     m = t * s
     ii, jj = [], []
-    for g in range(1, int(max_gap) + 1):
+    for g in range(1, min(int(max_gap), m - 1) + 1):
         ii.append(torch.arange(0, m - g))
         jj.append(torch.arange(g, m))
-    ii, jj = torch.cat(ii).to(k.device), torch.cat(jj).to(k.device)
+    ii = torch.cat(ii).to(k.device) if ii else torch.zeros(0, dtype=torch.long, device=k.device)
+    jj = torch.cat(jj).to(k.device) if jj else torch.zeros(0, dtype=torch.long, device=k.device)
     sin = (dirs[ii, 0] * dirs[jj, 1] - dirs[ii, 1] * dirs[jj, 0]).abs()
     ok = sin >= math.sin(math.radians(float(min_angle_deg)))
     ii, jj = ii[ok], jj[ok]
