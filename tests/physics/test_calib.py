@@ -323,3 +323,29 @@ def test_pipe_menon_dcf_grids_a_smooth_object_back_to_itself():
     assert torch.allclose(flat.reshape(w.shape), w)
     with pytest.raises(MrphysError, match="oversamp"):
         calib.pipe_menon_dcf(traj, (n, n), oversamp=1.0)
+
+
+def test_fill_dark_extends_maps_smoothly_and_keeps_them_where_there_is_signal():
+    maps = gaussian_maps()
+    img = phantom()
+    obj = img.abs() > 0
+    g = torch.Generator().manual_seed(4)
+    noise = torch.randn(maps.shape, generator=g, dtype=torch.complex64)
+    noisy = torch.where(obj, maps, noise / noise.abs().pow(2).sum(0).sqrt())  # arbitrary outside
+    filled = calib.fill_dark(noisy, maps * img, width=17)
+    assert torch.allclose(filled[:, obj], noisy[:, obj], atol=1e-5)  # signal: unchanged
+    assert torch.allclose(filled.abs().pow(2).sum(0), torch.ones(()), atol=1e-4)
+    dark = ~obj
+    assert map_error(filled, maps, dark) < 0.5 * map_error(noisy, maps, dark)
+    assert calib.fill_dark(noisy, maps * img, width=0) is noisy
+
+
+def test_estimate_maps_crop_zeroes_the_background_only():
+    maps = gaussian_maps()
+    k, traj = simulate(maps, noise=0.01)
+    est = calib.estimate_maps(k, traj, (N, N), crop=0.9)
+    y, x = _grid(N)
+    far = (y / 0.7) ** 2 + (x / 0.55) ** 2 > 2.0
+    inside = (y / 0.7) ** 2 + (x / 0.55) ** 2 < 0.6
+    assert float(est.abs()[:, far].max()) == 0.0
+    assert torch.allclose(est.abs().pow(2).sum(0)[inside], torch.ones(()), atol=1e-4)

@@ -2,7 +2,8 @@
 
 Everything a raw radial scan needs before a reconstruction, estimated from the scan itself. All
 functions are torch, vectorised, and run where their input lives (CPU or CUDA); complex data are
-``complex64`` in and out (the small eigen-problems run in ``complex128``/``float64`` internally).
+``complex64`` in and out (the small global problems, noise covariance, PCA, the ESPIRiT SVD and
+RING's fit, run in ``complex128``/``float64``; the per-pixel eigen-problems in ``complex64``).
 
 Conventions (those of :mod:`mrphys.physics.nufft` and :mod:`mrphys.physics.fourier`):
 
@@ -349,7 +350,7 @@ def walsh_maps(
     kernel: int = 7,
     *,
     thresh: float = 0.0,
-    chunk_pixels: int = 16384,
+    chunk_pixels: int = 4096,
 ) -> torch.Tensor:
     """Walsh et al. (2000) adaptive coil maps, ``(C, Y, X)`` complex64.
 
@@ -378,7 +379,7 @@ def walsh_maps(
     for r0 in range(0, ny, rows):
         r1 = min(ny, r0 + rows)
         a0, a1 = max(0, r0 - h), min(ny, r1 + h)  # rows the window needs
-        seg = x[:, a0:a1].to(torch.complex128)
+        seg = x[:, a0:a1].to(torch.complex64)
         outer = seg[:, None] * seg[None, :].conj()  # (C, C, rows, X)
         cov = _box(outer, int(kernel))[:, :, r0 - a0 : r1 - a0]  # (C, C, r, X)
         cov = cov.permute(2, 3, 0, 1).reshape(-1, c, c)
@@ -438,7 +439,7 @@ def espirit_maps(
     thresh: float = 0.02,
     crop: float = 0.95,
     domain: str = "kspace",
-    chunk_pixels: int = 16384,
+    chunk_pixels: int = 4096,
 ) -> torch.Tensor:
     """ESPIRiT coil maps (Uecker et al. 2014), ``(C, Y, X)`` complex64, memory bounded.
 
@@ -530,7 +531,8 @@ def _espirit(
         torch.ones(nx, size, dtype=torch.float64, device=x.device),
         2 * math.pi * px[:, None] * lag[None, :] / nx,
     )
-    corr = corr / (k * k)
+    corr = (corr / (k * k)).to(torch.complex64)
+    ey, ex = ey.to(torch.complex64), ex.to(torch.complex64)
     # 3. per-pixel dominant eigenvector, a block of rows at a time
     ref = _reference(reg)
     maps = torch.empty((c, ny * nx), dtype=torch.complex64, device=x.device)
@@ -688,7 +690,7 @@ def estimate_maps(
             calib_size,
             0.02 if thresh is None else float(thresh),
             "kspace",
-            16384,
+            4096,
         )
     else:
         fn = walsh_maps if method == "walsh" else inati_maps
