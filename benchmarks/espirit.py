@@ -132,7 +132,7 @@ def worker(method: str, data: Path, out: Path) -> None:
             k = torch.from_numpy(k)
             if method == "mrphys_espirit":
                 return calib.espirit_maps(
-                    k, k.shape[-2:], kernel=KERNEL, calib_size=CALIB, thresh=THRESH, crop=CROP
+                    k, k.shape[-2:], kernel=KERNEL, calib=CALIB, thresh=THRESH, crop=CROP
                 ).numpy()
             return fn(calib._lowpass(ifft2c(k), CALIB), WINDOW).numpy()
 

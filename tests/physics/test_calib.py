@@ -267,7 +267,7 @@ def test_espirit_crops_outside_the_object_and_does_not_depend_on_the_chunk(devic
     images = calib.espirit_maps(maps * img, (N, N), domain="image", crop=0.9)
     assert torch.allclose(images.cpu(), full.cpu(), atol=1e-4)
     with pytest.raises(MrphysError, match="calibration region"):
-        calib.espirit_maps(kspace, (N, N), calib_size=6, kernel=6)
+        calib.espirit_maps(kspace, (N, N), calib=6, kernel=6)
 
 
 def test_walsh_and_inati_agree_and_check_their_input():
