@@ -667,8 +667,10 @@ def estimate_maps(
         im_size: ``(Y, X)`` of the maps.
         coil_axis: coil axis of ``kspace`` (default ``-3``: ``(T, C, S, N)``).
         method: ``"auto"``, ``"espirit"``, ``"walsh"`` or ``"inati"``.
-        dcf: density compensation ``(T, S, N)``; default the Voronoi/ramp weights of the pooled
-            spokes.
+        dcf: density compensation ``(T, S, N)`` of the *pooled* spokes (all ``T S`` spokes as
+            one frame, reshaped); default (None, recommended) the Voronoi/ramp weights of the
+            pooled spokes. A per-frame DCF of a dynamic series weights each frame's few spokes as
+            if they were alone and is not the right weighting here.
         calib: width of the central k-space region used (samples on the ``im_size`` grid).
         kernel: ESPIRiT kernel (default 6) or Walsh/Inati window (default 7 pixels).
         thresh: ESPIRiT singular value threshold (default 0.02) or Walsh/Inati energy threshold
