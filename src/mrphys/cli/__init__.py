@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import shlex
 import sys
 from typing import Any
@@ -105,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from mrphys.runtime import openmp_wait_defaults
 
     openmp_wait_defaults()
+    if "WORLD_SIZE" in os.environ:  # under torchrun: join the job; rank 0 alone prints
+        from mrphys.train import init_distributed, is_writer
+
+        init_distributed()
+        if not is_writer():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)

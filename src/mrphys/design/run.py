@@ -29,7 +29,7 @@ from mrphys.design.optimize import (
 )
 from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
-from mrphys.train import Record
+from mrphys.train import Record, world_size
 from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def train_to_folder(
 
     with output_dir(out, overwrite=overwrite) as tmp:
         _, norm, hist, _ = train_reference(tmp, data, cfg, device, resume=resume, running=running)
-        config = {"data": asdict(data), "train": asdict(cfg), "normalisation": norm.as_dict()}
+        config = {"data": asdict(data), "train": asdict(cfg), "normalisation": norm.as_dict(),
+                  "world_size": world_size()}  # fmt: skip
         save_json(tmp / "config.json", config)
         save_json(tmp / "metrics.json", hist[-1] if hist else {})
     return hist
@@ -148,7 +149,10 @@ def keep_running(ck: Path, say: Callable[[str], object]) -> Iterator[None]:
         else:
             say("interrupted before the first epoch ended: nothing to continue\n")
         raise
-    ck.unlink(missing_ok=True)
+    from mrphys.train import is_writer
+
+    if is_writer():  # torchrun: rank 0 removes it, once it has copied it into the output
+        ck.unlink(missing_ok=True)
 
 
 @dataclass
@@ -274,8 +278,8 @@ def run_optimize(
         figures=names,
         line_weights=line_weights,
     )
-    save_json(out / "metrics.json", res.to_dict())
-    save_json(out / "config.json", asdict(cfg))
+    save_json(out / "metrics.json", {**res.to_dict(), "world_size": world_size()})
+    save_json(out / "config.json", {**asdict(cfg), "world_size": world_size()})
     torch.save(
         {
             "images": hist.images,
