@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     # options that take a word from a fixed list (--sequence bssfp) name no input file, even
     # where a file of that name exists (e.g. an earlier output called bssfp)
     paths = {k: v for k, v in vars(args).items() if k not in _choice_options(parser)}
+    if getattr(args, "inputs", None) is not None:  # a batch claims each input's output itself
+        paths.pop("out", None)  # (its shards share --out: mrphys.batch)
     try:
         with claim_run_output(paths, shlex.join(["mrphys", *map(str, argv)])):
             rc = args.func(args)

@@ -20,6 +20,10 @@ import math
 import sys
 
 from mrphys.cli import add_common, arg, new_output, positive
+from mrphys.cli._batch import add_batch_options, is_batch, run_batch_command
+
+#: relax fit options that may name each input's own file in a batch ({dir}/{stem}/{name})
+BATCH_TEMPLATED = ("b1", "mask", "input_imag", "input_phase", "model")
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(f)
     f.add_argument("--nii", action="store_true", help=NII_HELP)
     f.set_defaults(func=run_fit)
+    add_batch_options(f, BATCH_TEMPLATED)  # many inputs (mrphys.batch, issue 18)
 
     t = rs.add_parser("train", help="train an SVNN/PINN on simulated pc-bSSFP data")
     t.add_argument("--method", required=True, choices=NET_METHODS)
@@ -116,6 +121,8 @@ def _protocol(args: argparse.Namespace, n_cycles: int):
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    if is_batch(args):  # --inputs: this handler once per input (mrphys.batch, issue 18)
+        return run_batch_command(args, run_fit, "file", BATCH_TEMPLATED)
     new_output(args)
     from mrphys.relax.pipeline import fit_to_folder
 
