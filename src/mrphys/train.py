@@ -269,12 +269,13 @@ def sync_gradients(
     return out
 
 
-def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
-    """The ``(n, ...)`` tensor whose rows :func:`local_part` ``(n)`` each rank computed as
-    ``local`` (every rank gets all rows; one all-reduce). One process: ``local`` itself."""
+def gather_rows(local: torch.Tensor, n: int, part: slice | None = None) -> torch.Tensor:
+    """The ``(n, ...)`` tensor whose rows ``part`` (default :func:`local_part` ``(n)``) each rank
+    computed as ``local`` (every rank gets all rows; one all-reduce; the parts must tile
+    ``range(n)``). One process: ``local`` itself."""
     if world_size() == 1:
         return local
-    part = local_part(n)
+    part = local_part(n) if part is None else part
     check(
         local.shape[0] == part.stop - part.start,
         f"gather_rows: this rank holds {local.shape[0]} rows; its part of {n} has "
