@@ -53,6 +53,17 @@ def _train_spin(epochs: int, ck: Path | None, resume: Path | None = None):
                  progress=False, checkpoint=ck)  # fmt: skip
 
 
+def _fake_simulator(ph, flip1, flip2, te, acq):
+    """A stand-in for the Bloch simulator (fast; the test is the sharing, not the physics)."""
+    return torch.fft.fft2(ph.rho.to(torch.complex64)) * float(flip1)
+
+
+def _make(cache: Path | None):
+    from mrphys.design.data import Acquisition, make_data
+
+    return make_data(5, 3, Acquisition(matrix=N), simulator=_fake_simulator, cache_dir=cache)
+
+
 def _worker(rank: int, folder: str) -> None:
     """One rank of a 2-process job: SPIN training, then relax training; rank 1 saves its
     weights beside the checkpoints rank 0 writes."""
@@ -62,11 +73,17 @@ def _worker(rank: int, folder: str) -> None:
     from mrphys.relax.train import train as relax_train
 
     f = Path(folder)
+    from mrphys.design import data as spin_data
+
+    spin_data.CHUNK = 2  # 5 phantoms: chunks of 2, 2, 1 shared by the 2 ranks
+    sims = [_make(None), _make(f / "cache")]
     model, hist = _train_spin(2, f / f"spin{rank}.pt")
     res = relax_train(_relax_cfg(), f / f"relax{rank}.pt")
     if rank == 1:
         torch.save({"spin": model.state_dict(), "relax": res.model.state_dict(),
-                    "mse": hist[-1].mse, "test": res.test_loss}, f / "rank1.pt")  # fmt: skip
+                    "mse": hist[-1].mse, "test": res.test_loss,
+                    "kspace": [d.kspace for d in sims], "rho": [d.rho for d in sims]},
+                   f / "rank1.pt")  # fmt: skip
     torch.distributed.destroy_process_group()
 
 
@@ -162,3 +179,15 @@ def test_torchrun_environment_is_read_and_checked(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(MrphysError, match="must be integers"):
         ddp.torchrun_env()
+
+
+def test_ranks_simulate_the_spin_data_in_shares(two_ranks, monkeypatch) -> None:
+    from mrphys.design import data as spin_data
+
+    monkeypatch.setattr(spin_data, "CHUNK", 2)
+    one = _make(None)
+    rank1 = torch.load(two_ranks / "rank1.pt", weights_only=True)
+    for k, r in zip(rank1["kspace"], rank1["rho"], strict=True):  # without and with a cache
+        assert torch.equal(k, one.kspace) and torch.equal(r, one.rho)
+    assert len(list((two_ranks / "cache").glob("spin-*.pt"))) == 1
+    assert not list((two_ranks / "cache").glob("*.parts"))
