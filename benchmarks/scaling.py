@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,96 +56,70 @@ def _env(threads: int | None = None) -> dict:
     return env
 
 
-def _spin(tmp: Path, quick: bool) -> dict:
-    n, epochs = (96, 2) if quick else (400, 3)
-    args = [
-        "spin",
-        "train",
-        "--net",
-        "unet",
-        "--phantoms",
-        str(n),
-        "--test-phantoms",
-        "8",
-        "--matrix",
-        "32",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "32",
-        "--device",
-        "cpu",
-        "--cache",
-        str(tmp / "cache"),
-    ]
-    _run([PY, "-m", "mrphys", *args, "--epochs", "1", "--out", str(tmp / "warm")])  # data cached
-    out: dict = {"phantoms": n, "epochs": epochs, "matrix": 32, "batch": 32}
+def _side_by_side(
+    args: list[str], out: dict, measure: Callable[[str, float], dict], loss: str
+) -> dict:
+    """Run ``mrphys ARGS --out ...`` as one process (default threads, then one thread) and
+    under torchrun with 2 processes; ``measure(out_path, wall_s)`` reads each run's numbers
+    (``samples_per_s`` and ``loss`` among them)."""
     for name, cmd, env in (
         ("one_process", [PY, "-m", "mrphys"], _env()),
         ("one_process_1_thread", [PY, "-m", "mrphys"], _env(1)),
         ("two_processes", [*TORCHRUN, "-m", "mrphys"], _env()),
     ):
-        folder = tmp / f"spin_{name}"
-        wall = _run([*cmd, *args, "--out", str(folder)], env)
-        hist = json.loads((folder / "train_metrics.json").read_text())
-        secs = sum(h["seconds"] for h in hist)
-        out[name] = {
-            "samples_per_s": round(n * epochs / secs, 1),
-            "train_seconds": round(secs, 2),
-            "command_seconds": round(wall, 1),
-            "test_mse": hist[-1]["mse"],
-            "world_size": json.loads((folder / "config.json").read_text())["world_size"],
-        }
+        path = f"{out['work']}/{args[0]}_{name}" + (".pt" if args[0] == "relax" else "")
+        out[name] = measure(path, _run([*cmd, *args, "--out", path], env))
+    del out["work"]
     one, two = out["one_process"], out["two_processes"]
     out["speedup_2_vs_1"] = round(two["samples_per_s"] / one["samples_per_s"], 3)
     out["speedup_2_vs_1_thread"] = round(
         two["samples_per_s"] / out["one_process_1_thread"]["samples_per_s"], 3
     )
-    out["test_mse_relative_difference"] = abs(two["test_mse"] - one["test_mse"]) / one["test_mse"]
+    out[f"{loss}_relative_difference"] = abs(two[loss] - one[loss]) / one[loss]
     return out
+
+
+def _spin(tmp: Path, quick: bool) -> dict:
+    n, epochs = (96, 2) if quick else (400, 3)
+    args = ["spin", "train", "--net", "unet", "--phantoms", str(n), "--test-phantoms", "8"]
+    args += ["--matrix", "32", "--epochs", str(epochs), "--batch-size", "32", "--device", "cpu"]
+    args += ["--cache", str(tmp / "cache")]
+    _run([PY, "-m", "mrphys", *args, "--epochs", "1", "--out", str(tmp / "warm")])  # data cached
+
+    def measure(folder: str, wall: float) -> dict:
+        hist = json.loads((Path(folder) / "train_metrics.json").read_text())
+        secs = sum(h["seconds"] for h in hist)
+        return {
+            "samples_per_s": round(n * epochs / secs, 1),
+            "train_seconds": round(secs, 2),
+            "command_seconds": round(wall, 1),
+            "test_mse": hist[-1]["mse"],
+            "world_size": json.loads((Path(folder) / "config.json").read_text())["world_size"],
+        }
+
+    out = {"phantoms": n, "epochs": epochs, "matrix": 32, "batch": 32, "work": str(tmp)}
+    return _side_by_side(args, out, measure, "test_mse")
 
 
 def _relax(tmp: Path, quick: bool) -> dict:
     samples = 20_000 if quick else 100_000
-    args = [
-        "relax",
-        "train",
-        "--method",
-        "svnn",
-        "--snr",
-        "50",
-        "--samples",
-        str(samples),
-        "--max-epochs",
-        "2",
-        "--device",
-        "cpu",
-    ]
-    out: dict = {"samples": samples, "train_samples_per_epoch": int(0.6 * samples), "batch": 128}
-    for name, cmd, env in (
-        ("one_process", [PY, "-m", "mrphys"], _env()),
-        ("one_process_1_thread", [PY, "-m", "mrphys"], _env(1)),
-        ("two_processes", [*TORCHRUN, "-m", "mrphys"], _env()),
-    ):
-        ck = tmp / f"relax_{name}.pt"
-        wall = _run([*cmd, *args, "--out", str(ck)], env)
+    args = ["relax", "train", "--method", "svnn", "--snr", "50", "--samples", str(samples)]
+    args += ["--max-epochs", "2", "--device", "cpu"]
+
+    def measure(ck: str, wall: float) -> dict:
         state = torch.load(ck, weights_only=True)
         hist = state["history"]
         secs = sum(h["seconds"] for h in hist)
-        out[name] = {
+        return {
             "samples_per_s": round(sum(h["samples"] for h in hist) / secs, 1),
             "train_seconds": round(secs, 2),
             "command_seconds": round(wall, 1),
             "val_loss": hist[-1]["val_loss"],
             "world_size": state.get("world_size", 1),
         }
-    one, two = out["one_process"], out["two_processes"]
-    out["speedup_2_vs_1"] = round(two["samples_per_s"] / one["samples_per_s"], 3)
-    out["speedup_2_vs_1_thread"] = round(
-        two["samples_per_s"] / out["one_process_1_thread"]["samples_per_s"], 3
-    )
-    out["val_loss_relative_difference"] = abs(two["val_loss"] - one["val_loss"]) / one["val_loss"]
-    return out
+
+    out = {"samples": samples, "train_samples_per_epoch": int(0.6 * samples), "batch": 128}
+    return _side_by_side(args, {**out, "work": str(tmp)}, measure, "val_loss")
 
 
 def _batch_fit(tmp: Path, quick: bool) -> dict:

@@ -29,7 +29,7 @@ from mrphys.design.optimize import (
 )
 from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
-from mrphys.train import Record, world_size
+from mrphys.train import Record, is_writer, world_size
 from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def train_reference(
         resume = running
     model, hist = train(cfg, tr, te, norm, out=out, resume=resume, device=device,
                         progress=progress, checkpoint=running)  # fmt: skip
-    if running is not None:
+    if running is not None and is_writer():  # torchrun: rank 0 removes it after the copy
         shutil.copyfile(running, out / "checkpoint.pt")
     return model, norm, hist, (tr, te)
 
@@ -149,8 +149,6 @@ def keep_running(ck: Path, say: Callable[[str], object]) -> Iterator[None]:
         else:
             say("interrupted before the first epoch ended: nothing to continue\n")
         raise
-    from mrphys.train import is_writer
-
     if is_writer():  # torchrun: rank 0 removes it, once it has copied it into the output
         ck.unlink(missing_ok=True)
 
@@ -262,7 +260,7 @@ def run_optimize(
             checkpoint=running if running is not None else out / "joint_checkpoint.pt",
             resume=running is not None,
         )
-        if running is not None:
+        if running is not None and is_writer():
             shutil.copyfile(running, out / "joint_checkpoint.pt")
         line_weights = hist.line_weights[-1].tolist()
     names = plot.spin_figures(out, hist, te.target[0])
