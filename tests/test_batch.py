@@ -149,3 +149,18 @@ def test_relax_fit_cli_batch_with_shards(tmp_path, cli) -> None:
     o = tmp_path / "o"
     cli.fails("relax", "fit", "--b1", "x", "--method", "miracle", "--out", o, out=o,
               says="--input (one input) or --inputs (many) is required")  # fmt: skip
+
+
+def test_dynamic_recon_cli_batch(tmp_path, cli) -> None:
+    for i in (1, 2):
+        sim = ["--series", "synthetic", "--frames", "2", "--matrix", "16", "--spokes", "8"]
+        cli.ok("dynamic", "simulate", *sim, "--coils", "2", "--seed", str(i),
+               "--out", tmp_path / f"dyn{i}")  # fmt: skip
+    out = tmp_path / "recons"
+    r = cli.ok("dynamic", "recon", "--inputs", str(tmp_path / "dyn*"), "--method", "gridding",
+               "--out", out)  # fmt: skip
+    assert "2 done" in r.out
+    assert {p.name for p in out.glob("[!.]*")} == {"dyn1", "dyn2", "manifest.json"}
+    assert json.loads((out / "dyn2" / "metrics.json").read_text())["shape"][0] == 2
+    assert "2 complete" in cli.ok("dynamic", "recon", "--inputs", str(tmp_path / "dyn*"),
+                                  "--method", "gridding", "--out", out).out  # fmt: skip

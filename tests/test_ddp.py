@@ -191,3 +191,25 @@ def test_ranks_simulate_the_spin_data_in_shares(two_ranks, monkeypatch) -> None:
         assert torch.equal(k, one.kspace) and torch.equal(r, one.rho)
     assert len(list((two_ranks / "cache").glob("spin-*.pt"))) == 1
     assert not list((two_ranks / "cache").glob("*.parts"))
+
+
+@pytest.mark.slow
+def test_torchrun_spin_train_command_gives_the_one_process_result(tmp_path) -> None:
+    """The issue's bar: ``torchrun --nproc_per_node=2 -m mrphys spin train ...`` (subprocesses,
+    about 30 s on 2 cores)."""
+    import json
+    import subprocess
+    import sys
+
+    args = ["spin", "train", "--net", "unet", "--phantoms", "48", "--test-phantoms", "8",
+            "--matrix", "16", "--epochs", "2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for cmd, out in (([sys.executable], "one"), (run, "two")):
+        r = subprocess.run([*cmd, "-m", "mrphys", *args, "--out", str(tmp_path / out)],
+                           capture_output=True, text=True, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert math.isclose(one["mse"], two["mse"], rel_tol=1e-3)
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
