@@ -287,12 +287,16 @@ def gather_rows(local: torch.Tensor, n: int, part: slice | None = None) -> torch
     return full
 
 
+def _comm_device() -> str:
+    """Where small control tensors go: the CPU (gloo), unless the group is NCCL alone."""
+    return "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+
+
 def _any_rank(flag: bool) -> bool:
     """Whether ``flag`` holds on any rank (all ranks must call this together)."""
     if world_size() == 1:
         return flag
-    dev = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([1.0 if flag else 0.0], device=dev)
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -545,7 +549,7 @@ class Trainer:
         0's weights everywhere (identical starts whatever each rank initialised)."""
         if world_size() == 1:
             return
-        e = torch.tensor([float(self.epoch), -float(self.epoch)])
+        e = torch.tensor([float(self.epoch), -float(self.epoch)], device=_comm_device())
         torch.distributed.all_reduce(e, op=torch.distributed.ReduceOp.MAX)
         if e[0] != -e[1]:
             raise MrphysError(
