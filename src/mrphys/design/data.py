@@ -455,6 +455,9 @@ def make_data(
             tensors = _read_cache(path, settings)
             if tensors is not None:
                 return SpinData(**tensors, acq=acq, seed=seed)
+            barrier()  # every rank has looked at it before rank 0 removes it (replaced below)
+            if is_writer():
+                path.unlink(missing_ok=True)
     n_chunks = math.ceil(n / CHUNK)
     r, w = rank(), world_size()
     mine = list(range(r * n_chunks // w, (r + 1) * n_chunks // w))
