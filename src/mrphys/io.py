@@ -430,16 +430,14 @@ def claim_run_output(
 ) -> contextlib.AbstractContextManager:
     """Claim a command's output before it starts (:func:`claim_output`): ``options["out"]``
     when it is a path given as text, with the command's inputs the other options whose values
-    name existing paths (an output holding one is never replaced). Without an output, a context
-    that does nothing."""
+    (or the items of their lists: ``--input a.nii b.nii``) name existing paths (an output
+    holding one is never replaced). Without an output, a context that does nothing."""
     out = options.get("out")
     if not isinstance(out, str):
         return contextlib.nullcontext()
-    inputs = [
-        v
-        for k, v in options.items()
-        if k != "out" and isinstance(v, str) and v and os.path.lexists(v)
-    ]
+    values = [x for k, v in options.items() if k != "out"
+              for x in (v if isinstance(v, list) else [v])]  # fmt: skip
+    inputs = [v for v in values if isinstance(v, str) and v and os.path.lexists(v)]
     return claim_output(out, inputs=inputs, command=command)
 
 
