@@ -70,3 +70,15 @@ def test_a_shard_is_checked() -> None:
 
     with pytest.raises(MrphysError, match="shard must satisfy"):
         simulate_shard(N, SEED, (3, 2), ACQ, fake_simulator)
+
+
+def test_spin_simulate_command_fills_the_cache_that_training_reads(tmp_path, cli) -> None:
+    data.CHUNK = 100  # the real chunks (the fixture's 2 is undone after the test)
+    cache = tmp_path / "cache"
+    size = ["--phantoms", "3", "--test-phantoms", "2", "--matrix", "16", "--cache", cache]
+    r = cli.ok("spin", "simulate", *size, "--shard", "2/2")  # no chunk of these tiny sets
+    assert "waiting for the other shards" in r.out and not list(cache.glob("spin-*.pt"))
+    assert "complete" in cli.ok("spin", "simulate", *size, "--shard", "1/2").out
+    assert len(list(cache.glob("spin-*.pt"))) == 2  # training and test data
+    cli.fails("spin", "simulate", *size[:-2], "--shard", "1/2", out=tmp_path / "none",
+              says="--cache must name a folder")  # fmt: skip

@@ -353,7 +353,8 @@ def _assemble(
 
     from mrphys.io import atomic_file
 
-    lock = path.with_name(path.name + ".lock")
+    lock = path.with_name(f".{path.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

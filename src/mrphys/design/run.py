@@ -54,6 +54,18 @@ class DataConfig:
         te = make_data(self.n_test, test_seed, acq, cache_dir=self.cache, progress=progress)
         return tr, te
 
+    def simulate_shard(self, shard: tuple[int, int], progress: bool = True) -> bool:
+        """Shard ``(I, N)`` of the training and test data of :meth:`make` into ``cache``
+        (:func:`mrphys.design.data.simulate_shard`, issue 18); whether both are complete."""
+        from mrphys.design.data import simulate_shard
+
+        check_seed(self.seed)
+        if self.cache is None:
+            raise MrphysError("cache must name a folder for a shard of the data (shared by all).")
+        acq, kw = Acquisition(matrix=self.matrix), {"cache_dir": self.cache, "progress": progress}
+        tr = simulate_shard(self.n_train, self.seed, shard, acq, **kw)
+        return simulate_shard(self.n_test, derived_seed(self.seed, 1, 1), shard, acq, **kw) and tr
+
 
 def train_reference(
     out: Path,
