@@ -474,8 +474,13 @@ def output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     existing output is replaced only with ``overwrite`` and only if mrphys wrote it). The
     temporary folder ``.NAME.tmp-*`` beside ``path`` gets :data:`MARKER` (package version,
     command, time) and the modes the umask gives a new folder. On any exception it is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was. Under ``torchrun`` only rank 0 writes ``path``; the other
+    ranks get a scratch folder, deleted at the end.
     """
+    if not _writing_rank():
+        with tempfile.TemporaryDirectory(prefix="mrphys-rank-") as scratch:
+            yield Path(scratch)
+        return
     with claim_output(path) as final:
         check_output(path, overwrite)
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))

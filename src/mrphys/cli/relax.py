@@ -25,6 +25,10 @@ import math
 import sys
 
 from mrphys.cli import add_common, arg, new_output, positive
+from mrphys.cli._batch import add_batch_options, is_batch, run_batch_command
+
+#: relax fit options that may name each input's own file in a batch ({dir}/{stem}/{name})
+BATCH_TEMPLATED = ("b1", "mask", "input_imag", "input_phase", "model")
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(f)
     f.add_argument("--nii", action="store_true", help=NII_HELP)
     f.set_defaults(func=run_fit)
+    add_batch_options(f, BATCH_TEMPLATED)  # many inputs (mrphys.batch, issue 18)
 
     b = rs.add_parser(
         "bids", help="BIDS-App: T1/T2 maps of each subject's pc-bSSFP series as BIDS derivatives"
@@ -169,6 +174,8 @@ def _protocol(args: argparse.Namespace, n_cycles: int):
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    if is_batch(args):  # --inputs: this handler once per input (mrphys.batch, issue 18)
+        return run_batch_command(args, run_fit, "file", BATCH_TEMPLATED)
     new_output(args)
     from mrphys.relax.pipeline import fit_to_folder
 
