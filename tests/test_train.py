@@ -83,6 +83,7 @@ def test_checkpoint_holds_the_run_and_plain_json_config(tmp_path) -> None:
     assert set(ck["rng"]) == {"batches"} and ck["rng"]["batches"].dtype == torch.uint8
     assert set(ck["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert "state" in ck["optimizer"] and len(ck["history"]) == 2
+    assert ck["world_size"] == 1  # processes of the torchrun job (tests/test_ddp.py: 2)
     assert torch.equal(ck["normalisation"]["mean"], torch.ones(3))
     assert json.loads(json.dumps(ck["config"])) == ck["config"]
 

@@ -430,16 +430,14 @@ def claim_run_output(
 ) -> contextlib.AbstractContextManager:
     """Claim a command's output before it starts (:func:`claim_output`): ``options["out"]``
     when it is a path given as text, with the command's inputs the other options whose values
-    name existing paths (an output holding one is never replaced). Without an output, a context
-    that does nothing."""
+    (or the items of their lists: ``--input a.nii b.nii``) name existing paths (an output
+    holding one is never replaced). Without an output, a context that does nothing."""
     out = options.get("out")
     if not isinstance(out, str):
         return contextlib.nullcontext()
-    inputs = [
-        v
-        for k, v in options.items()
-        if k != "out" and isinstance(v, str) and v and os.path.lexists(v)
-    ]
+    values = [x for k, v in options.items() if k != "out"
+              for x in (v if isinstance(v, list) else [v])]  # fmt: skip
+    inputs = [v for v in values if isinstance(v, str) and v and os.path.lexists(v)]
     return claim_output(out, inputs=inputs, command=command)
 
 
@@ -476,8 +474,13 @@ def output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     existing output is replaced only with ``overwrite`` and only if mrphys wrote it). The
     temporary folder ``.NAME.tmp-*`` beside ``path`` gets :data:`MARKER` (package version,
     command, time) and the modes the umask gives a new folder. On any exception it is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was. Under ``torchrun`` only rank 0 writes ``path``; the other
+    ranks get a scratch folder, deleted at the end.
     """
+    if not _writing_rank():
+        with tempfile.TemporaryDirectory(prefix="mrphys-rank-") as scratch:
+            yield Path(scratch)
+        return
     with claim_output(path) as final:
         check_output(path, overwrite)
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), dir=final.parent))

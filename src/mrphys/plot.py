@@ -11,7 +11,8 @@ matplotlib is imported when a figure is drawn, so ``import mrphys.plot`` stays c
 - :func:`spin_figures`: the SPIN paper's Figures 6-9 from an optimisation history;
 - :func:`line_plot`, :func:`relax_error_maps`, :func:`cod_vs_snr`, :func:`offresonance_sweep`:
   the relaxometry Monte Carlo evaluation (paper 001 Figures 2, 3 and 5);
-- :func:`relax_maps`: true and fitted T1/T2 maps with their error maps (the relaxometry demo).
+- :func:`relax_maps`: true and fitted T1/T2 maps with their error maps (the relaxometry demo);
+- :func:`histograms`: overlaid distributions per panel (the BIDS-App report, per tissue mask).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # the type only: plot imports no application
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # the type only: plot imports no application
 __all__ = [
     "cod_vs_snr",
     "frame_grid",
+    "histograms",
     "image_panels",
     "line_plot",
     "offresonance_sweep",
@@ -347,3 +350,39 @@ def relax_maps(
     for ax, panel in zip(axes.ravel(), panels, strict=True):
         _show(ax, fig, panel)
     _save(fig, path, 80)
+
+
+def histograms(
+    path: Any,
+    panels: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    bins: int = 60,
+    ranges: Sequence[tuple[float, float] | None] | None = None,
+    width: float = 4.0,
+    height: float = 3.0,
+    dpi: int = 80,
+) -> None:
+    """A row of histogram panels, each overlaying labelled distributions (step lines).
+
+    Args:
+        path: PNG to write (a path or a binary file object).
+        panels: ``(x label with unit, {legend label: values (1-D)})`` per panel.
+        ranges: the x range per panel (None: the 1st-99th percentile of its values together).
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    ranges = list(ranges) if ranges is not None else [None] * len(panels)
+    for ax, (xlabel, groups), fixed in zip(axes[0], panels, ranges, strict=True):
+        vals = {k: torch.as_tensor(v).flatten().double().numpy() for k, v in groups.items()}
+        vals = {k: v[np.isfinite(v)] for k, v in vals.items()}
+        vals = {k: v for k, v in vals.items() if v.size}
+        if vals:
+            everything = np.concatenate(list(vals.values()))
+            lo, hi = fixed if fixed else np.percentile(everything, [1, 99]).tolist()
+            hi = hi if hi > lo else lo + 1.0
+            for label, v in vals.items():
+                ax.hist(v, bins=bins, range=(lo, hi), histtype="step", label=label)
+            ax.legend(fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("voxels")
+    _save(fig, path, dpi)

@@ -24,11 +24,25 @@ stopped after any unit and resumed gives bitwise the same weights as one that ra
 
 Checkpoints are read with ``torch.load(weights_only=True)``: a file that holds anything but
 tensors and plain values is refused with a :class:`~mrphys.errors.MrphysError`, never executed.
-Under ``torchrun`` (DDP) only rank 0 writes.
+
+Data parallel (``torchrun``): :func:`init_distributed` joins the process group torchrun describes
+in ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (``gloo`` for CPU tensors, ``nccl`` for CUDA ones, each
+rank on GPU ``LOCAL_RANK``). A unit function keeps the one-process *global* order: every rank
+draws the same permutation and the same global batches (generators seeded by ``(seed, unit)``),
+takes its contiguous part :func:`local_part` of each global batch, weights its local mean loss
+by its share of the batch, and calls :func:`sync_gradients` after ``backward``: one all-reduce
+sums the gradients (and the loss), so that every rank steps with the gradient of the global
+batch and N processes give the one-process weights to float tolerance, whatever N. The trainer
+broadcasts rank 0's weights when it starts, shows the bar and writes checkpoints on rank 0 only,
+takes the time-budget decision on all ranks together, and records ``world_size`` in the
+checkpoint. A checkpoint holds the full model and optimiser state, so a run resumes with any
+world size (the file must be readable by every rank).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import logging
 import math
@@ -36,7 +50,7 @@ import os
 import pickle
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +66,20 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Record",
     "Trainer",
+    "barrier",
+    "gather_rows",
+    "init_distributed",
+    "is_writer",
     "load_checkpoint",
     "load_plain",
+    "local_part",
     "plain_config",
+    "rank",
     "save_checkpoint",
     "seed_everything",
+    "sync_gradients",
+    "torchrun_env",
+    "world_size",
 ]
 
 #: the ``format`` entry of every checkpoint the trainer writes
@@ -111,10 +134,171 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _writes() -> bool:
-    """Rank 0 (or no process group) writes files."""
+# -- data parallel (torchrun) ---------------------------------------------------------------
+
+
+def torchrun_env() -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` from the environment ``torchrun`` sets, or ``None``
+    outside torchrun.
+
+    Raises:
+        MrphysError: the variables are there but are no valid integers.
+    """
+    env = os.environ
+    if "WORLD_SIZE" not in env or "RANK" not in env:
+        return None
+    try:
+        r, w = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_RANK", r))
+    except ValueError:
+        raise MrphysError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them); got "
+            f"{env.get('RANK')!r}, {env.get('WORLD_SIZE')!r}, {env.get('LOCAL_RANK')!r}."
+        ) from None
+    check(w >= 1 and 0 <= r < w, f"RANK must lie in [0, WORLD_SIZE); got {r} of {w}.")
+    return r, w, local
+
+
+def _group() -> bool:
     d = torch.distributed
-    return not (d.is_available() and d.is_initialized() and d.get_rank() != 0)
+    return bool(d.is_available() and d.is_initialized())
+
+
+def init_distributed(device: torch.device | str | None = None) -> int:
+    """Join the process group ``torchrun`` describes (once); returns the world size.
+
+    Outside torchrun, or with ``WORLD_SIZE`` 1, nothing happens and 1 is returned. The backend
+    is ``gloo`` for CPU tensors and ``nccl`` for CUDA tensors (both when CUDA is present and
+    ``device`` is not the CPU); with CUDA, each process makes GPU ``LOCAL_RANK`` its current
+    device, so that ``cuda`` means its own GPU. The rendezvous is torchrun's (``env://``:
+    ``MASTER_ADDR``, ``MASTER_PORT``), single-node or multi-node alike.
+    """
+    d = torch.distributed
+    if _group():
+        return d.get_world_size()
+    env = torchrun_env()
+    if env is None or env[1] <= 1:
+        return 1
+    check(d.is_available(), "this PyTorch has no torch.distributed; cannot run under torchrun.")
+    _, _, local = env
+    dev = None if device is None else torch.device(device)
+    cuda = torch.cuda.is_available() and (dev is None or dev.type == "cuda")
+    if cuda:
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    d.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
+    atexit.register(_leave)
+    log.info("joined torchrun process group: rank %d of %d", d.get_rank(), d.get_world_size())
+    return d.get_world_size()
+
+
+def _leave() -> None:
+    if _group():
+        with contextlib.suppress(Exception):  # a peer that died first: nothing left to close
+            torch.distributed.destroy_process_group()
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return torch.distributed.get_rank() if _group() else 0
+
+
+def world_size() -> int:
+    """Number of processes of the job (1 without a process group)."""
+    return torch.distributed.get_world_size() if _group() else 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: rank 0, or no process group."""
+    return rank() == 0
+
+
+def _writes() -> bool:
+    return is_writer()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing without a process group)."""
+    if world_size() > 1:
+        torch.distributed.barrier()
+
+
+def local_part(n: int) -> slice:
+    """This rank's contiguous part of a global batch of ``n`` items: rank ``r`` of ``W`` takes
+    ``[r n // W, (r + 1) n // W)`` (the whole batch for one process; empty when ``n < W``)."""
+    r, w = rank(), world_size()
+    return slice(r * n // w, (r + 1) * n // w)
+
+
+def sync_gradients(
+    params: nn.Module | Iterable[torch.Tensor], loss: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """Sum the gradients of ``params`` and the (detached) ``loss`` over all ranks, in place.
+
+    Each rank's ``loss`` must be its share of the global-batch loss (its local mean times its
+    local count over the global count), then the sum is the one-process gradient and loss. A
+    parameter without a gradient counts as zero. Returns the global loss (0-d, detached); with
+    one process, ``loss`` unchanged and no communication.
+    """
+    loss_t = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+    if world_size() == 1:
+        return loss_t
+    ps = [p for p in (params.parameters() if isinstance(params, nn.Module) else params)]
+    ps = [p for p in ps if p.requires_grad]
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for p in ps:
+        groups.setdefault((p.dtype, p.device), []).append(p)
+    key = (loss_t.dtype, ps[0].device if ps else loss_t.device)
+    groups.setdefault(key, [])
+    out = loss_t
+    for (dtype, dev), grp in groups.items():
+        parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in grp]
+        if (dtype, dev) == key:
+            parts.append(loss_t.to(dev, dtype).reshape(1))
+        flat = torch.cat(parts)
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p in grp:
+            g = flat[offset : offset + p.numel()].view_as(p)
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)
+            offset += p.numel()
+        if (dtype, dev) == key:
+            out = flat[-1].detach().clone()
+    return out
+
+
+def gather_rows(local: torch.Tensor, n: int, part: slice | None = None) -> torch.Tensor:
+    """The ``(n, ...)`` tensor whose rows ``part`` (default :func:`local_part` ``(n)``) each rank
+    computed as ``local`` (every rank gets all rows; one all-reduce; the parts must tile
+    ``range(n)``). One process: ``local`` itself."""
+    if world_size() == 1:
+        return local
+    part = local_part(n) if part is None else part
+    check(
+        local.shape[0] == part.stop - part.start,
+        f"gather_rows: this rank holds {local.shape[0]} rows; its part of {n} has "
+        f"{part.stop - part.start}.",
+    )
+    full = torch.zeros((n, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    full[part] = local
+    torch.distributed.all_reduce(torch.view_as_real(full) if full.is_complex() else full)
+    return full
+
+
+def _comm_device() -> str:
+    """Where small control tensors go: the CPU (gloo), unless the group is NCCL alone."""
+    return "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+
+
+def _any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (all ranks must call this together)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
@@ -200,9 +384,11 @@ class Trainer:
             group as ``schedule(u) * group.get("lr_scale", 1)``.
         max_seconds: wall-time budget in s, counted from ``started`` (``time.perf_counter()``
             value; default: construction); the run stops before the next unit when spent.
-        progress: show a tqdm bar (``desc``, ``unit``), with ``postfix(record)`` as postfix.
+        progress: show a tqdm bar (``desc``, ``unit``), with ``postfix(record)`` as postfix
+            (rank 0 only under torchrun).
         log_every: log a unit's record (``logging.INFO``) every this many units.
-        on_unit: called as ``on_unit(trainer)`` after each unit (and its checkpoint).
+        on_unit: called as ``on_unit(trainer)`` after each unit (and its checkpoint), on every
+            rank (write files only where :func:`is_writer`).
 
     The unit function receives the 0-based unit index and returns its record; with a
     ``monitor``, ``lr`` (the first parameter group's rate after any plateau decay) is added when
@@ -274,6 +460,8 @@ class Trainer:
         self.epoch = 0
         #: optimiser steps taken (counted by the unit function)
         self.step = 0
+        #: processes of the torchrun job (1 without one); recorded in the checkpoint
+        self.world_size = world_size()
         #: one record per unit (records a caller adds before :meth:`run` are kept)
         self.history: list[dict[str, Any]] = []
         self.best_val = math.inf
@@ -298,6 +486,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "stop_reason": self.stop_reason,
             "version": __version__,
+            "world_size": self.world_size,
         }
         if self.monitor is not None:
             st["best_model"] = self.best_state if self.best_state is not None else st["model"]
@@ -349,10 +538,28 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def out_of_time(self) -> bool:
-        """Whether the wall-time budget is spent."""
-        return self.max_seconds is not None and time.perf_counter() - self.started > (
-            self.max_seconds
-        )
+        """Whether the wall-time budget is spent (on any rank: under torchrun every rank must
+        ask at the same point, and all get the same answer)."""
+        if self.max_seconds is None:
+            return False
+        return _any_rank(time.perf_counter() - self.started > self.max_seconds)
+
+    def _join(self) -> None:
+        """Under torchrun: every rank at the same unit (a resume file seen by all), then rank
+        0's weights everywhere (identical starts whatever each rank initialised)."""
+        if world_size() == 1:
+            return
+        e = torch.tensor([float(self.epoch), -float(self.epoch)], device=_comm_device())
+        torch.distributed.all_reduce(e, op=torch.distributed.ReduceOp.MAX)
+        if e[0] != -e[1]:
+            raise MrphysError(
+                f"the ranks of this torchrun job start from different {self.unit}s "
+                f"({int(-e[1])} to {int(e[0])}); the checkpoint to resume from must be readable "
+                "by every rank (a shared folder)."
+            )
+        with torch.no_grad():
+            for t in self.model.state_dict().values():
+                torch.distributed.broadcast(torch.view_as_real(t) if t.is_complex() else t, src=0)
 
     def _stop(self) -> str:
         if self.epoch >= self.units:
@@ -380,8 +587,9 @@ class Trainer:
     def run(self, unit_fn: Callable[[int], dict[str, Any]]) -> str:
         """Run units until ``units`` are done, early stopping or the time budget; returns the
         stop reason (``max_epochs``, ``early_stopping`` or ``time_budget``)."""
+        self._join()
         bar = None
-        if self.progress:
+        if self.progress and is_writer():
             from tqdm import tqdm
 
             bar = tqdm(total=self.units, initial=self.epoch, desc=self.desc, unit=self.unit)
@@ -416,6 +624,7 @@ class Trainer:
                 bar.close()
         self.stop_reason = stop
         self.save()
+        barrier()  # the final checkpoint is in place before any rank goes on
         return stop
 
     def load_best(self) -> None:

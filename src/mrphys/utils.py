@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from mrphys.errors import MrphysError
@@ -49,3 +52,12 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     g = torch.Generator(device=device)
     g.manual_seed(0 if seed is None else int(seed))
     return g
+
+
+def cache_dir() -> Path:
+    """Folder for cached models and data: ``$MRPHYS_CACHE``, else ``$XDG_CACHE_HOME/mrphys``,
+    else ``~/.cache/mrphys``."""
+    if os.environ.get("MRPHYS_CACHE"):
+        return Path(os.environ["MRPHYS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mrphys"

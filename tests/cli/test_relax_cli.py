@@ -116,7 +116,14 @@ def _bad_cases(sim, tmp_path):
         "nan": (["--input", _save(tmp_path / "nan.nii.gz", nan), "--b1", b1p], "NaN"),
         "b1_shape": (["--input", inp, "--b1", _save(tmp_path / "b1s.nii.gz", b1[:8])], "--b1"),
         "b1_percent": (
-            ["--input", inp, "--b1", _save(tmp_path / "b1p.nii.gz", b1 * 100)],
+            [
+                "--input",
+                inp,
+                "--b1",
+                _save(tmp_path / "b1p.nii.gz", b1 * 100),
+                "--b1-units",
+                "ratio",
+            ],
             "percent",
         ),  # fmt: skip
         "b1_nan": (["--input", inp, "--b1", _save(tmp_path / "b1n.nii.gz", b1 * np.nan)], "NaN"),
@@ -246,3 +253,44 @@ def test_resource_limits_and_nonsense_options(tmp_path, cli, monkeypatch) -> Non
         assert json.loads((o / "config.json").read_text())["device"].startswith("cuda")
     else:  # not ignored: the request is refused
         cli.fails(*SIMULATE, "--device", "cuda", "--out", o, out=o, says="no CUDA device")
+
+
+def test_fit_reads_the_bids_sidecar_and_options_must_agree(sim, tmp_path, cli) -> None:
+    inp = tmp_path / "sub-01_acq-pcbssfp_bSSFP.nii.gz"
+    inp.write_bytes((sim / "pc_bssfp.nii.gz").read_bytes())
+    side = {"RepetitionTimeExcitation": 0.0048, "EchoTime": 0.0024, "FlipAngle": 15,
+            "PhaseIncrements": [30.0, 90.0, 150.0, 210.0, 270.0, 330.0]}  # fmt: skip
+    (tmp_path / "sub-01_acq-pcbssfp_bSSFP.json").write_text(json.dumps(side))
+    b1 = str(sim / "b1.nii.gz")
+    out = tmp_path / "fit"
+    cli.ok(*FIT, "--input", inp, "--b1", b1, "--method", "miracle", "--tr-ms", "4.8", "--out", out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["protocol"] == pytest.approx({"n_cycles": 6, "tr_ms": 4.8, "te_ms": 2.4,
+                                              "flip_deg": 15.0})  # fmt: skip
+    src = cfg["protocol_source"]
+    assert src["tr_ms"] == "option" and src["flip_deg"] == "sidecar" and src["sidecar"]
+    side["FlipAngle"] = 20
+    (tmp_path / "sub-01_acq-pcbssfp_bSSFP.json").write_text(json.dumps(side))
+    bad = tmp_path / "bad"
+    argv = ["--input", inp, "--b1", b1, "--method", "miracle", "--flip-deg", "15"]
+    cli.fails(*FIT, *argv, "--out", bad, out=bad,
+              says="--flip-deg 15 deg disagrees with FlipAngle 20 deg")  # fmt: skip
+    # the options alone, the sidecar ignored: the maps of the sidecar-free fit
+    cli.ok(*FIT, *argv, "--no-sidecar", "--out", bad)
+    assert np.array_equal(_data(bad, "t1.nii.gz"), _data(out, "t1.nii.gz"))
+
+
+def test_fit_one_file_per_phase_cycle(sim, tmp_path, cli) -> None:
+    data = _data(sim, "pc_bssfp.nii.gz")
+    files = [_save(tmp_path / f"cycle{k}.nii.gz", data[..., k]) for k in range(data.shape[3])]
+    b1 = str(sim / "b1.nii.gz")
+    out1, out2 = tmp_path / "one", tmp_path / "many"
+    cli.ok(*FIT, "--input", sim / "pc_bssfp.nii.gz", "--b1", b1, "--method", "miracle",
+           "--out", out1)  # fmt: skip
+    cli.ok(*FIT, "--input", *files, "--b1", b1, "--method", "miracle", "--out", out2)
+    assert np.array_equal(_data(out1, "t1.nii.gz"), _data(out2, "t1.nii.gz"))
+    mags = [_save(tmp_path / f"m{k}.nii.gz", np.abs(data[..., k])) for k in range(6)]
+    phases = [_save(tmp_path / f"p{k}.nii.gz", np.angle(data[..., k])) for k in range(5)]
+    bad = tmp_path / "bad"
+    cli.fails(*FIT, "--input", *mags, "--input-phase", *phases, "--b1", b1, "--method",
+              "miracle", "--out", bad, out=bad, says="has shape")  # fmt: skip

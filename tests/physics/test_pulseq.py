@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from mrphys.errors import MrphysError
 from mrphys.physics import bloch, pulseq_io
-from mrphys.physics.sequence import Loop, bssfp, gre, spin_echo
+from mrphys.physics.sequence import Grad, Loop, ShapedRF, bssfp, gre, spin_echo
+from mrphys.physics.system import System
 from mrphys.tissue import Phantom, spin_shepp_logan
 
 F64 = torch.float64
@@ -66,8 +68,9 @@ def test_round_trip_keeps_spoilers_and_flip(tmp_path):
     assert flips[1] == pytest.approx(math.pi, rel=1e-5)
 
 
-def test_foreign_trapezoid_file_is_cut_into_constant_pieces(tmp_path):
-    """A file with ramped trapezoids (not from write_seq) reads with the gradient moments kept."""
+def test_foreign_trapezoid_file_keeps_ramps_and_moments(tmp_path):
+    """A file with ramped trapezoids (not from write_seq) reads exactly: the trapezoid's
+    corners and moment, the block pulse's samples and flip."""
     import pypulseq as pp
 
     sys = pp.Opts(max_grad=30, grad_unit="mT/m", max_slew=100, slew_unit="T/m/s")
@@ -80,11 +83,14 @@ def test_foreign_trapezoid_file_is_cut_into_constant_pieces(tmp_path):
     s.add_block(pp.make_adc(num_samples=8, dwell=1e-5, delay=1e-5, system=sys), pp.make_delay(1e-3))
     s.write(str(tmp_path / "foreign.seq"))
     seq = pulseq_io.read_seq(tmp_path / "foreign.seq")
-    moment = sum(float(b.gx) * float(b.duration) for b in seq.blocks if b.gx is not None)
-    assert moment * pulseq_io.GAMMABAR == pytest.approx(float(g.area), rel=1e-6)
-    assert seq.adc_count == 8
-    rf = next(b for b in seq.blocks if b.rf is not None)
-    assert float(rf.rf.flip) == pytest.approx(math.pi / 2, rel=1e-6)
+    gx = next(b.gx for b in seq.blocks if b.gx is not None)
+    assert isinstance(gx, Grad)
+    assert float(gx.area()) * pulseq_io.GAMMABAR == pytest.approx(float(g.area), rel=1e-6)
+    assert float(gx.times[1] - gx.times[0]) == pytest.approx(float(g.rise_time), abs=1e-9)
+    assert seq.adc_count == 8 and seq.kspace_shape == (1, 8)
+    rf = next(b for b in seq.blocks if b.rf is not None).rf
+    assert isinstance(rf, ShapedRF)
+    assert float(rf.flip) == pytest.approx(math.pi / 2, rel=1e-6)
 
 
 def test_bad_files_raise(tmp_path):
@@ -104,20 +110,143 @@ def test_bad_files_raise(tmp_path):
         pulseq_io.write_seq(spin_echo(matrix=4, fov=0.004), tmp_path / "no" / "such" / "x.seq")
 
 
-def test_foreign_shaped_pulse_becomes_hard_pulse_at_its_centre(tmp_path):
+def test_foreign_sinc_pulse_keeps_its_samples_and_slice_gradient(tmp_path):
     import pypulseq as pp
 
     sys = pp.Opts(max_grad=30, grad_unit="mT/m", max_slew=100, slew_unit="T/m/s")
     s = pp.Sequence(system=sys)
     rf, gz, _ = pp.make_sinc_pulse(
         flip_angle=math.radians(30), duration=2e-3, slice_thickness=5e-3, system=sys,
-        return_gz=True, use="excitation",
+        return_gz=True, use="excitation", phase_offset=0.3,
     )  # fmt: skip
     s.add_block(rf, gz)
     s.add_block(pp.make_adc(num_samples=4, dwell=1e-5, system=sys), pp.make_delay(1e-3))
     s.write(str(tmp_path / "sinc.seq"))
     seq = pulseq_io.read_seq(tmp_path / "sinc.seq")
-    rfs = [b for b in seq.blocks if b.rf is not None]
-    assert len(rfs) == 1 and float(rfs[0].rf.flip) == pytest.approx(math.radians(30), rel=1e-3)
-    t_rf = sum(float(b.duration) for b in seq.blocks[: seq.blocks.index(rfs[0])])
-    assert t_rf == pytest.approx(float(rf.delay) + 1e-3, abs=2e-5)  # the sinc centre
+    b = seq.blocks[0]
+    assert isinstance(b.rf, ShapedRF) and b.rf.n == len(rf.signal)
+    assert float(b.rf.flip) == pytest.approx(math.radians(30), rel=1e-3)
+    assert float(b.rf.phase) == pytest.approx(0.3, abs=1e-6)
+    assert b.rf.delay == pytest.approx(float(rf.delay), abs=1e-9)
+    assert isinstance(b.gz, Grad)
+    assert float(b.gz.area()) * pulseq_io.GAMMABAR == pytest.approx(float(gz.area), rel=1e-6)
+
+
+def test_unsupported_block_is_named(tmp_path):
+    import pypulseq as pp
+
+    sys = pp.Opts()
+    s = pp.Sequence(system=sys)
+    s.add_block(pp.make_delay(1e-3))
+    s.add_block(
+        pp.make_block_pulse(flip_angle=0.1, duration=1e-4, system=sys),
+        pp.make_adc(num_samples=4, dwell=1e-5, delay=2e-4, system=sys),
+    )
+    s.write(str(tmp_path / "rfadc.seq"))
+    with pytest.raises(MrphysError, match="block 2: an ADC in the block of an RF pulse"):
+        pulseq_io.read_seq(tmp_path / "rfadc.seq")
+
+
+S = System()
+SYSTEM_CASES = {
+    "spin_echo": lambda: spin_echo(matrix=16, fov=0.032, tr=0.5, te=0.03, n_dummy=2, system=S),
+    "bssfp_imaging": lambda: bssfp(
+        tr=6e-3, matrix=16, fov=0.032, readout_dt=2e-5, n_cycles=2, n_dummy=10, system=S
+    ),
+    "bssfp_voxel": lambda: bssfp(n_cycles=2, n_dummy=10, system=S),
+    "gre_ideal": lambda: gre(tr=0.02, te=0.005, matrix=16, fov=0.032, n_dummy=5, system=S),
+    "gre_rf_spoiled": lambda: gre(
+        tr=0.02, te=0.005, matrix=16, fov=0.032, n_dummy=5, spoiling="rf", system=S
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SYSTEM_CASES))
+def test_scanner_ready_builders_pass_check_timing_and_round_trip(name, phantom, tmp_path):
+    seq = SYSTEM_CASES[name]()
+    path = tmp_path / f"{name}.seq"
+    pulseq_io.write_seq(seq, path)
+    assert pulseq_io.check_timing(path) == []
+    back = pulseq_io.read_seq(path)
+    assert back.kspace_shape == seq.kspace_shape
+    a = bloch.simulate_kspace(seq, phantom)
+    b = bloch.simulate_kspace(back, phantom)
+    assert float((a - b).norm() / a.norm()) < 5e-3
+
+
+def _timestep(seq, x: np.ndarray, y: np.ndarray, t1: float, t2: float, h: float = 5e-6):
+    """Independent reference: steps of ``h`` through every block of ``seq`` (sample-and-hold
+    RF, gradients interpolated at the step centre, Rodrigues rotations, exact relaxation per
+    step) for spins at (x, y); returns the ADC signal summed over the spins."""
+    m = np.zeros((x.size, 3))
+    m[:, 2] = 1.0
+    out = []
+    for b in seq.blocks:
+        d = float(b.duration)
+        row = None
+        if b.adc is not None:
+            at = {round((float(b.adc.delay) + (k + 0.5) * float(b.adc.dwell)) / h): k
+                  for k in range(b.adc.num)}  # fmt: skip
+            row = np.zeros(b.adc.num, complex)
+        for j in range(round(d / h)):
+            if row is not None and j in at:
+                row[at[j]] = (m[:, 0] + 1j * m[:, 1]).sum() * np.exp(-1j * float(b.adc.phase))
+            tm = (j + 0.5) * h
+            v = np.zeros((x.size, 3))
+            rf = b.rf
+            if isinstance(rf, ShapedRF) and rf.delay <= tm < rf.delay + rf.duration:
+                s = complex(rf.signal[int((tm - rf.delay) / rf.dwell)]) * np.exp(
+                    1j * float(rf.phase)
+                )
+                v[:, 0], v[:, 1] = 2 * np.pi * h * s.real, 2 * np.pi * h * s.imag
+            g = [0.0 if gg is None else float(np.interp(tm, gg.times.numpy(), gg.amps.numpy(),
+                 left=0, right=0)) if isinstance(gg, Grad) else float(gg)
+                 for gg in (b.gx, b.gy)]  # fmt: skip
+            v[:, 2] = -2 * np.pi * pulseq_io.GAMMABAR * (g[0] * x + g[1] * y) * h
+            th = np.linalg.norm(v, axis=1, keepdims=True)
+            nv = v / np.maximum(th, 1e-30)
+            m = (m * np.cos(th) + np.cross(nv, m) * np.sin(th)
+                 + nv * (nv * m).sum(1, keepdims=True) * (1 - np.cos(th)))  # fmt: skip
+            e1 = np.exp(-h / t1)
+            m[:, :2] *= np.exp(-h / t2)
+            m[:, 2] = m[:, 2] * e1 + (1 - e1)
+        if row is not None:
+            out.append(row)
+    return np.concatenate(out)
+
+
+@pytest.mark.slow
+def test_foreign_unspoiled_gre_matches_an_independent_time_stepped_reference(tmp_path):
+    """A pypulseq GRE (block pulse after the dead time, ramped trapezoids, spoiler lobe, no RF
+    spoiling, TR 10 ms: unspoiled coherences) against 5 us time stepping on a few spins."""
+    import pypulseq as pp
+
+    n, fov = 8, 0.032
+    sys = pp.Opts(max_grad=32, grad_unit="mT/m", max_slew=130, slew_unit="T/m/s",
+                  rf_ringdown_time=30e-6, rf_dead_time=100e-6, adc_dead_time=10e-6)  # fmt: skip
+    s = pp.Sequence(system=sys)
+    rf = pp.make_block_pulse(math.radians(30), duration=2e-4, delay=1e-4, system=sys)
+    gx = pp.make_trapezoid("x", flat_area=n / fov, flat_time=n * 4e-5, system=sys)
+    adc = pp.make_adc(n, duration=gx.flat_time, delay=gx.rise_time, system=sys)
+    pre = pp.make_trapezoid("x", area=-gx.area / 2, duration=8e-4, system=sys)
+    sp = pp.make_trapezoid("x", area=2.3 * n / fov, system=sys)
+    for i, line in enumerate([0] * 4 + list(range(n))):
+        gy = pp.make_trapezoid("y", area=(line - n / 2) / fov, duration=8e-4, system=sys)
+        s.add_block(rf)
+        s.add_block(pre, gy)
+        s.add_block(gx, adc) if i >= 4 else s.add_block(gx)
+        gy.amplitude = -gy.amplitude
+        s.add_block(sp, gy, pp.make_delay(1e-2 - 2e-3 - pp.calc_duration(gx) - 4e-4))
+    s.write(str(tmp_path / "g.seq"))
+    seq = pulseq_io.read_seq(tmp_path / "g.seq", dtype=F64)
+    vox = [(4, 1), (4, 6), (2, 4), (5, 5)]
+    rho = torch.zeros(n, n, dtype=F64)
+    for yy, xx in vox:
+        rho[yy, xx] = 1.0
+    ph = Phantom(rho, rho * 0.8, rho * 0.08, fov=(fov, fov))
+    sig = bloch.simulate(seq, ph).numpy()
+    dx = fov / n
+    x = np.array([(xx - n // 2) * dx for _, xx in vox])
+    y = np.array([(yy - n // 2) * dx for yy, _ in vox])
+    ref = _timestep(seq, x, y, 0.8, 0.08)
+    assert np.abs(sig - ref).max() < 3e-3 * np.abs(ref).max()

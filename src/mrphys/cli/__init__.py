@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import shlex
 import sys
 from typing import Any
@@ -105,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     from mrphys.runtime import openmp_wait_defaults
 
     openmp_wait_defaults()
+    if "WORLD_SIZE" in os.environ:  # under torchrun: join the job; rank 0 alone prints
+        from mrphys.train import init_distributed, is_writer
+
+        init_distributed()
+        if not is_writer():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -120,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     # options that take a word from a fixed list (--sequence bssfp) name no input file, even
     # where a file of that name exists (e.g. an earlier output called bssfp)
     paths = {k: v for k, v in vars(args).items() if k not in _choice_options(parser)}
+    if getattr(args, "inputs", None) is not None:  # a batch claims each input's output itself
+        paths.pop("out", None)  # (its shards share --out: mrphys.batch)
     try:
         with claim_run_output(paths, shlex.join(["mrphys", *map(str, argv)])):
             rc = args.func(args)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from mrphys.cli import add_common, arg, new_output, options, positive
+from mrphys.cli._batch import add_batch_options, is_batch, run_batch_command
 
 
 class _MethodNames:
@@ -64,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(r, "--matrix-out", None, "matrix to render (inr only)", type=positive)
     add_common(r)
     r.set_defaults(func=run_recon)
+    add_batch_options(r)  # many inputs (mrphys.batch, issue 18)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -110,6 +112,8 @@ def _method_options(args: argparse.Namespace, device) -> dict:
 
 
 def run_recon(args: argparse.Namespace) -> int:
+    if is_batch(args):  # --inputs: this handler once per input (mrphys.batch, issue 18)
+        return run_batch_command(args, run_recon, "dir")
     from mrphys.utils import resolve_device
 
     device = resolve_device(args.device)

@@ -85,6 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(o, overwrite_help=OVERWRITE_HELP)
     o.set_defaults(func=run_optimize)
 
+    # shard jobs of the data simulation (mrphys.design.data.simulate_shard, issue 18)
+    d = ssub.add_parser("simulate", help="simulate shard I/N of the training and test data into "
+                        "--cache (N jobs sharing a folder; a stopped job resumes)")  # fmt: skip
+    _data_options(d, 50000, 1000, 64)
+    arg(d, "--shard", "1/1", "simulate every N-th chunk of 100 phantoms from the I-th (1-based)")
+    add_common(d, out=False, device_help=None)
+    d.set_defaults(func=run_simulate_shard)
+
 
 def _no_action(args: argparse.Namespace) -> int:
     from mrphys.errors import MrphysError
@@ -179,4 +187,17 @@ def run_optimize(args: argparse.Namespace) -> int:
     with keep_running(ck, sys.stderr.write), output_dir(args.out, overwrite=args.overwrite) as tmp:
         m = _run(tmp, cfg, resolve_device(args.device), running=ck)
     print(f"SPIN {args.method}: {summary(m)}; wrote {args.out}")
+    return 0
+
+
+def run_simulate_shard(args: argparse.Namespace) -> int:
+    """``mrphys spin simulate --shard I/N --cache DIR``: this job's chunks of the data."""
+    from mrphys.batch import parse_shard
+    from mrphys.design.run import DataConfig
+
+    shard = parse_shard(args.shard)
+    data = DataConfig(args.phantoms, args.test_phantoms, args.matrix, args.seed, args.cache)
+    done = data.simulate_shard(shard)
+    state = "complete" if done else "waiting for the other shards"
+    print(f"simulated shard {shard[0]}/{shard[1]} into {args.cache}; the data are {state}")
     return 0

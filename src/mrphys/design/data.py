@@ -27,6 +27,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,12 +42,12 @@ from mrphys.physics.signal import spin_echo_image
 from mrphys.resources import check_memory, check_time
 from mrphys.tissue import Phantom, spin_shepp_logan
 from mrphys.train import load_plain
-from mrphys.utils import derived_seed
+from mrphys.utils import cache_dir, derived_seed
 
 log = logging.getLogger(__name__)
 
 #: bump when the data-generation code changes meaning (part of the cache key)
-DATA_VERSION = 3
+DATA_VERSION = 4
 #: phantoms per generation chunk (fixed: the random stream depends on it)
 CHUNK = 100
 #: a lower bound on the Bloch simulation time per phantom pixel (s): measured 37 ms per 32x32 and
@@ -210,17 +212,25 @@ def settings_key(settings: dict) -> str:
 _FIELDS = ("rho", "t1", "t2", "sigma", "z", "kspace", "target")
 
 
-def _read_cache(path: Path, settings: dict) -> dict[str, torch.Tensor] | None:
-    """The tensors of a cache file written by :func:`make_data` for ``settings``, or None (with
-    a warning) when the file is unreadable, holds anything but tensors and plain values (read
-    with ``weights_only=True``: nothing in it runs), or does not match ``settings``."""
+def default_cache_dir() -> Path:
+    """Folder for cached SPIN data: :func:`mrphys.utils.cache_dir` / ``spin``."""
+    return cache_dir() / "spin"
+
+
+def _read_cache(
+    path: Path, settings: dict, rows: int | None = None, what: str = "SPIN data cache"
+) -> dict[str, torch.Tensor] | None:
+    """The tensors of a cache file (or chunk file, ``rows`` phantoms) written by
+    :func:`make_data` for ``settings``, or None (with a warning) when the file is unreadable,
+    holds anything but tensors and plain values (read with ``weights_only=True``: nothing in it
+    runs), or does not match ``settings``."""
     try:
-        d = load_plain(path, what="SPIN data cache")
+        d = load_plain(path, what=what)
     except MrphysError as e:
         log.warning("%s Simulating the data anew.", e)
         return None
     tensors = d.get("tensors") if isinstance(d, dict) else None
-    n = settings["n"]
+    n = settings["n"] if rows is None else rows
     ok = (
         isinstance(tensors, dict)
         and d.get("settings") == settings
@@ -228,10 +238,182 @@ def _read_cache(path: Path, settings: dict) -> dict[str, torch.Tensor] | None:
         and all(tensors[k].shape[:1] == (n,) for k in _FIELDS)
     )
     if not ok:
-        log.warning("SPIN data cache %s does not hold these settings' data; simulating anew", path)
+        log.warning("%s %s does not hold these settings' data; simulating anew", what, path)
         return None
     log.info("loaded cached SPIN data %s", path)
     return {k: tensors[k] for k in _FIELDS}
+
+
+def chunk_seeds(seed: int, chunk: int) -> tuple[int, int]:
+    """Seeds of the phantom and noise generators of chunk ``chunk`` (phantoms ``100 c`` to
+    ``100 c + 99``): each chunk draws from its own streams, so any process can simulate any
+    chunk. Chunk 0 keeps the streams of data version 3 (data sets of up to 100 phantoms are
+    unchanged)."""
+    if chunk == 0:
+        return derived_seed(seed), derived_seed(seed, 1, 7919)
+    return derived_seed(seed, 1_000_003, chunk), derived_seed(seed, 2_000_029, chunk)
+
+
+def _simulate_chunk(
+    c: int, n: int, seed: int, acq: Acquisition, simulator: Simulator
+) -> dict[str, torch.Tensor]:
+    """The tensors of chunk ``c`` of a data set of ``n`` phantoms (CPU)."""
+    b = min(CHUNK, n - c * CHUNK)
+    s_ph, s_z = chunk_seeds(seed, c)
+    ph = random_phantoms(b, acq, torch.Generator().manual_seed(s_ph))
+    # interleaved (re, im) pairs, as in the stored data sets; each part divided by sqrt 2 for
+    # E|z|^2 = 1 (a complex division would round differently)
+    gen_z = torch.Generator().manual_seed(s_z)
+    z = standard_complex_normal((b, acq.matrix, acq.matrix), gen_z, draw="interleaved")
+    z = torch.complex(z.real / math.sqrt(2), z.imag / math.sqrt(2))
+    with torch.no_grad():
+        k_ref = simulator(ph, REFERENCE.flip1, REFERENCE.flip2, REFERENCE.te, acq)
+        sigma = acq.noise * k_ref.abs().flatten(1).amax(1)
+        same = (acq.flip1, acq.flip2, acq.te) == (REFERENCE.flip1, REFERENCE.flip2, REFERENCE.te)
+        k = k_ref if same else simulator(ph, acq.flip1, acq.flip2, acq.te, acq)
+    return {
+        "rho": ph.rho,
+        "t1": ph.t1,
+        "t2": ph.t2,
+        "sigma": sigma.float(),
+        "z": z,
+        "kspace": _with_stored_noise(k, sigma, z).to(torch.complex64),
+        "target": target_image(ph),
+    }
+
+
+def _settings(n: int, seed: int, acq: Acquisition, simulator: Simulator) -> dict:
+    return {
+        "n": n,
+        "seed": seed,
+        "acq": asdict(acq),
+        "version": DATA_VERSION,
+        "simulator": f"{simulator.__module__}.{simulator.__qualname__}",
+    }
+
+
+def _chunk_file(parts: Path, c: int) -> Path:
+    return parts / f"chunk-{c:06d}.pt"
+
+
+def _chunk_rows(n: int, c: int) -> int:
+    return min(CHUNK, n - c * CHUNK)
+
+
+def _read_chunk(parts: Path, n: int, c: int, settings: dict) -> dict[str, torch.Tensor] | None:
+    f = _chunk_file(parts, c)
+    return _read_cache(f, settings, _chunk_rows(n, c), "SPIN data chunk") if f.is_file() else None
+
+
+def _simulate_chunks(
+    chunks: list[int],
+    n: int,
+    seed: int,
+    acq: Acquisition,
+    simulator: Simulator,
+    settings: dict,
+    parts: Path | None,
+    progress: bool,
+) -> dict[int, dict[str, torch.Tensor]]:
+    """Simulate ``chunks`` (those already in ``parts`` are read instead); each chunk simulated
+    is written to ``parts`` atomically at once (a killed run keeps what it finished)."""
+    from mrphys.io import atomic_file
+    from mrphys.train import is_writer
+
+    done: dict[int, dict[str, torch.Tensor]] = {}
+    todo = []
+    for c in chunks:
+        t = _read_chunk(parts, n, c, settings) if parts is not None else None
+        if t is None:
+            todo.append(c)
+        else:
+            done[c] = t
+    if done:
+        log.info("%d of %d chunks were cached already", len(done), len(chunks))
+    it = todo
+    if progress and is_writer():
+        from tqdm import tqdm
+
+        it = tqdm(todo, desc="simulating phantoms", unit="chunk")
+    for c in it:
+        done[c] = _simulate_chunk(c, n, seed, acq, simulator)
+        if parts is not None:
+            with atomic_file(_chunk_file(parts, c)) as tmp:
+                torch.save({"tensors": done[c], "settings": settings, "chunk": c}, tmp)
+    return done
+
+
+def _assemble(
+    path: Path, parts: Path, n: int, settings: dict, have: dict | None = None
+) -> dict[str, torch.Tensor] | None:
+    """Join the chunks (those in ``have``, the others from their files in ``parts``) into the
+    cache file ``path`` (atomically, under a lock; the chunk files are then removed); None when
+    a chunk is missing."""
+    import fcntl
+
+    from mrphys.io import atomic_file
+
+    lock = path.with_name(f".{path.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if path.is_file():  # another job assembled it meanwhile
+            done = _read_cache(path, settings)
+            if done is not None:
+                return done
+        got = []
+        for c in range(math.ceil(n / CHUNK)):
+            t = have[c] if have and c in have else _read_chunk(parts, n, c, settings)
+            if t is None:
+                return None
+            got.append(t)
+        tensors = {k: torch.cat([t[k] for t in got]) for k in _FIELDS}
+        with atomic_file(path) as tmp:
+            torch.save({"tensors": tensors, "settings": settings}, tmp)
+        shutil.rmtree(parts, ignore_errors=True)
+        log.info("cached SPIN data in %s", path)
+        return tensors
+    finally:
+        os.close(fd)
+
+
+def _check_size(n: int, acq: Acquisition) -> None:
+    check(n >= 1, f"number of phantoms must be >= 1; got {n}.")
+    acq.check()
+    pixels = n * acq.matrix**2
+    what = f"simulating {n} phantoms of {acq.matrix}x{acq.matrix}"
+    check_time(pixels * SIMULATE_SECONDS_PER_PIXEL / 3600, what, "--phantoms or --matrix")
+    check_memory(pixels * DATA_BYTES_PER_PIXEL, what, "--phantoms or --matrix")
+
+
+def simulate_shard(
+    n: int,
+    seed: int,
+    shard: tuple[int, int],
+    acq: Acquisition = REFERENCE,
+    simulator: Simulator = bloch_simulator,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> bool:
+    """Simulate shard ``I`` of ``N`` (``shard = (I, N)``, 1-based) of the data set of
+    :func:`make_data` into its cache: the chunks ``c`` with ``c % N == I - 1`` that are not
+    cached yet, each written atomically. ``N`` such jobs, run anywhere with a shared
+    ``cache_dir`` (default :func:`default_cache_dir`), simulate the set once; the job that
+    finds every chunk present joins them into the cache file. Returns whether the cache file
+    is complete."""
+    i, m = shard
+    check(1 <= i <= m, f"shard must satisfy 1 <= I <= N; got {i}/{m}.")
+    _check_size(n, acq)
+    settings = _settings(n, seed, acq, simulator)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"spin-{settings_key(settings)}.pt"
+    if path.is_file() and _read_cache(path, settings) is not None:
+        return True
+    parts = path.with_suffix(".parts")
+    mine = list(range(math.ceil(n / CHUNK)))[i - 1 :: m]
+    _simulate_chunks(mine, n, seed, acq, simulator, settings, parts, progress)
+    return _assemble(path, parts, n, settings) is not None
 
 
 def make_data(
@@ -244,75 +426,60 @@ def make_data(
 ) -> SpinData:
     """Make (or load from ``cache_dir``) ``n`` SPIN phantoms with noisy k-space at ``acq``.
 
-    Phantoms and noise draws come from generators seeded with ``seed`` (chunks of 100), so a
-    data set of ``n`` phantoms (``n`` a multiple of 100) is the first ``n`` of a larger one with
-    the same seed. The
-    reference noise level needs the reference acquisition; when ``acq`` differs from it the
-    phantoms are simulated twice. Returns CPU tensors.
+    The phantoms come in chunks of 100, each drawn from its own generators seeded by
+    ``(seed, chunk)`` (:func:`chunk_seeds`), so a data set of ``n`` phantoms (``n`` a multiple
+    of 100) is the first ``n`` of a larger one with the same seed, and chunks can be simulated
+    anywhere. The reference noise level needs the reference acquisition; when ``acq`` differs
+    from it the phantoms are simulated twice. Returns CPU tensors.
 
     The cache file is ``cache_dir / spin-<key>.pt`` with ``key`` a hash of ``n``, ``seed``,
-    ``acq`` and the simulator's name (a stand-in simulator gets its own cache entries). It holds
-    tensors and plain values only and is read with ``weights_only=True``; a file that is broken,
-    holds anything else or other settings is replaced by a new simulation (with a warning).
+    ``acq``, the data version and the simulator's name (a stand-in simulator gets its own cache
+    entries). While it is being made, each simulated chunk is written atomically to
+    ``spin-<key>.parts/``: a run that is stopped resumes with the missing chunks (as do
+    :func:`simulate_shard` jobs). Files hold tensors and plain values only and are read with
+    ``weights_only=True``; one that is broken, holds anything else or other settings is
+    simulated anew (with a warning).
+
+    Under ``torchrun`` the ranks simulate the chunks in shares (rank ``r`` of ``W`` the
+    contiguous chunks ``[r C / W, (r + 1) C / W)``) and every rank gets the whole set (through
+    the cache when there is one, else by an all-reduce).
     """
-    check(n >= 1, f"number of phantoms must be >= 1; got {n}.")
-    acq.check()
-    pixels = n * acq.matrix**2
-    what = f"simulating {n} phantoms of {acq.matrix}x{acq.matrix}"
-    check_time(pixels * SIMULATE_SECONDS_PER_PIXEL / 3600, what, "--phantoms or --matrix")
-    check_memory(pixels * DATA_BYTES_PER_PIXEL, what, "--phantoms or --matrix")
-    settings = {
-        "n": n,
-        "seed": seed,
-        "acq": asdict(acq),
-        "version": DATA_VERSION,
-        "simulator": f"{simulator.__module__}.{simulator.__qualname__}",
-    }
-    path = None
+    from mrphys.train import barrier, gather_rows, is_writer, rank, world_size
+
+    _check_size(n, acq)
+    settings = _settings(n, seed, acq, simulator)
+    path = parts = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"spin-{settings_key(settings)}.pt"
+        parts = path.with_suffix(".parts")
         if path.is_file():
             tensors = _read_cache(path, settings)
             if tensors is not None:
                 return SpinData(**tensors, acq=acq, seed=seed)
-    gen_ph = torch.Generator().manual_seed(derived_seed(seed))
-    gen_z = torch.Generator().manual_seed(derived_seed(seed, 1, 7919))
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in _FIELDS}
-    chunks = range(0, n, CHUNK)
-    if progress:
-        from tqdm import tqdm
-
-        chunks = tqdm(chunks, desc="simulating phantoms", unit="chunk")
-    for start in chunks:
-        b = min(CHUNK, n - start)
-        ph = random_phantoms(b, acq, gen_ph)
-        # interleaved (re, im) pairs, as in the stored data sets; each part divided by sqrt 2 for
-        # E|z|^2 = 1 (a complex division would round differently)
-        z = standard_complex_normal((b, acq.matrix, acq.matrix), gen_z, draw="interleaved")
-        z = torch.complex(z.real / math.sqrt(2), z.imag / math.sqrt(2))
-        with torch.no_grad():
-            k_ref = simulator(ph, REFERENCE.flip1, REFERENCE.flip2, REFERENCE.te, acq)
-            sigma = acq.noise * k_ref.abs().flatten(1).amax(1)
-            same = (acq.flip1, acq.flip2, acq.te) == (
-                REFERENCE.flip1,
-                REFERENCE.flip2,
-                REFERENCE.te,
-            )
-            k = k_ref if same else simulator(ph, acq.flip1, acq.flip2, acq.te, acq)
-        parts["rho"].append(ph.rho)
-        parts["t1"].append(ph.t1)
-        parts["t2"].append(ph.t2)
-        parts["sigma"].append(sigma.float())
-        parts["z"].append(z)
-        parts["kspace"].append(_with_stored_noise(k, sigma, z).to(torch.complex64))
-        parts["target"].append(target_image(ph))
-    tensors = {k: torch.cat(v) for k, v in parts.items()}
+            barrier()  # every rank has looked at it before rank 0 removes it (replaced below)
+            if is_writer():
+                path.unlink(missing_ok=True)
+    n_chunks = math.ceil(n / CHUNK)
+    r, w = rank(), world_size()
+    mine = list(range(r * n_chunks // w, (r + 1) * n_chunks // w))
+    if path is None and n_chunks < w:  # too few chunks to share: each rank simulates them all
+        mine, w = list(range(n_chunks)), 1
+    done = _simulate_chunks(mine, n, seed, acq, simulator, settings, parts, progress)
+    if w == 1 and path is None:
+        return SpinData(**{k: torch.cat([done[c][k] for c in mine]) for k in _FIELDS},
+                        acq=acq, seed=seed)  # fmt: skip
     if path is not None:
-        from mrphys.io import atomic_file
-
-        with atomic_file(path) as tmp:
-            torch.save({"tensors": tensors, "settings": settings}, tmp)
-        log.info("cached SPIN data in %s", path)
+        barrier()  # every rank's chunks are on disk
+        tensors = _assemble(path, parts, n, settings, done) if is_writer() else None
+        barrier()
+        if tensors is None:
+            tensors = _read_cache(path, settings)
+        check(tensors is not None, f"the SPIN data cache {path} could not be assembled.")
+        return SpinData(**tensors, acq=acq, seed=seed)
+    # torchrun without a cache: the rows of my chunks into a zero set, summed over the ranks
+    lo = mine[0] * CHUNK if mine else 0
+    rows = slice(lo, lo + sum(_chunk_rows(n, c) for c in mine))
+    tensors = {k: gather_rows(torch.cat([done[c][k] for c in mine]), n, rows) for k in _FIELDS}
     return SpinData(**tensors, acq=acq, seed=seed)
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn as nn
 
+from mrphys import train as ddp  # torchrun data parallel (issue 18)
 from mrphys.design.data import Normalisation, SpinData, acquire, bloch_simulator
 from mrphys.design.train import TrainConfig, build_model, image_metrics, param_groups
 from mrphys.errors import check
@@ -275,7 +276,8 @@ def autograd_flip(
     n_sim = 0
     try:
         for _ in range(cfg.steps):
-            idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
+            glob = torch.randperm(len(train), generator=gen)[: cfg.batch]
+            idx = glob[ddp.local_part(len(glob))]  # this rank's part of the global minibatch
             loss = loss_at(model, norm, train, alpha, idx=idx, simulator=simulator)
             opt.zero_grad()
             loss.backward()
@@ -491,6 +493,8 @@ def joint(
     the run had not stopped (``cfg`` may differ in ``iterations`` only).
     """
     cfg.check()
+    ranks = ddp.init_distributed(device)  # torchrun: ranks split each minibatch (mrphys.train)
+    check(cfg.batch >= ranks, f"batch must be >= the {ranks} torchrun processes; got {cfg.batch}.")
     n = train.acq.matrix
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -600,7 +604,8 @@ def joint(
         model.train()
         tot = 0.0
         for _ in range(cfg.steps_per_iteration):
-            idx = torch.randperm(len(train), generator=gen)[: cfg.batch]
+            glob = torch.randperm(len(train), generator=gen)[: cfg.batch]
+            idx = glob[ddp.local_part(len(glob))]  # this rank's part of the global minibatch
             a1, a2, te_s, w = seq.values()
             mask = None
             if cfg.budget < 1:
@@ -613,13 +618,16 @@ def joint(
             )
             if cfg.budget < 1:
                 loss = loss + cfg.budget_weight * (w.mean() - cfg.budget).square()
+            if len(idx) < len(glob):
+                loss = loss * (len(idx) / len(glob))
             for opt in opts.values():
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss = ddp.sync_gradients(trainer.model, loss)
             for opt in opts.values():
                 opt.step()
             trainer.step += 1
-            count["simulated"] += len(idx)
+            count["simulated"] += len(glob)
             tot += float(loss.detach())
         return record(tot / cfg.steps_per_iteration)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from mrphys.design.optimize import (
 )
 from mrphys.design.train import EpochRecord, TrainConfig, build_model, load_checkpoint, train
 from mrphys.errors import MrphysError
-from mrphys.train import Record
+from mrphys.train import Record, is_writer, world_size
 from mrphys.utils import check_seed, derived_seed
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,18 @@ class DataConfig:
         test_seed = derived_seed(self.seed, 1, 1)
         te = make_data(self.n_test, test_seed, acq, cache_dir=self.cache, progress=progress)
         return tr, te
+
+    def simulate_shard(self, shard: tuple[int, int], progress: bool = True) -> bool:
+        """Shard ``(I, N)`` of the training and test data of :meth:`make` into ``cache``
+        (:func:`mrphys.design.data.simulate_shard`, issue 18); whether both are complete."""
+        from mrphys.design.data import simulate_shard
+
+        check_seed(self.seed)
+        if self.cache is None:
+            raise MrphysError("cache must name a folder for a shard of the data (shared by all).")
+        acq, kw = Acquisition(matrix=self.matrix), {"cache_dir": self.cache, "progress": progress}
+        tr = simulate_shard(self.n_train, self.seed, shard, acq, **kw)
+        return simulate_shard(self.n_test, derived_seed(self.seed, 1, 1), shard, acq, **kw) and tr
 
 
 def train_reference(
@@ -78,7 +91,7 @@ def train_reference(
         resume = running
     model, hist = train(cfg, tr, te, norm, out=out, resume=resume, device=device,
                         progress=progress, checkpoint=running)  # fmt: skip
-    if running is not None:
+    if running is not None and is_writer():  # torchrun: rank 0 removes it after the copy
         shutil.copyfile(running, out / "checkpoint.pt")
     return model, norm, hist, (tr, te)
 
@@ -99,7 +112,8 @@ def train_to_folder(
 
     with output_dir(out, overwrite=overwrite) as tmp:
         _, norm, hist, _ = train_reference(tmp, data, cfg, device, resume=resume, running=running)
-        config = {"data": asdict(data), "train": asdict(cfg), "normalisation": norm.as_dict()}
+        config = {"data": asdict(data), "train": asdict(cfg), "normalisation": norm.as_dict(),
+                  "world_size": world_size()}  # fmt: skip
         save_json(tmp / "config.json", config)
         save_json(tmp / "metrics.json", hist[-1] if hist else {})
     return hist
@@ -148,7 +162,8 @@ def keep_running(ck: Path, say: Callable[[str], object]) -> Iterator[None]:
         else:
             say("interrupted before the first epoch ended: nothing to continue\n")
         raise
-    ck.unlink(missing_ok=True)
+    if is_writer():  # torchrun: rank 0 removes it, once it has copied it into the output
+        ck.unlink(missing_ok=True)
 
 
 @dataclass
@@ -258,7 +273,7 @@ def run_optimize(
             checkpoint=running if running is not None else out / "joint_checkpoint.pt",
             resume=running is not None,
         )
-        if running is not None:
+        if running is not None and is_writer():
             shutil.copyfile(running, out / "joint_checkpoint.pt")
         line_weights = hist.line_weights[-1].tolist()
     names = plot.spin_figures(out, hist, te.target[0])
@@ -274,8 +289,9 @@ def run_optimize(
         figures=names,
         line_weights=line_weights,
     )
-    save_json(out / "metrics.json", res.to_dict())
-    save_json(out / "config.json", asdict(cfg))
+    save_json(out / "metrics.json", {**res.to_dict(), "world_size": world_size()})
+    save_json(out / "config.json", {**asdict(cfg), "world_size": world_size()})
+    _export_sequence(out / "sequence.seq", hist, te.acq, cfg.method)
     torch.save(
         {
             "images": hist.images,
@@ -291,6 +307,23 @@ def run_optimize(
         hist.flip_angle_deg[-1],
     )
     return res
+
+
+def _export_sequence(path: Path, hist: FDHistory | JointHistory, acq, method: str) -> None:
+    """The learned sequence as a scanner-ready Pulseq file (learned values in its definitions)."""
+    from mrphys.physics.pulseq_io import write_learned_spin_echo
+
+    h = hist.to_dict()
+    flip1 = h["flip_angle_deg"][-1]
+    flip2 = h.get("flip2_deg", [math.degrees(acq.flip2)])[-1]
+    te_ms = h.get("te_ms", [acq.te * 1e3])[-1]
+    tr_ms = h.get("tr_ms", [acq.tr * 1e3])[-1]
+    learned = {"Method": method, "Flip1Deg": flip1, "Flip2Deg": flip2, "TEms": te_ms,
+               "TRms": tr_ms}  # fmt: skip
+    if getattr(hist, "line_weights", None) is not None:
+        learned["LineWeights"] = [round(float(v), 4) for v in hist.line_weights[-1]]
+    write_learned_spin_echo(path, acq.matrix, acq.fov, tr_ms * 1e-3, te_ms * 1e-3,
+                            math.radians(flip1), math.radians(flip2), learned)  # fmt: skip
 
 
 def summary(m: OptimizeResult | dict) -> str:

@@ -21,7 +21,17 @@ import torch.nn as nn
 from mrphys.design.data import Normalisation, SpinData
 from mrphys.errors import MrphysError, check
 from mrphys.metrics import psnr, ssim
-from mrphys.train import Record, Trainer, plain_config
+from mrphys.train import (
+    Record,
+    Trainer,
+    gather_rows,
+    init_distributed,
+    is_writer,
+    local_part,
+    plain_config,
+    sync_gradients,
+    world_size,
+)
 from mrphys.train import load_checkpoint as read_checkpoint
 from mrphys.utils import check_seed, derived_seed
 
@@ -100,11 +110,17 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def predict(model: nn.Module, k: torch.Tensor, batch: int = 100) -> torch.Tensor:
-    """Network images ``(M, N, N)`` from normalised k-space ``(M, N, N)``, in batches."""
+    """Network images ``(M, N, N)`` from normalised k-space ``(M, N, N)``, in batches.
+
+    Under torchrun each rank predicts its part (:func:`mrphys.train.local_part`) and every rank
+    gets all ``M`` images (the ranks hold the same weights)."""
     dev = next(model.parameters()).device
     model.eval()
-    out = [model(k[i : i + batch].to(dev)).float().cpu() for i in range(0, k.shape[0], batch)]
-    return torch.cat(out)
+    n = k.shape[0]
+    k = k[local_part(n)]
+    out = [model(k[i : i + batch].to(dev)).float() for i in range(0, k.shape[0], batch)]
+    mine = torch.cat(out) if out else torch.zeros((0, *k.shape[1:]), device=dev)
+    return gather_rows(mine, n).cpu()
 
 
 def image_metrics(x: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -138,6 +154,8 @@ class EpochRecord(Record):
     psnr: float | None = None
     #: wall time of the epoch in s (rounded to ms)
     seconds: float = 0.0
+    #: processes that trained the epoch (torchrun's world size; 1 without torchrun)
+    world_size: int = 1
 
 
 def load_checkpoint(
@@ -191,6 +209,10 @@ def train(
             it outside a temporary output folder to keep it when the run is interrupted.
 
     ``history`` has one :class:`EpochRecord` per epoch, resumed epochs included.
+
+    Under ``torchrun`` (see :mod:`mrphys.train`) the ranks split every global batch of
+    ``cfg.batch_size`` and average the gradients: the result is the one-process one; rank 0
+    writes the files.
     """
     from mrphys.io import save_json
 
@@ -200,11 +222,13 @@ def train(
         f"data matrix {train_data.acq.matrix} differs from the network matrix {cfg.matrix}.",
     )
     device = torch.device(device)
+    init_distributed(device)
     model = (model if model is not None else build_model(cfg)).to(device)
     opt = torch.optim.RMSprop(param_groups(model, cfg), lr=cfg.lr, alpha=cfg.alpha, momentum=0.0)
 
     def write_metrics(t: Trainer) -> None:
-        save_json(out / "train_metrics.json", t.history)
+        if is_writer():
+            save_json(out / "train_metrics.json", t.history)
 
     trainer = Trainer(
         model,
@@ -238,21 +262,28 @@ def train(
         perm = torch.randperm(n, generator=gen)
         tot, nb = 0.0, 0
         for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            k = k_train[idx].to(device)
-            y = y_train[idx].to(device)
-            pred, pen = model.forward_with_penalty(k)
-            loss = (pred - y).square().mean() + pen
+            glob = perm[i : i + cfg.batch_size]
+            idx = glob[local_part(len(glob))]  # this rank's part of the global batch
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = torch.zeros((), device=device)
+            if len(idx):
+                k = k_train[idx].to(device)
+                y = y_train[idx].to(device)
+                pred, pen = model.forward_with_penalty(k)
+                loss = (pred - y).square().mean() + pen
+                if len(idx) < len(glob):  # its share of the global-batch mean
+                    loss = loss * (len(idx) / len(glob))
+                loss.backward()
+            loss = sync_gradients(model, loss)
             opt.step()
             trainer.step += 1
-            tot += float(loss.detach())
+            tot += float(loss)
             nb += 1
         rec = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "train_loss": tot / max(nb, 1)}
         if test_data is not None:
             rec.update(image_metrics(predict(model, k_test, cfg.batch_size), test_data.target))
         rec["seconds"] = round(time.perf_counter() - t0, 3)
+        rec["world_size"] = world_size()
         return rec
 
     trainer.run(epoch_fn)

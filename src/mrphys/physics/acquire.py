@@ -111,6 +111,7 @@ def simulate_cartesian(
     field_t: float = 3.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    system: sequence.System | None = None,
 ) -> CartesianAcquisition:
     """Bloch-simulate a Cartesian acquisition of a phantom and reconstruct it.
 
@@ -125,6 +126,8 @@ def simulate_cartesian(
         field_t: B0 (T) of the Gach phantom's T1 values.
         seed: seed of the phantom; the noise is drawn with ``seed + 1``.
         device: a resolved device for the simulation.
+        system: hardware limits for scanner-ready sequences (finite RF, ramps, rasters; the
+            Pulseq file passes ``check_timing()``), or None for the idealised builders.
     """
     from mrphys.metrics import psnr, ssim
     from mrphys.tissue import gach_shepp_logan, spin_shepp_logan
@@ -140,14 +143,15 @@ def simulate_cartesian(
         ph = gach_shepp_logan(n, field_t=field_t, fov=fov)
     ph = ph.to(device=device)
     if sequence_name == "spin-echo":
-        seq = sequence.spin_echo(matrix=n, fov=fov, tr=tr, te=te, flip1=flip)
+        seq = sequence.spin_echo(matrix=n, fov=fov, tr=tr, te=te, flip1=flip, system=system)
         truth = signal.spin_echo_image(ph, tr=tr, te=te)  # SPIN Eq. 13: the 90/180 target image
     elif sequence_name == "bssfp":
         # one alternating-phase (0, pi) steady state; relaxometry uses the phase-cycled series
-        seq = sequence.bssfp(tr=tr, te=te, flip=flip, phase_increment=math.pi, matrix=n, fov=fov)
+        seq = sequence.bssfp(tr=tr, te=te, flip=flip, phase_increment=math.pi, matrix=n, fov=fov,
+                             system=system)  # fmt: skip
         truth = signal.bssfp_steady_state(ph.rho, ph.t1, ph.t2, tr=tr, te=te, flip=flip).abs()
     else:
-        seq = sequence.gre(tr=tr, te=te, flip=flip, matrix=n, fov=fov)
+        seq = sequence.gre(tr=tr, te=te, flip=flip, matrix=n, fov=fov, system=system)
         truth = signal.spoiled_gre_steady_state(ph.rho, ph.t1, ph.t2, tr=tr, te=te, flip=flip)
     with torch.no_grad():
         k = bloch.simulate_kspace(seq, ph).reshape(n, n)  # (n_pe, n_ro)

@@ -5,7 +5,9 @@ relaxometry noise), ``miracle`` (vectorised MIRACLE), ``networks`` (the paper's 
 built on :class:`mrphys.nets.mlp.RelaxNet`, and the PINN signal encoder), ``train`` (training on
 the one trainer :class:`mrphys.train.Trainer`), ``volume`` (volume fitting into
 :class:`~mrphys.relax.volume.RelaxMaps`, default cached models, simulated test volume),
-``inputs`` (pc-bSSFP NIfTI series from their parts, the protocol in ms, writing maps) and
+``inputs`` (pc-bSSFP NIfTI series from their parts or one file per cycle, the protocol in ms
+and from BIDS sidecars, writing maps), ``bids`` (the BIDS-App: series found in a BIDS dataset,
+maps written as BIDS derivatives), ``report`` (its per-subject HTML report) and
 ``evaluate`` (Monte Carlo grid / in vivo-like / off-resonance evaluation). The demo is
 :mod:`mrphys.demo.relax`, the figures are in :mod:`mrphys.plot`. Heavy imports stay in the
 submodules.

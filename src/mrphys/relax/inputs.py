@@ -1,8 +1,12 @@
 """pc-bSSFP volumes in and out of NIfTI files, and the protocol in the units of the command line.
 
-:func:`load_pc_bssfp` reads a 4-D phase-cycled bSSFP volume from its parts (complex, real and
-imaginary, or magnitude and phase), a relative B1 map and an optional mask, checks that they fit
-together and returns a :class:`PcBssfpVolume`. :func:`write_volume` writes a simulated volume
+:func:`load_pc_bssfp` reads a 4-D phase-cycled bSSFP volume (or one 3-D file per phase cycle)
+from its parts (complex, real and imaginary, or magnitude and phase), a B1 map (relative, or in
+percent of nominal as BIDS ``TB1map`` holds it) and an optional mask, checks that they fit together
+and returns a :class:`PcBssfpVolume`. :func:`load_series` adds the protocol: read from the BIDS
+JSON sidecar beside the input (:func:`sidecar_protocol`: ``RepetitionTimeExcitation`` and
+``EchoTime`` in s, ``FlipAngle`` and ``PhaseIncrements`` in degrees), completed by the options,
+which must agree with it (:func:`resolve_protocol`). :func:`write_volume` writes a simulated volume
 (:func:`mrphys.relax.volume.simulate_volume`) as the files :func:`load_pc_bssfp` reads.
 
 Every check raises :class:`~mrphys.errors.MrphysError` with one sentence that starts with the name
@@ -14,14 +18,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.io import load_nifti, save_nifti_raw
+from mrphys.io import load_json, load_nifti, save_nifti_raw
 from mrphys.relax.data import Protocol
 from mrphys.relax.train import TR_RANGE_MS
 
@@ -29,11 +35,20 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "B1_LIMITS",
+    "B1_UNITS",
+    "OFFSET_BLIND",
     "PcBssfpVolume",
+    "SeriesProtocol",
     "load_network",
+    "foreground_mask",
     "load_pc_bssfp",
+    "load_series",
     "protocol_from_ms",
     "protocol_ms",
+    "read_sidecar",
+    "resolve_protocol",
+    "sidecar_path",
+    "sidecar_protocol",
     "write_volume",
 ]
 
@@ -42,7 +57,17 @@ B1_LIMITS = (0.3, 2.0)
 #: the B1 range the networks are trained on (outside it a warning is logged)
 B1_TRAINED = (0.7, 1.3)
 
+#: how a B1 file is scaled: ``ratio`` (1 = nominal), ``percent`` (100 = nominal, BIDS
+#: ``TB1map``), ``auto`` (percent when the median inside the mask lies in 30..200, else ratio)
+B1_UNITS = ("auto", "ratio", "percent")
+#: methods that see only the magnitudes of the SSFP configurations, which a common offset of the
+#: phase increments (an off-resonance shift) leaves unchanged: they accept such an offset
+OFFSET_BLIND = ("miracle", "svnn", "pinn")
+#: relative tolerance between an option and the sidecar value it repeats
+PROTOCOL_RTOL = 1e-3
+
 PathLike = str | os.PathLike
+Inputs = PathLike | Sequence[PathLike]
 
 
 @dataclass
@@ -117,10 +142,32 @@ def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, atol=1e-3, rtol=1e-4))
 
 
-def _companion(name: str, path: PathLike, shape: tuple, affine: np.ndarray) -> np.ndarray:
-    """A 3-D map (B1 or mask) that must match the input's voxels and affine."""
+def _resample(arr: np.ndarray, src_affine: np.ndarray, shape: tuple, affine: np.ndarray):
+    """``arr`` (voxels of ``src_affine``) at the voxel centres of the grid ``shape``/``affine``:
+    trilinear in world coordinates (mm), the nearest edge value outside ``arr``. Returns
+    float32 ``shape``."""
+    from scipy.ndimage import map_coordinates
+
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    world = affine[:3, :3] @ ijk + affine[:3, 3:4]
+    src = np.linalg.solve(src_affine[:3, :3], world - src_affine[:3, 3:4])
+    out = map_coordinates(np.asarray(arr, dtype=np.float64), src, order=1, mode="nearest")
+    return out.reshape(shape).astype(np.float32)
+
+
+def _companion(
+    name: str, path: PathLike, shape: tuple, affine: np.ndarray, resample: bool = False
+) -> np.ndarray:
+    """A 3-D map (B1 or mask) that must match the input's voxels and affine (or, with
+    ``resample``, is interpolated onto them)."""
     arr, aff = load_nifti(path)
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    same = arr.shape == shape and _same_affine(affine, aff)
+    if not same and resample and arr.ndim == 3 and not np.iscomplexobj(arr):
+        log.info("%s %s resampled onto the input's voxels (trilinear)", name, path)
+        return _resample(arr, aff, shape, affine)
     if arr.shape != shape:
         raise MrphysError(f"{name} has shape {arr.shape} but the input volume is {shape}.")
     if not _same_affine(affine, aff):
@@ -130,16 +177,57 @@ def _companion(name: str, path: PathLike, shape: tuple, affine: np.ndarray) -> n
     return arr
 
 
+def _paths(x: Inputs | None) -> list[PathLike]:
+    if x is None:
+        return []
+    if isinstance(x, (str, os.PathLike)):
+        return [x]
+    return list(x)
+
+
+def _stack(name: str, paths: list[PathLike]) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, Y, Z, N)`` from one 4-D file, or from one file per phase cycle (3-D, or 4-D with
+    several cycles), stacked on the 4th axis in the order given; and the affine."""
+    if len(paths) == 1:
+        data, aff = load_nifti(paths[0])
+        if data.ndim != 4:
+            raise MrphysError(
+                f"{name} must be a 4-D NIfTI with phase cycles on the 4th axis (or one file per "
+                f"phase cycle); got shape {data.shape}."
+            )
+        return data, aff
+    parts: list[np.ndarray] = []
+    aff0 = np.eye(4)
+    for p in paths:
+        d, a = load_nifti(p)
+        if d.ndim == 3:
+            d = d[..., None]
+        if d.ndim != 4:
+            raise MrphysError(
+                f"{name} {p} must be a 3-D NIfTI (one phase cycle) or 4-D; got shape {d.shape}."
+            )
+        if parts:
+            if d.shape[:3] != parts[0].shape[:3]:
+                raise MrphysError(
+                    f"{name} {p} has {d.shape[:3]} voxels but {paths[0]} has "
+                    f"{parts[0].shape[:3]}; every phase cycle needs the same grid."
+                )
+            if not _same_affine(aff0, a):
+                raise MrphysError(f"{name} {p} has a different affine from {paths[0]}.")
+            if np.iscomplexobj(d) != np.iscomplexobj(parts[0]):
+                raise MrphysError(f"{name} {p} and {paths[0]} mix complex and real data.")
+        else:
+            aff0 = a
+        parts.append(d)
+    return np.concatenate(parts, axis=3), aff0
+
+
 def _complex_input(
-    input: PathLike, input_imag: PathLike | None, input_phase: PathLike | None
+    input: Inputs, input_imag: Inputs | None, input_phase: Inputs | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    data, aff = load_nifti(input)
-    if data.ndim != 4:
-        raise MrphysError(
-            f"input must be a 4-D NIfTI with phase cycles on the 4th axis; got shape {data.shape}."
-        )
-    other_path = input_imag or input_phase
-    if other_path is None:
+    data, aff = _stack("input", _paths(input))
+    other_paths = _paths(input_imag) or _paths(input_phase)
+    if not other_paths:
         if not np.iscomplexobj(data):
             raise MrphysError(
                 "input is real-valued; give a complex NIfTI, or the real part with input_imag, "
@@ -148,9 +236,11 @@ def _complex_input(
         return data, aff
     if np.iscomplexobj(data):
         raise MrphysError("input is complex; input_imag/input_phase need a real input.")
-    other, aff2 = load_nifti(other_path)
+    name = "input_imag" if input_imag else "input_phase"
+    other_path = other_paths[0] if len(other_paths) == 1 else ", ".join(map(str, other_paths))
+    other, aff2 = _stack(name, other_paths)
     if np.iscomplexobj(other):
-        name, part = ("input_imag", "imaginary part") if input_imag else ("input_phase", "phase")
+        part = "imaginary part" if input_imag else "phase"
         raise MrphysError(
             f"{name} {other_path} is complex but must hold the {part} as real numbers (a "
             "complex volume is given as input alone)."
@@ -167,29 +257,83 @@ def _complex_input(
     if np.nanmin(data) < 0:
         raise MrphysError("input must be a non-negative magnitude when input_phase is given.")
     phase = np.asarray(other, dtype=np.float32)
+    lo, hi = float(np.nanmin(phase)), float(np.nanmax(phase))
+    if hi - lo > 2 * math.pi + 0.1:
+        if -4097 <= lo and hi <= 4097 and hi - lo > 6000:  # Siemens: -4096..4095 = -pi..pi
+            log.warning("input_phase spans [%g, %g]: read as -4096..4096 = -pi..pi", lo, hi)
+            phase = phase * np.float32(math.pi / 4096)
+        else:
+            raise MrphysError(
+                f"input_phase must hold the phase in rad (or the -4096..4095 scale of Siemens "
+                f"phase images); it spans [{lo:g}, {hi:g}]."
+            )
     out.real, out.imag = np.cos(phase), np.sin(phase)
     out *= np.asarray(data, dtype=np.float32)
     return out, aff
 
 
+def _b1_ratio(b1_map: np.ndarray, sel: np.ndarray, units: str) -> np.ndarray:
+    """The B1 map as a ratio (1 = nominal): divided by 100 when in percent (``units``, or for
+    ``auto`` a median inside the mask in 30..200, which no plausible ratio has)."""
+    if units not in B1_UNITS:
+        raise MrphysError(f"b1_units must be one of {', '.join(B1_UNITS)}; got {units!r}.")
+    percent = units == "percent"
+    if units == "auto":
+        med = float(np.median(b1_map[sel]))
+        percent = 100 * B1_LIMITS[0] <= med <= 100 * B1_LIMITS[1]
+        if percent:
+            log.info("b1 is in percent of nominal (median %.4g inside the mask): / 100", med)
+    return (np.asarray(b1_map, dtype=np.float32) / 100) if percent else b1_map
+
+
+def foreground_mask(signals: np.ndarray) -> np.ndarray:
+    """Voxels with signal: the mean magnitude over the phase cycles above Otsu's threshold of
+    its histogram (at most a fifth of its 99th percentile, so bright fluid does not claim
+    the tissue as background). ``signals`` complex ``(X, Y, Z, N)``; returns bool ``(X, Y, Z)``."""
+    mag = np.abs(signals).mean(axis=3)
+    finite = mag[np.isfinite(mag)]
+    if finite.size == 0 or not finite.any():
+        return np.zeros(mag.shape, dtype=bool)
+    hi = float(np.percentile(finite, 99))
+    hist, edges = np.histogram(np.clip(finite, 0, hi), bins=256, range=(0, hi))
+    w = np.cumsum(hist).astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    mu = np.cumsum(hist * centres)
+    total, wt = mu[-1], w[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w - mu * wt) ** 2 / (w * (wt - w))
+    between[~np.isfinite(between)] = -1
+    thr = min(float(centres[int(np.argmax(between))]), 0.2 * hi)
+    return np.nan_to_num(mag) > thr
+
+
 def load_pc_bssfp(
-    input: PathLike,
+    input: Inputs,
     b1: PathLike,
     *,
-    input_imag: PathLike | None = None,
-    input_phase: PathLike | None = None,
-    mask: PathLike | None = None,
+    input_imag: Inputs | None = None,
+    input_phase: Inputs | None = None,
+    mask: PathLike | str | None = None,
     phase_cycles: int | None = None,
+    b1_units: str = "ratio",
+    resample_b1: bool = False,
 ) -> PcBssfpVolume:
     """Read and check a pc-bSSFP volume, its B1 map and mask from NIfTI files.
 
     Args:
-        input: 4-D NIfTI ``(X, Y, Z, N)``: complex, or the real part (with ``input_imag``), or
-            the magnitude (with ``input_phase``, in rad).
-        b1: relative B1 map ``(X, Y, Z)`` (1 = nominal flip), within :data:`B1_LIMITS` in the mask.
-        input_imag, input_phase: the second part of a real ``input`` (at most one of them).
-        mask: NIfTI ``(X, Y, Z)``, non-zero = fit (default: every voxel).
+        input: 4-D NIfTI ``(X, Y, Z, N)``, or a list of files, one per phase cycle (3-D, stacked
+            on the 4th axis in the order given): complex, or the real part (with
+            ``input_imag``), or the magnitude (with ``input_phase``, in rad).
+        b1: B1 map ``(X, Y, Z)``, within :data:`B1_LIMITS` in the mask once scaled to a ratio.
+        input_imag, input_phase: the second part of a real ``input``, as many files as it (at
+            most one of them).
+        mask: NIfTI ``(X, Y, Z)``, non-zero = fit (default: every voxel), or ``"foreground"``:
+            the voxels with signal (:func:`foreground_mask`).
         phase_cycles: expected N (checked against the input's 4th axis).
+        b1_units: ``ratio`` (1 = nominal), ``percent`` (100 = nominal, BIDS ``TB1map``) or
+            ``auto`` (:data:`B1_UNITS`).
+        resample_b1: interpolate a B1 map on another grid (voxel size, field of view,
+            orientation) onto the input's voxels (trilinear) instead of refusing it.
     Returns:
         a :class:`PcBssfpVolume`; every file has the input's voxel grid and affine.
     """
@@ -204,29 +348,324 @@ def load_pc_bssfp(
     if n < 3:
         raise MrphysError(f"input needs at least 3 phase cycles on its 4th axis; got {n}.")
     spatial = data.shape[:3]
-    b1_map = _companion("b1", b1, spatial, aff)
+    b1_map = _companion("b1", b1, spatial, aff, resample=resample_b1)
     sel = np.ones(spatial, dtype=bool)
-    if mask is not None:
+    if isinstance(mask, str) and mask == "foreground":
+        if not np.isfinite(data).all():
+            raise MrphysError("input contains NaN or infinite values.")
+        sel = foreground_mask(data)
+        if not sel.any():
+            raise MrphysError("input has no voxel with signal (all phase cycles 0).")
+    elif mask is not None:
         m = _companion("mask", mask, spatial, aff)
         if not np.isfinite(m).all():
             raise MrphysError("mask contains NaN or infinite values.")
         sel = m != 0
         if not sel.any():
             raise MrphysError("mask selects no voxel.")
-    inside = (lambda a: a) if mask is None else (lambda a: a[sel])  # no copy without a mask
-    if not np.isfinite(inside(data)).all():
+    # the data: all voxels without a mask (no copy), the foreground was checked whole above
+    if mask is None and not np.isfinite(data).all():
         raise MrphysError("input contains NaN or infinite values inside the mask.")
-    if not np.isfinite(inside(b1_map)).all():
+    if mask is not None and not isinstance(mask, str) and not np.isfinite(data[sel]).all():
+        raise MrphysError("input contains NaN or infinite values inside the mask.")
+    if not np.isfinite(b1_map if mask is None else b1_map[sel]).all():
         raise MrphysError("b1 contains NaN or infinite values inside the mask.")
+    b1_map = _b1_ratio(b1_map, sel, b1_units)
     lo, hi = float(b1_map[sel].min()), float(b1_map[sel].max())
     if lo < B1_LIMITS[0] or hi > B1_LIMITS[1]:
         raise MrphysError(
             f"b1 must be a relative flip-angle scale (1 = nominal) in [{B1_LIMITS[0]}, "
-            f"{B1_LIMITS[1]}]; it spans [{lo:g}, {hi:g}] (percent or degrees given?)."
+            f"{B1_LIMITS[1]}]; it spans [{lo:g}, {hi:g}] (percent or degrees given? see "
+            "b1_units)."
         )
     if lo < B1_TRAINED[0] or hi > B1_TRAINED[1]:
         log.warning("B1 spans [%.2f, %.2f]; networks were trained on [0.7, 1.3].", lo, hi)
     return PcBssfpVolume(data, b1_map, sel, aff)
+
+
+def sidecar_path(nifti: PathLike) -> Path:
+    """The BIDS JSON sidecar beside a NIfTI file: ``x.nii.gz`` -> ``x.json``."""
+    p = Path(nifti)
+    for ext in (".nii.gz", ".nii"):
+        if p.name.endswith(ext):
+            return p.with_name(p.name[: -len(ext)] + ".json")
+    return p.with_suffix(".json")
+
+
+def read_sidecar(nifti: PathLike) -> dict[str, Any] | None:
+    """The JSON object of the sidecar beside ``nifti`` (:func:`sidecar_path`), None without
+    one; a sidecar that is no JSON object is refused (one sentence naming it)."""
+    path = sidecar_path(nifti)
+    if not path.is_file():
+        return None
+    obj = load_json(path)
+    if not isinstance(obj, dict):
+        raise MrphysError(f"sidecar {path} must hold a JSON object; got {type(obj).__name__}.")
+    return obj
+
+
+def _number(side: Mapping[str, Any], key: str, where: str) -> float | None:
+    v = side.get(key)
+    if v is None:
+        return None
+    if isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise MrphysError(f"{key} in {where} must be one finite number; got {v!r}.")
+    return float(v)
+
+
+def sidecar_protocol(side: Mapping[str, Any], where: str = "the sidecar") -> dict[str, Any]:
+    """The protocol keys a BIDS sidecar gives, in the units of the options.
+
+    Reads ``RepetitionTimeExcitation`` (s; BIDS's ``RepetitionTime`` is the volume TR and is not
+    used), ``EchoTime`` (s, one echo), ``FlipAngle`` (deg) and ``PhaseIncrements`` (deg, one per
+    volume). Returns those present as ``tr_ms``, ``te_ms``, ``flip_deg``, ``increments_deg``.
+    A time above 1 s is refused as given in ms.
+    """
+    out: dict[str, Any] = {}
+    for key, name in (("RepetitionTimeExcitation", "tr_ms"), ("EchoTime", "te_ms")):
+        if isinstance(side.get(key), list) and len(side[key]) > 1:
+            raise MrphysError(f"{key} in {where} lists {len(side[key])} values; expected one.")
+        v = _number(side, key, where)
+        if v is not None:
+            if not 0 < v < 1:
+                raise MrphysError(
+                    f"{key} in {where} must be in seconds as BIDS says, in (0, 1); got {v:g} (ms?)."
+                )
+            out[name] = v * 1e3
+    flip = _number(side, "FlipAngle", where)
+    if flip is not None:
+        out["flip_deg"] = flip
+    inc = side.get("PhaseIncrements")
+    if inc is not None:
+        inc = inc if isinstance(inc, list) else [inc]
+        if not inc or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in inc
+        ):
+            raise MrphysError(
+                f"PhaseIncrements in {where} must be a list of numbers in degrees, one per "
+                f"volume; got {side['PhaseIncrements']!r}."
+            )
+        out["increments_deg"] = [float(x) for x in inc]
+    return out
+
+
+@dataclass
+class SeriesProtocol:
+    """The protocol of a pc-bSSFP series and where each of its values came from.
+
+    Attributes:
+        protocol: the :class:`~mrphys.relax.data.Protocol` the fit uses (s, rad).
+        increments_deg: the RF phase increment of each volume in deg, in the file's order.
+        source: ``tr_ms``, ``te_ms``, ``flip_deg``, ``increments`` -> ``sidecar``, ``option``
+            or ``default``.
+        sidecar: the sidecar file(s) read, or None.
+        order: the volumes' order that gives the increments ``180 (2j - 1) / N`` deg, j = 1..N,
+            or None when they are in that order already.
+        offset_deg: the common offset of the increments from those (0, or accepted for a
+            magnitude method: :func:`resolve_protocol`).
+    """
+
+    protocol: Protocol
+    increments_deg: list[float]
+    source: dict[str, str] = field(default_factory=dict)
+    sidecar: str | None = None
+    order: list[int] | None = None
+    offset_deg: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON: the protocol in ms and degrees, the increments, sources and sidecar."""
+        return protocol_ms(self.protocol) | {
+            "phase_increments_deg": self.increments_deg,
+            "phase_offset_deg": self.offset_deg,
+            "source": self.source,
+            "sidecar": self.sidecar,
+        }
+
+
+def _methods_increments(n: int) -> list[float]:
+    return [180.0 * (2 * j - 1) / n for j in range(1, n + 1)]
+
+
+def _increment_order(
+    inc: list[float], where: str, offset_ok: bool = False
+) -> tuple[list[int] | None, float]:
+    """The volumes' order that gives the METHODS increments ``180 (2j - 1) / N`` (None: as
+    they are), and the offset of equally spaced increments from them in deg (0 for the METHODS
+    set; any other only with ``offset_ok``)."""
+    n = len(inc)
+    step, base = 360.0 / n, 180.0 / n
+    r = [(x - base) % step for x in inc]
+    d = r[0] if r[0] <= step / 2 else r[0] - step  # the offset in (-step/2, step/2]
+    order: list[int | None] = [None] * n
+    for i, x in enumerate(inc):
+        pos = ((x - d - base) % 360.0) / step
+        k = int(round(pos)) % n
+        if abs(pos - round(pos)) * step > 1e-2 or order[k] is not None:
+            order = []
+            break
+        order[k] = i
+    ref = ", ".join(f"{x:g}" for x in _methods_increments(n))
+    if len(order) != n:
+        raise MrphysError(
+            f"PhaseIncrements in {where} are {inc} deg, not equally spaced over 360 deg; the "
+            f"fits need the increments 180 (2j - 1) / N deg ({ref}), in any order."
+        )
+    if abs(d) > 1e-2 and not offset_ok:
+        raise MrphysError(
+            f"PhaseIncrements in {where} are {d:+g} deg from 180 (2j - 1) / N deg ({ref}); the "
+            f"methods that estimate the off-resonance need these (the magnitude methods "
+            f"{', '.join(OFFSET_BLIND)} accept any common offset)."
+        )
+    idx = [int(k) for k in order]  # type: ignore[arg-type]
+    return (None if idx == list(range(n)) else idx), (d if abs(d) > 1e-2 else 0.0)
+
+
+def resolve_protocol(
+    n_cycles: int,
+    *,
+    tr_ms: float | None = None,
+    te_ms: float | None = None,
+    flip_deg: float | None = None,
+    sidecar: Mapping[str, Any] | None = None,
+    where: str = "the sidecar",
+    offset_ok: bool = False,
+) -> SeriesProtocol:
+    """The protocol of a series from its sidecar and the options.
+
+    A value comes from the option where given, else from the sidecar, else the default (TR
+    4.8 ms, TE = TR / 2, flip 15 deg, increments ``180 (2j - 1) / N``). An option given beside
+    a sidecar value must agree with it (relative :data:`PROTOCOL_RTOL`); otherwise the error
+    names both values (to use the options alone, read no sidecar).
+
+    Args:
+        n_cycles: volumes N of the series.
+        tr_ms, te_ms, flip_deg: the options (None: not given).
+        sidecar: the BIDS sidecar's JSON object (None: none).
+        where: the sidecar's name, for messages.
+        offset_ok: accept equally spaced increments with a common offset from the METHODS
+            ones (for magnitude methods: the offset acts as an off-resonance shift, to which
+            the magnitudes of the SSFP configurations are blind; complex methods would report
+            the off-resonance shifted by it).
+    """
+    side = sidecar_protocol(sidecar, where) if sidecar else {}
+    keys = (("tr_ms", tr_ms, "RepetitionTimeExcitation", 1e-3, "s", "ms"),
+            ("te_ms", te_ms, "EchoTime", 1e-3, "s", "ms"),
+            ("flip_deg", flip_deg, "FlipAngle", 1.0, "deg", "deg"))  # fmt: skip
+    values: dict[str, float | None] = {}
+    source: dict[str, str] = {}
+    for name, opt, key, scale, side_unit, unit in keys:
+        sv = side.get(name)
+        if opt is not None and sv is not None and not math.isclose(opt, sv, rel_tol=PROTOCOL_RTOL):
+            same = f" ({sv:g} {unit})" if side_unit != unit else ""
+            raise MrphysError(
+                f"{name} {opt:g} {unit} disagrees with {key} {sv * scale:g} {side_unit}{same} "
+                f"in {where}; leave the option out, correct the one that is wrong, or read no "
+                "sidecar."
+            )
+        values[name] = opt if opt is not None else sv
+        source[name] = "option" if opt is not None else ("sidecar" if sv is not None else "default")
+    tr = 4.8 if values["tr_ms"] is None else values["tr_ms"]
+    flip = 15.0 if values["flip_deg"] is None else values["flip_deg"]
+    protocol = protocol_from_ms(n_cycles, tr, values["te_ms"], flip)
+    inc = side.get("increments_deg")
+    order, offset = None, 0.0
+    if inc is None:
+        inc, source["increments"] = _methods_increments(n_cycles), "default"
+    else:
+        if len(inc) != n_cycles:
+            raise MrphysError(
+                f"PhaseIncrements in {where} lists {len(inc)} values but the input has "
+                f"{n_cycles} volumes; give one increment per volume."
+            )
+        order, offset = _increment_order(inc, where, offset_ok)
+        source["increments"] = "sidecar"
+    return SeriesProtocol(protocol, list(inc), source, where if sidecar else None, order, offset)
+
+
+def _series_sidecar(paths: list[PathLike]) -> tuple[dict[str, Any] | None, str | None]:
+    """The sidecar of a series: beside its one file, or merged from one per phase-cycle file
+    (equal scalar keys; ``PhaseIncrements`` joined in file order)."""
+    sides = [(Path(p), read_sidecar(p)) for p in paths]
+    have = [(p, s) for p, s in sides if s is not None]
+    if not have:
+        return None, None
+    if len(have) < len(sides):
+        miss = next(p for p, s in sides if s is None)
+        raise MrphysError(
+            f"input {miss} has no JSON sidecar but {have[0][0]} has one; give a sidecar for "
+            "every file of the series or for none."
+        )
+    if len(have) == 1:
+        return have[0][1], str(sidecar_path(have[0][0]))
+    merged: dict[str, Any] = {}
+    inc: list[Any] = []
+    for p, s in have:
+        for k, v in s.items():
+            if k == "PhaseIncrements":
+                inc += v if isinstance(v, list) else [v]
+            elif k in merged and merged[k] != v and k in _PROTOCOL_KEYS:
+                raise MrphysError(
+                    f"{k} is {merged[k]!r} in {sidecar_path(have[0][0])} but {v!r} in "
+                    f"{sidecar_path(p)}; the phase cycles of a series share their protocol."
+                )
+            else:
+                merged.setdefault(k, v)
+    if inc:
+        merged["PhaseIncrements"] = inc
+    return merged, ", ".join(str(sidecar_path(p)) for p, _ in have)
+
+
+_PROTOCOL_KEYS = ("RepetitionTimeExcitation", "EchoTime", "FlipAngle")
+
+
+def load_series(
+    input: Inputs,
+    b1: PathLike,
+    *,
+    input_imag: Inputs | None = None,
+    input_phase: Inputs | None = None,
+    mask: PathLike | str | None = None,
+    phase_cycles: int | None = None,
+    tr_ms: float | None = None,
+    te_ms: float | None = None,
+    flip_deg: float | None = None,
+    sidecar: Mapping[str, Any] | None = None,
+    sidecar_name: str | None = None,
+    read_sidecars: bool = True,
+    b1_units: str = "ratio",
+    resample_b1: bool = False,
+    offset_ok: bool = False,
+) -> tuple[PcBssfpVolume, SeriesProtocol]:
+    """A pc-bSSFP volume (:func:`load_pc_bssfp`) and its protocol (:func:`resolve_protocol`).
+
+    The protocol comes from ``sidecar`` when given (the BIDS-App passes the merged, inherited
+    one), else from the JSON beside each ``input`` file (with ``read_sidecars``), and the
+    options. Volumes whose ``PhaseIncrements`` are the METHODS increments in another order are
+    put into that order.
+
+    Returns:
+        ``(volume, SeriesProtocol)``.
+    """
+    vol = load_pc_bssfp(input, b1, input_imag=input_imag, input_phase=input_phase, mask=mask,
+                        phase_cycles=phase_cycles, b1_units=b1_units,
+                        resample_b1=resample_b1)  # fmt: skip
+    where = sidecar_name or "the sidecar"
+    if sidecar is None and read_sidecars:
+        sidecar, found = _series_sidecar(_paths(input))
+        where = found or where
+    sp = resolve_protocol(vol.n_cycles, tr_ms=tr_ms, te_ms=te_ms, flip_deg=flip_deg,
+                          sidecar=sidecar, where=where, offset_ok=offset_ok)  # fmt: skip
+    if sp.offset_deg:
+        log.info(
+            "phase increments offset by %g deg: fitted as an off-resonance shift", sp.offset_deg
+        )
+    if sp.order is not None:
+        log.info("volumes reordered by their PhaseIncrements: %s", sp.order)
+        vol.signals = np.take(vol.signals, sp.order, axis=3)
+    return vol, sp
 
 
 def write_volume(

@@ -21,9 +21,10 @@ import torch
 from mrphys.io import output_dir, save_json, save_nifti_raw
 from mrphys.relax.data import Protocol
 from mrphys.relax.inputs import (
+    OFFSET_BLIND,
+    Inputs,
     load_network,
-    load_pc_bssfp,
-    protocol_from_ms,
+    load_series,
     protocol_ms,
     write_volume,
 )
@@ -47,18 +48,20 @@ class FitSummary:
 
 def fit_to_folder(
     out: PathLike,
-    input: PathLike,
+    input: Inputs,
     b1: PathLike,
     method: str,
     *,
-    input_imag: PathLike | None = None,
-    input_phase: PathLike | None = None,
+    input_imag: Inputs | None = None,
+    input_phase: Inputs | None = None,
     mask: PathLike | None = None,
     phase_cycles: int | None = None,
     model: PathLike | None = None,
-    tr_ms: float = 4.8,
+    tr_ms: float | None = None,
     te_ms: float | None = None,
-    flip_deg: float = 15.0,
+    flip_deg: float | None = None,
+    sidecar: bool = True,
+    b1_units: str = "ratio",
     seed: int = 0,
     device: str | torch.device = "auto",
     overwrite: bool = False,
@@ -72,21 +75,20 @@ def fit_to_folder(
             :func:`mrphys.relax.inputs.load_pc_bssfp`.
         method: ``miracle``, ``svnn``, ``pinn``, ``svnn-complex`` or ``pinn-complex``.
         model: network checkpoint (default: the cached model for the protocol).
-        tr_ms, te_ms, flip_deg: the protocol in ms and degrees (``te_ms`` default TR/2).
+        tr_ms, te_ms, flip_deg: the protocol in ms and degrees; None: from the BIDS sidecar
+            beside the input, else 4.8 ms, TR/2, 15 deg (:func:`~mrphys.relax.inputs.load_series`).
+        sidecar: read the JSON sidecar beside the input (False: the options alone).
+        b1_units: ``ratio``, ``percent`` or ``auto`` (:data:`mrphys.relax.inputs.B1_UNITS`).
         nii: write uncompressed ``.nii`` files instead of ``.nii.gz``.
 
     Returns:
         the numbers of voxels fitted and without signal and the fit time.
     """
-    vol = load_pc_bssfp(
-        input,
-        b1,
-        input_imag=input_imag,
-        input_phase=input_phase,
-        mask=mask,
-        phase_cycles=phase_cycles,
-    )
-    protocol = protocol_from_ms(vol.n_cycles, tr_ms, te_ms, flip_deg)
+    vol, series = load_series(input, b1, input_imag=input_imag, input_phase=input_phase, mask=mask,
+                              phase_cycles=phase_cycles, tr_ms=tr_ms, te_ms=te_ms,
+                              flip_deg=flip_deg, read_sidecars=sidecar, b1_units=b1_units,
+                              offset_ok=method in OFFSET_BLIND)  # fmt: skip
+    protocol = series.protocol
     device = resolve_device(device)
     net, model_path = load_network(method, protocol, model, device=device, seed=seed)
     signals, b1_map, fit_mask = vol.tensors(device)
@@ -112,6 +114,7 @@ def fit_to_folder(
             "mask": mask,
             "model": model_path and str(model_path),
             "protocol": protocol_ms(protocol),
+            "protocol_source": series.source | {"sidecar": series.sidecar},
             "voxels_fitted": n_vox - n_empty,
             "voxels_without_signal": n_empty,
             "fit_seconds": seconds,

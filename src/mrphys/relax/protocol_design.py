@@ -928,7 +928,7 @@ def fit_with_protocol(
 
 def fit_protocol_to_folder(
     out: str | os.PathLike,
-    input: str | os.PathLike,
+    input: str | os.PathLike | list[str],
     protocol_json: str | os.PathLike,
     model_path: str | os.PathLike,
     *,
@@ -938,8 +938,9 @@ def fit_protocol_to_folder(
     nii: bool = False,
 ) -> int:
     """``mrphys relax fit --protocol protocol.json --model network.pt``: maps into ``out``
-    (``t1``, ``t2`` in ms, ``db0`` in Hz, ``b1`` when estimated, ``config.json``). Returns the
-    number of voxels fitted."""
+    (``t1``, ``t2`` in ms, ``db0`` in Hz, ``b1`` when estimated, ``config.json``). ``input``: a
+    complex 4-D NIfTI or one complex NIfTI per acquisition. Returns the number of voxels
+    fitted."""
     import numpy as np
 
     from mrphys.io import load_json, output_dir, save_json, save_nifti_raw
@@ -979,7 +980,7 @@ def fit_protocol_to_folder(
             tmp / "config.json",
             {
                 "command": "relax fit",
-                "input": str(input),
+                "input": [str(i) for i in input] if isinstance(input, list) else str(input),
                 "protocol": protocol.record(),
                 "model": str(model_path),
                 "b1": None if b1 is None else str(b1),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from mrphys import train as ddp  # torchrun data parallel (issue 18)
 from mrphys.errors import MrphysError, check
 from mrphys.relax import data as relax_data
 from mrphys.relax.data import DISTRIBUTIONS, Protocol, features, is_complex_method
@@ -190,6 +191,7 @@ class TrainResult(Record):
             "stop_reason": self.stop_reason,
             "seconds": self.seconds,
             "test_loss": self.test_loss,
+            "world_size": ddp.world_size(),
         }
 
 
@@ -294,6 +296,7 @@ def train(
     """
     cfg.check_resources()
     device = torch.device(device)
+    ddp.init_distributed(device)  # torchrun: ranks split each global batch (mrphys.train)
     t_start = time.perf_counter()
     seed_everything(cfg.seed)  # default PyTorch layer initialisation, seeded
     model = build_network(cfg.method, cfg.distribution).to(device)
@@ -348,9 +351,15 @@ def train(
                 )
             else:
                 fb = feat_all[sl]
-            loss = training_loss(model, cfg, fb, tgt_all[sl])
+            n_b, part = fb.shape[0], ddp.local_part(fb.shape[0])  # torchrun: this rank's share
+            loss = torch.zeros((), device=device)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if part.stop > part.start:
+                loss = training_loss(model, cfg, fb[part], tgt_all[sl][part])
+                if part.stop - part.start < n_b:  # its share of the global-batch mean
+                    loss = loss * ((part.stop - part.start) / n_b)
+                loss.backward()
+            loss = ddp.sync_gradients(model, loss)
             opt.step()
             run_loss += loss.detach() * fb.shape[0]
             trainer.step += 1

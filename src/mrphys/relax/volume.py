@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from mrphys.relax.miracle import miracle_fit
 from mrphys.relax.networks import RelaxNet
 from mrphys.relax.train import TrainConfig, _config_from, load_model, train
 from mrphys.resources import check_memory
+from mrphys.utils import cache_dir  # the one rule for cache folders (issue 18)
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +199,6 @@ def fit_volume(
 
     maps = {k: full(v) for k, v in fit.as_dict().items()}
     return RelaxMaps(**maps, no_signal=no_signal)
-
-
-def cache_dir() -> Path:
-    """Folder for default models: ``$MRPHYS_CACHE``, else ``$XDG_CACHE_HOME/mrphys``, else
-    ``~/.cache/mrphys``."""
-    if os.environ.get("MRPHYS_CACHE"):
-        return Path(os.environ["MRPHYS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mrphys"
 
 
 def default_model(
