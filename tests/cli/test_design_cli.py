@@ -35,6 +35,7 @@ def test_bad_input_exit_2_nothing_written(argv, says, tmp_path, cli):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # 15-18 s on the shared 2 cores (first bound, figures, Pulseq)
 def test_crlb_run_writes_protocol_sequence_metrics(tmp_path, cli):
     out = tmp_path / "crlb"
     cli.ok(*P, "--objective", "crlb", "--no-b1-map", "--snr", "50", *TINY, "--out", out)
