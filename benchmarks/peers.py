@@ -344,7 +344,10 @@ def main() -> None:
         "benchmark": "mrphys vs peers (issue 17)",
         "problem": {
             "data": "PINCAT" + (" (quick: 10 frames, 96x96)" if args.quick else " 50x128x128"),
-            "spokes_per_frame": 5, "coils": 8, "snr": 20.0, "seed": 0,
+            "spokes_per_frame": 5,
+            "coils": 8,
+            "snr": 20.0,
+            "seed": 0,
         },  # fmt: skip
         "versions": versions,
         "skipped": skipped,
