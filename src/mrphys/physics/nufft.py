@@ -20,7 +20,8 @@ Backends
 adjoint = type 1, wrapped in one :class:`torch.autograd.Function` whose gradient is the other
 transform. One ``finufft.Plan`` per frame and direction is made on first use (points set once) and
 reused by every later call, the coils (and any batch) of a frame transformed together
-(``n_trans``). ``"torchkbnufft"``: Kaiser-Bessel NUFFT in pure torch (runs on CUDA, autograd native).
+(``n_trans``).
+``"torchkbnufft"``: Kaiser-Bessel NUFFT in pure torch (runs on CUDA, autograd native).
 ``"auto"`` picks finufft for CPU tensors and torchkbnufft for CUDA tensors; ``benchmarks/nufft.py``
 measured finufft as faster and more accurate on CPU (see ``docs/encoding.md``).
 
