@@ -211,8 +211,8 @@ def grasp(
     data, so ``lam_tv`` is dimensionless). ADMM (:func:`~mrphys.recon.solvers.admm`) splits
     ``z = D_t x``: penalty ``rho * m``, ``inner`` warm-started CG steps on
     ``A^H A + rho m D_t^H D_t`` per iteration (started by ``2 * inner`` of them), complex soft
-    thresholding for ``z``. It reached a higher PSNR than FISTA on the density-weighted term in
-    fewer NUFFTs on PINCAT (``docs/encoding.md``).
+    thresholding for ``z``. On the PINCAT tuning set it reached 1.4 dB more than the former FISTA
+    on the density-weighted term, for about twice the NUFFTs (``docs/encoding.md``).
     """
     _check_options(iterations, lam_tv=lam_tv)
     check(rho > 0 and math.isfinite(rho), f"rho must be finite and > 0; got {rho}.")
