@@ -42,7 +42,7 @@ def test_golden_angle_trajectory_is_continuous_across_frames():
 
 
 @pytest.mark.parametrize("im", [(8, 8), (7, 9)])
-@pytest.mark.parametrize("dtype,tol", [(torch.complex64, 1e-5), (torch.complex128, 1e-9)])
+@pytest.mark.parametrize("dtype,tol", [(torch.complex64, 1e-4), (torch.complex128, 1e-9)])
 def test_finufft_matches_ndft(im, dtype, tol):
     traj = golden_angle_radial(2, 3, 16)
     a = ndft_matrix(traj, im)  # (T, K, Y*X)
@@ -58,7 +58,8 @@ def test_finufft_matches_ndft(im, dtype, tol):
     assert float((op.adjoint(yy) - ref_a).norm() / ref_a.norm()) < tol
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.complex64, 1e-5), (torch.complex128, 1e-10)])
+# complex64 runs finufft at eps 2e-5 on its 1.25x grid: forward and adjoint agree to ~1e-5
+@pytest.mark.parametrize("dtype,tol", [(torch.complex64, 1e-4), (torch.complex128, 1e-10)])
 def test_finufft_adjoint(dtype, tol):
     traj = golden_angle_radial(3, 4, 32)
     op = RadialNUFFT(traj, (16, 16), backend="finufft")
@@ -186,6 +187,34 @@ def test_eps_sets_the_finufft_accuracy():
     coarse = RadialNUFFT(traj, (8, 8), backend="finufft", eps=1e-3)
     assert default.eps is None and coarse.eps == 1e-3
     assert err(default) < 1e-9 < 1e-5 < err(coarse) < 1e-2  # complex128: 1e-11 by default
+
+
+def test_plans_are_made_once_and_shared_with_views():
+    traj = golden_angle_radial(4, 3, 16)
+    op = RadialNUFFT(traj, (8, 8), backend="finufft")
+    x = _rand((4, 2, 8, 8), 20, torch.complex64)  # (T, C, Y, X)
+    coils = op.on_coils(2)
+    y1 = coils.forward(x)
+    plans = op._plan_cache[(torch.complex64, 2, True)]
+    assert len(plans) == 4 and all(p is not None for p in plans)
+    y2 = coils.forward(x)  # the same plans again: bitwise the same result
+    assert torch.equal(y1, y2) and op._plan_cache[(torch.complex64, 2, True)][0] is plans[0]
+    sub = coils.frames([2, 1])
+    assert torch.equal(sub.forward(x[[2, 1]]), y1[[2, 1]])
+    assert len(op._plan_cache) == 1  # the view used its root's plans
+    # a fresh operator (new plans) agrees
+    assert torch.equal(RadialNUFFT(traj, (8, 8)).on_coils(2).forward(x), y1)
+
+
+def test_default_eps_is_accurate_against_the_ndft():
+    """complex64 default (1e-5 on the 1.25x grid): relative error below 1e-4 on a 32x32 image,
+    over 100x below the 6.5e-3 of sigpy's Kaiser-Bessel NUFFT measured in issue 17."""
+    traj = golden_angle_radial(1, 6, 64)
+    a = ndft_matrix(traj, (32, 32))
+    x = _rand((1, 32, 32), 21, torch.complex64)
+    ref = (a[0] @ x.reshape(-1).to(torch.complex128)).reshape(1, 6, 64)
+    y = RadialNUFFT(traj, (32, 32)).forward(x)
+    assert float((y - ref).norm() / ref.norm()) < 6.5e-5
 
 
 _KB_SCRIPT = textwrap.dedent(

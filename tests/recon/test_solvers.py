@@ -9,11 +9,12 @@ import torch
 from mrphys.errors import MrphysError
 from mrphys.physics.coils import SenseOp, birdcage_maps
 from mrphys.physics.fourier import CartesianFFT
-from mrphys.physics.linop import Identity, Linop, Multiply, operator_norm
+from mrphys.physics.linop import FiniteDifference, Identity, Linop, Multiply, operator_norm
 from mrphys.physics.radial import simulate_radial
 from mrphys.recon import baselines as B
 from mrphys.recon.solvers import (
     LeastSquares,
+    admm,
     conjugate_gradient,
     fista,
     singular_value_threshold,
@@ -252,14 +253,60 @@ def test_cg_sense_cartesian_beats_zero_filling_with_other_maps():
     assert torch.allclose(single.x[0], res.x[1], rtol=1e-4, atol=1e-5)
 
 
+def test_mean_eigenvalue_is_the_trace_of_the_normal_operator():
+    """m = trace(A^H A) / (T Y X), checked against a Hutchinson-free exact sum over unit images."""
+    data = simulate_radial(synthetic_cine(2, 8, seed=1), spokes=3, coils=2, snr=None, seed=0)
+    op = data.operator()
+    t, (ny, nx) = data.n_frames, data.im_size
+    eye = torch.eye(ny * nx, dtype=torch.complex128).reshape(ny * nx, 1, ny, nx)
+    cols = op.forward(eye.expand(-1, t, -1, -1).contiguous())  # (P, T, C, S, N)
+    trace = float((cols.abs() ** 2).sum()) / (t * ny * nx)
+    assert B._mean_eigenvalue(data) == pytest.approx(trace, rel=1e-4)
+
+
 def test_cg_sense_radial_is_the_operator_solver():
     data = simulate_radial(synthetic_cine(3, 16, seed=0), spokes=6, coils=3, snr=30.0, seed=0)
-    via_data = B.cg_sense(data, iterations=8)
-    res = B.cg_sense_operator(data.operator(), data.kspace, data.dcf[:, None], iterations=8)
+    # default: plain least squares, lam relative to the mean eigenvalue of A^H A
+    via_data = B.cg_sense(data, iterations=8, tol=None)
+    lam = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data)
+    res = B.cg_sense_operator(data.operator(), data.kspace, None, lam=lam, iterations=8)
     assert torch.equal(via_data, res.x.to(torch.complex64))
     assert res.iterations == 8 and res.residual.shape == (3,)
+    # density=True: the density-weighted normal equations
+    w = data.dcf[:, None]
+    weighted = B.cg_sense(data, iterations=8, tol=None, density=True)
+    lam_w = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data, w)
+    res_w = B.cg_sense_operator(data.operator(), data.kspace, w, lam=lam_w, iterations=8)
+    assert torch.equal(weighted, res_w.x.to(torch.complex64))
     early = B.cg_sense_operator(
         data.operator(), data.kspace, data.dcf[:, None], iterations=100, tol=1e-3
     )
     assert early.converged and early.iterations < 100
     assert float(early.residual.max()) <= 1e-3
+
+
+def test_admm_temporal_tv_denoising_matches_the_dual_prox():
+    """ADMM with A = I and K = D_t is TV denoising: its limit is the exact TV prox."""
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(6, 3, 2, generator=g, dtype=torch.complex128)
+    mu = 0.3
+    exact, _ = temporal_tv_prox(v, mu, torch.zeros(5, 3, 2, dtype=v.dtype), iterations=3000)
+    res = admm(
+        LeastSquares(Identity(), v),
+        FiniteDifference(0),
+        lambda z, step: soft_threshold(z, step * mu),
+        rho=1.0,
+        iterations=400,
+        inner=3,
+        tol=1e-12,
+    )
+    assert torch.allclose(res.x, exact, atol=1e-6)
+    seen = []
+    admm(LeastSquares(Identity(), v), FiniteDifference(0),
+         lambda z, step: soft_threshold(z, step * mu), rho=1.0, iterations=3,
+         callback=lambda k, x: seen.append(k))  # fmt: skip
+    assert seen == [1, 2, 3]
+    with pytest.raises(MrphysError, match="rho must be a finite number > 0"):
+        admm(LeastSquares(Identity(), v), FiniteDifference(0), lambda z, s: z, rho=0.0)
+    with pytest.raises(MrphysError, match="inner must be a positive integer"):
+        admm(LeastSquares(Identity(), v), FiniteDifference(0), lambda z, s: z, rho=1.0, inner=0)

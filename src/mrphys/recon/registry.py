@@ -68,7 +68,7 @@ METHODS: dict[str, ReconMethod] = {
             "CG-SENSE",
             f"{_BASE}:cg_sense",
             True,
-            ("iterations", "lam", "tol", "backend", "progress"),
+            ("iterations", "lam", "tol", "backend", "progress", "density"),
             "Tikhonov-regularised least squares by conjugate gradients",
         ),
         ReconMethod(
@@ -76,8 +76,8 @@ METHODS: dict[str, ReconMethod] = {
             "GRASP (TV)",
             f"{_BASE}:grasp",
             True,
-            ("iterations", "lam_tv", "backend", "progress"),
-            "temporal total variation by FISTA (GRASP-style)",
+            ("iterations", "lam_tv", "rho", "inner", "backend", "progress"),
+            "temporal total variation by ADMM (the GRASP model)",
         ),
         ReconMethod(
             "ls",

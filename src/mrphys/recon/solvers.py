@@ -11,6 +11,8 @@ measured), optional data weights ``W`` and a regulariser.
   index independent systems solved together (one operator call per step, separate step sizes).
 - :func:`fista`: accelerated proximal gradient for ``f(x) + g(x)`` from a gradient of ``f``, a
   proximal map of ``g`` and a step (``1 / L``, ``L`` from :meth:`LeastSquares.lipschitz`).
+- :func:`admm`: ``f(x) + g(K x)`` for a least-squares ``f`` and a linear ``K`` (e.g. temporal
+  differences), the ``x`` step a few warm-started CG iterations on ``A^H W A + rho K^H K``.
 - :func:`power_iteration`, :func:`operator_norm` (from :mod:`mrphys.physics.linop`).
 - Prox helpers: :func:`soft_threshold`, :func:`singular_value_threshold`,
   :func:`temporal_tv_prox`.
@@ -43,6 +45,7 @@ from mrphys.physics.linop import (
 __all__ = [
     "LeastSquares",
     "PowerIteration",
+    "admm",
     "SolverResult",
     "conjugate_gradient",
     "fista",
@@ -243,6 +246,77 @@ def fista(
         )
         x, tk = x_new, tk_new
         done += 1
+        if tol is not None and float(change) <= tol:
+            converged = True
+            break
+    return SolverResult(x, done, converged, change)
+
+
+def admm(
+    ls: LeastSquares,
+    transform: Linop,
+    prox: Prox,
+    rho: float,
+    iterations: int = 20,
+    inner: int = 4,
+    x0: torch.Tensor | None = None,
+    tol: float | None = None,
+    progress: bool = False,
+    desc: str = "ADMM",
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> SolverResult:
+    """ADMM (scaled form, Boyd et al. 2011) for ``min_x f(x) + g(K x)``, ``f`` a least-squares
+    data term.
+
+    With ``z = K x`` and the scaled dual ``u``, each iteration is
+
+        x <- argmin f(x) + rho/2 ||K x - z + u||^2   (``inner`` CG steps on
+             ``(A^H W A + rho K^H K) x = A^H W y + rho K^H (z - u)``, warm started at ``x``)
+        z <- prox_g(K x + u, 1 / rho)
+        u <- u + K x - z
+
+    Args:
+        ls: the data term ``f`` (:class:`LeastSquares`).
+        transform: ``K`` (a :class:`Linop`, e.g. ``FiniteDifference(0)``).
+        prox: ``prox(v, step)`` of ``g`` (``argmin g(z) * step + 1/2 ||z - v||^2``).
+        rho: the penalty ``> 0``, in the units of ``A^H W A``.
+        iterations: the most outer iterations (>= 1).
+        inner: CG steps per ``x`` update (>= 1).
+        x0: start (default: ``2 * inner`` CG steps on ``(A^H W A + rho K^H K) x = A^H W y``).
+        tol: stop once ``||x_k - x_(k-1)|| <= tol * ||x_k||``; None runs all iterations.
+        progress: show a tqdm bar labelled ``desc``.
+        callback: ``callback(k, x)`` after every outer iteration (monitoring only).
+
+    Returns:
+        :class:`SolverResult`; ``residual`` is the last relative change of ``x``.
+    """
+    _check_stopping(iterations, tol)
+    check(int(inner) >= 1, f"inner must be a positive integer; got {inner}.")
+    check(rho > 0 and math.isfinite(rho), f"rho must be a finite number > 0; got {rho}.")
+    b = ls.rhs
+    normal = ls.normal + rho * (transform.H @ transform)
+    if x0 is None:
+        x = conjugate_gradient(normal, b, iterations=2 * int(inner)).x
+    else:
+        x = x0.clone()
+    kx = transform.forward(x)
+    z = kx.clone()
+    u = torch.zeros_like(kx)
+    done, converged = 0, False
+    change = torch.tensor(float("nan"))
+    for _ in tqdm(range(int(iterations)), desc=desc, disable=not progress, leave=False):
+        rhs = b + rho * transform.adjoint(z - u)
+        x_new = conjugate_gradient(normal, rhs, x0=x, iterations=int(inner)).x
+        kx = transform.forward(x_new)
+        z = prox(kx + u, 1.0 / rho)
+        u = u + kx - z
+        change = torch.linalg.vector_norm(x_new - x) / torch.linalg.vector_norm(x_new).clamp(
+            min=torch.finfo(x_new.real.dtype).tiny
+        )
+        x = x_new
+        done += 1
+        if callback is not None:
+            callback(done, x)
         if tol is not None and float(change) <= tol:
             converged = True
             break
