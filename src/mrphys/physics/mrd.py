@@ -346,9 +346,7 @@ def _assemble(p, root, acqs, heads, RadialData, **opt) -> tuple[Any, RawInfo]:
     if not mx or not my:
         mx = my = n // 2
         log.warning("%s: no matrix size in the header; using N/2 = %d", p, mx)
-    fov = tuple(
-        _num(root, f"encoding/reconSpace/fieldOfView_mm/{a}") for a in ("x", "y", "z")
-    )
+    fov = tuple(_num(root, f"encoding/reconSpace/fieldOfView_mm/{a}") for a in ("x", "y", "z"))
     fov_mm = None if None in fov else tuple(float(v) for v in fov)  # type: ignore[arg-type]
     header_inc = _user_double(root, "angle_increment_deg")
 
