@@ -1,0 +1,937 @@
+"""Calibration from the data: noise prewhitening, coil compression, coil maps, gradient delay, DCF.
+
+Everything a raw radial scan needs before a reconstruction, estimated from the scan itself. All
+functions are torch, vectorised, and run where their input lives (CPU or CUDA); complex data are
+``complex64`` in and out (the small eigen-problems run in ``complex128``/``float64`` internally).
+
+Conventions (those of :mod:`mrphys.physics.nufft` and :mod:`mrphys.physics.fourier`):
+
+- a radial trajectory is ``(T, S, N, 2)`` in rad/pixel, last axis ``(ky, kx)``; radial k-space of
+  coil data is ``(..., T, C, S, N)`` (the output of :class:`~mrphys.physics.coils.SenseOp`), so
+  the coil axis defaults to ``-3``; any other position is given as ``coil_axis``;
+- Cartesian k-space is the centred orthonormal FFT of the image (:func:`fourier.fft2c`);
+- coil maps are ``(C, Y, X)`` complex.
+
+Contents
+--------
+:func:`prewhiten` (noise scan -> whitening matrix ``W`` with ``W Psi W^H = I``),
+:func:`noise_from_outer_kspace` (noise samples when there is no noise scan),
+:func:`coil_compress` (PCA of the data to a stated coil count or energy),
+:func:`walsh_maps`, :func:`inati_maps`, :func:`espirit_maps` and :func:`estimate_maps` (coil
+sensitivities from the time-averaged radial data), :func:`ring_delay` (gradient delay by RING,
+Rosenzweig et al. 2019) and :func:`pipe_menon_dcf` (iterative density compensation, Pipe & Menon
+1999). ``docs/calibration.md`` gives the measurements behind the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from mrphys.errors import check, check_finite
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Compression",
+    "GradientDelay",
+    "Whitening",
+    "coil_compress",
+    "espirit_maps",
+    "estimate_maps",
+    "inati_maps",
+    "noise_from_outer_kspace",
+    "pipe_menon_dcf",
+    "prewhiten",
+    "ring_delay",
+    "walsh_maps",
+]
+
+MAP_METHODS = ("auto", "espirit", "walsh", "inati")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _complex(x: torch.Tensor, name: str) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    check(x.numel() > 0, f"{name} is empty; expected complex data.")
+    check_finite(name, x)
+    if not x.is_complex():
+        x = x.to(torch.complex64 if x.dtype != torch.float64 else torch.complex128)
+    return x
+
+
+def _coil_axis(x: torch.Tensor, coil_axis: int, name: str) -> int:
+    check(
+        -x.ndim <= int(coil_axis) < x.ndim,
+        f"coil_axis {coil_axis} is outside the {x.ndim} dims of {name} {tuple(x.shape)}.",
+    )
+    return int(coil_axis) % x.ndim
+
+
+def _mix(matrix: torch.Tensor, x: torch.Tensor, coil_axis: int, name: str) -> torch.Tensor:
+    """``matrix @ x`` along ``coil_axis`` of ``x``: ``(D, C)`` times ``(..., C, ...)``."""
+    x = torch.as_tensor(x)
+    ax = _coil_axis(x, coil_axis, name)
+    check(
+        x.shape[ax] == matrix.shape[1],
+        f"{name} must have {matrix.shape[1]} coils on axis {coil_axis}; got {tuple(x.shape)}.",
+    )
+    if not x.is_complex():
+        x = x.to(torch.complex64)
+    m = matrix.to(device=x.device, dtype=x.dtype)
+    return torch.movedim(torch.tensordot(m, torch.movedim(x, ax, 0), dims=([1], [0])), 0, ax)
+
+
+def _radial_coil_data(
+    kspace: torch.Tensor, traj: torch.Tensor, coil_axis: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radial k-space as ``(C, T, S, N)`` and its trajectory ``(T, S, N, 2)`` (checked)."""
+    kspace = _complex(kspace, "k-space")
+    traj = torch.as_tensor(traj)
+    check(
+        traj.ndim == 4 and traj.shape[-1] == 2,
+        f"traj must be a radial trajectory (T, S, N, 2) in rad/pixel; got {tuple(traj.shape)}.",
+    )
+    check_finite("traj", traj)
+    ax = _coil_axis(kspace, coil_axis, "k-space")
+    k = torch.movedim(kspace, ax, 0)
+    check(
+        tuple(k.shape[1:]) == tuple(traj.shape[:-1]),
+        f"k-space without its coil axis must have the trajectory's shape {tuple(traj.shape[:-1])}"
+        f" (frames, spokes, samples); got {tuple(kspace.shape)} with coils on axis {coil_axis}.",
+    )
+    return k, traj.to(device=k.device)
+
+
+def _unwrap(traj: torch.Tensor) -> torch.Tensor:
+    """A radial ``(..., N, 2)`` trajectory made continuous along each spoke (undoing the
+    ``[-pi, pi)`` wrap of :meth:`GradientDelay.correct`), from the centre sample outwards."""
+    n = traj.shape[-2]
+    tr = traj.to(torch.float64)
+    step = torch.remainder(tr.diff(dim=-2) + math.pi, 2 * math.pi) - math.pi
+    pos = torch.cat([torch.zeros_like(tr[..., :1, :]), torch.cumsum(step, dim=-2)], dim=-2)
+    pos = pos - pos[..., n // 2 : n // 2 + 1, :] + tr[..., n // 2 : n // 2 + 1, :]
+    return pos.to(traj.dtype)
+
+
+def _spoke_geometry(traj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit direction ``(..., 2)`` as ``(ky, kx)`` of each spoke (first -> last sample) and the
+    sample spacing ``(...)`` in rad/pixel, for a ``(..., N, 2)`` radial trajectory."""
+    tr = _unwrap(traj.to(torch.float64))
+    n = tr.shape[-2]
+    span = tr[..., -1, :] - tr[..., 0, :]
+    length = torch.linalg.vector_norm(span, dim=-1)
+    check(
+        bool((length > 0).all()),
+        "every spoke of traj must have distinct first and last samples (a radial line).",
+    )
+    return span / length[..., None], length / (n - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# noise prewhitening
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Whitening:
+    """Noise prewhitening from a noise covariance ``Psi`` (``C x C``).
+
+    Attributes:
+        matrix: ``W``, ``(C, C)`` complex64, lower triangular (``W = L^-1`` with the Cholesky
+            factor ``Psi = L L^H``), so ``W Psi W^H = I``: whitened noise has unit variance
+            (``E|n|^2 = 1`` per complex sample) and no correlation between coils.
+        covariance: ``Psi``, ``(C, C)`` complex64, ``E[n n^H]`` of the complex noise samples
+            (units of the data squared).
+        condition: condition number of ``Psi`` (largest over smallest eigenvalue; 1 for white
+            noise of equal variance in every coil).
+    """
+
+    matrix: torch.Tensor
+    covariance: torch.Tensor
+    condition: float
+
+    @property
+    def n_coils(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def apply(self, kspace: torch.Tensor, coil_axis: int = -3) -> torch.Tensor:
+        """Whitened data ``W y`` along ``coil_axis`` (any shape; dtype and device kept)."""
+        return _mix(self.matrix, kspace, coil_axis, "k-space")
+
+
+def prewhiten(noise: torch.Tensor) -> Whitening:
+    """Prewhitening from noise samples ``(C, M)`` complex (a noise scan: ``M`` samples per coil).
+
+    ``Psi = n n^H / M`` (the noise is zero-mean; the mean is not removed), ``W = L^-1`` with
+    ``Psi = L L^H`` (Cholesky). Computed in complex128, returned in complex64 on the input's device.
+    Raises unless there are at least ``C`` samples and ``Psi`` is positive definite.
+    """
+    noise = _complex(noise, "noise")
+    check(noise.ndim == 2, f"noise must be (coils, samples); got {tuple(noise.shape)}.")
+    c, m = noise.shape
+    check(m >= c, f"noise needs at least as many samples as coils ({c}); got {m}.")
+    n = noise.to(torch.complex128)
+    psi = (n @ n.conj().T) / m
+    psi = 0.5 * (psi + psi.conj().T)
+    ev = torch.linalg.eigvalsh(psi)
+    check(
+        float(ev[0]) > 1e-12 * max(float(ev[-1]), 1e-300),
+        "noise covariance is singular (a coil without noise or two identical coils); "
+        "cannot prewhiten.",
+    )
+    chol = torch.linalg.cholesky(psi)
+    eye = torch.eye(c, dtype=psi.dtype, device=psi.device)
+    w = torch.linalg.solve_triangular(chol, eye, upper=False)
+    cond = float(ev[-1] / ev[0])
+    log.info("noise covariance of %d coils: condition number %.3g", c, cond)
+    return Whitening(w.to(torch.complex64), psi.to(torch.complex64), cond)
+
+
+def noise_from_outer_kspace(
+    kspace: torch.Tensor, traj: torch.Tensor, coil_axis: int = -3, fraction: float = 0.9
+) -> torch.Tensor:
+    """Noise samples ``(C, M)`` from the k-space periphery when there is no noise scan.
+
+    Takes every sample with ``|k| > fraction * k_max`` (``k_max`` the largest ``|k|`` of the
+    trajectory). The signal there is small for an object well inside the field of view, so these
+    samples are mostly noise; the covariance they give is biased upwards by what signal remains
+    (use a noise scan where there is one).
+
+    Args:
+        kspace: radial k-space, coils on ``coil_axis``, the other dims the trajectory's
+            ``(T, S, N)``.
+        traj: ``(T, S, N, 2)`` rad/pixel.
+        coil_axis: the coil axis of ``kspace``.
+        fraction: in ``(0, 1)``.
+    """
+    check(0.0 < float(fraction) < 1.0, f"fraction must lie in (0, 1); got {fraction}.")
+    k, traj = _radial_coil_data(kspace, traj, coil_axis)
+    r = torch.linalg.vector_norm(traj.to(torch.float64), dim=-1)
+    outer = r > float(fraction) * float(r.max())
+    check(bool(outer.any()), f"no k-space sample lies beyond {fraction} of k_max.")
+    return k[:, outer]
+
+
+# --------------------------------------------------------------------------------------------
+# coil compression
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Compression:
+    """PCA coil compression ``C -> Cv`` virtual coils.
+
+    Attributes:
+        matrix: ``(Cv, C)`` complex64 with orthonormal rows (the leading left singular vectors of
+            the data, conjugate-transposed): virtual coil ``v = sum_c matrix[v, c] * coil_c``.
+        n_coils: ``Cv``.
+        energy_kept: fraction of the data's energy (sum of squared singular values) in the kept
+            virtual coils, in ``(0, 1]``.
+        singular_values: all ``C`` singular values of the data, descending (float32).
+    """
+
+    matrix: torch.Tensor
+    n_coils: int
+    energy_kept: float
+    singular_values: torch.Tensor = field(repr=False)
+
+    def apply(self, x: torch.Tensor, coil_axis: int = -3) -> torch.Tensor:
+        """Compressed data ``matrix @ x`` along ``coil_axis``: k-space, coil images or maps alike
+        (compressed data are the compressed maps times the image). Dtype and device kept."""
+        return _mix(self.matrix, x, coil_axis, "data to compress")
+
+
+def coil_compress(
+    kspace: torch.Tensor,
+    coil_axis: int = -3,
+    *,
+    n_coils: int | None = None,
+    energy: float | None = None,
+) -> Compression:
+    """PCA (SVD) coil compression of the data to ``n_coils`` or to a fraction of the energy.
+
+    The data ``(C, M)`` (all samples of every coil) have left singular vectors ``U`` and singular
+    values ``s`` (from the eigen-decomposition of the ``C x C`` Gram matrix, so memory is
+    ``O(C^2)`` beyond the data). The kept virtual coils are the first ``Cv`` columns of ``U``: the
+    given ``n_coils``, or the fewest whose ``sum s^2`` reaches ``energy`` of the total. Give one
+    of the two. Prewhiten first when the noise is correlated.
+    """
+    k = _complex(kspace, "k-space")
+    ax = _coil_axis(k, coil_axis, "k-space")
+    c = int(k.shape[ax])
+    check(
+        (n_coils is None) != (energy is None),
+        "coil compression needs exactly one of n_coils (a count) and energy (a fraction).",
+    )
+    d = torch.movedim(k, ax, 0).reshape(c, -1).to(torch.complex128)
+    gram = d @ d.conj().T
+    ev, vec = torch.linalg.eigh(0.5 * (gram + gram.conj().T))
+    ev, vec = ev.flip(0).clamp(min=0), vec.flip(1)  # descending
+    total = float(ev.sum())
+    check(total > 0, "k-space is all zeros; nothing to compress.")
+    cum = torch.cumsum(ev, 0) / total
+    if n_coils is not None:
+        check(
+            1 <= int(n_coils) <= c,
+            f"n_coils must be an integer in [1, {c}] (the number of coils); got {n_coils}.",
+        )
+        cv = int(n_coils)
+    else:
+        check(0.0 < float(energy) <= 1.0, f"energy must lie in (0, 1]; got {energy}.")
+        cv = int(torch.searchsorted(cum, torch.tensor([float(energy) - 1e-12], dtype=cum.dtype)))
+        cv = min(cv + 1, c)
+    kept = float(cum[cv - 1])
+    log.info("coil compression %d -> %d coils keeps %.4f of the energy", c, cv, kept)
+    return Compression(
+        vec[:, :cv].conj().T.to(torch.complex64), cv, kept, ev.sqrt().to(torch.float32)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# coil maps
+# --------------------------------------------------------------------------------------------
+
+
+def _check_images(images: torch.Tensor) -> torch.Tensor:
+    images = _complex(images, "coil images")
+    check(images.ndim == 3, f"coil images must be (C, Y, X); got {tuple(images.shape)}.")
+    return images
+
+
+def _box(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Mean over a ``kernel x kernel`` window (shrunk at the edges) of ``(..., Y, X)`` complex."""
+    if kernel <= 1:
+        return x
+    shape = x.shape
+    v = torch.view_as_real(x.reshape(-1, *shape[-2:])).movedim(-1, 1)  # (B, 2, Y, X)
+    v = torch.nn.functional.avg_pool2d(
+        v, kernel, stride=1, padding=kernel // 2, count_include_pad=False
+    )
+    return torch.view_as_complex(v.movedim(1, -1).contiguous()).reshape(shape)
+
+
+def _reference(images: torch.Tensor) -> torch.Tensor:
+    """Dominant eigenvector ``(C,)`` of the global coil covariance: the phase reference."""
+    d = images.reshape(images.shape[0], -1).to(torch.complex128)
+    _, vec = torch.linalg.eigh(d @ d.conj().T)
+    return vec[:, -1]
+
+
+def _align(maps: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Rotate each pixel's coil vector ``(C, ...)`` so that ``ref^H v`` is real and >= 0."""
+    r = ref.to(device=maps.device, dtype=maps.dtype).reshape((-1,) + (1,) * (maps.ndim - 1))
+    proj = (r.conj() * maps).sum(0, keepdim=True)
+    return maps * torch.sgn(proj).conj()
+
+
+def _support(energy: torch.Tensor, thresh: float) -> torch.Tensor:
+    """``energy >= thresh * max`` (a bool mask), or all True for ``thresh <= 0``."""
+    if thresh <= 0:
+        return torch.ones_like(energy, dtype=torch.bool)
+    return energy >= thresh * energy.max()
+
+
+def walsh_maps(
+    coil_images: torch.Tensor,
+    kernel: int = 7,
+    *,
+    thresh: float = 0.0,
+    chunk_pixels: int = 16384,
+) -> torch.Tensor:
+    """Walsh et al. (2000) adaptive coil maps, ``(C, Y, X)`` complex64.
+
+    At each pixel ``p`` the local coil covariance ``R(p) = mean_{q in window(p)} x_q x_q^H`` of
+    the coil images over a ``kernel x kernel`` window; the map is its dominant eigenvector (unit
+    norm: ``sum_c |S_c|^2 = 1``), its phase rotated so that ``ref^H S(p)`` is real positive for
+    the global dominant coil vector ``ref`` (a smooth phase, no pixelwise jumps). The eigen-problem
+    runs over ``chunk_pixels`` pixels at a time (memory ``O(chunk * C^2)``).
+
+    Args:
+        coil_images: ``(C, Y, X)`` complex (gridded, low-resolution is fine).
+        kernel: odd window width in pixels.
+        thresh: maps are zero where the local signal energy (the dominant eigenvalue) is below
+            ``thresh`` times its maximum; 0 keeps every pixel.
+        chunk_pixels: pixels per eigen-decomposition batch.
+    """
+    x = _check_images(coil_images)
+    check(int(kernel) >= 1 and int(kernel) % 2 == 1, f"kernel must be odd; got {kernel}.")
+    c, ny, nx = x.shape
+    ref = _reference(x)
+    flat = x.reshape(c, ny * nx)
+    maps = torch.empty((c, ny * nx), dtype=torch.complex64, device=x.device)
+    energy = torch.empty(ny * nx, dtype=torch.float64, device=x.device)
+    rows = max(1, int(chunk_pixels) // max(nx, 1))
+    h = int(kernel) // 2
+    for r0 in range(0, ny, rows):
+        r1 = min(ny, r0 + rows)
+        a0, a1 = max(0, r0 - h), min(ny, r1 + h)  # rows the window needs
+        seg = x[:, a0:a1].to(torch.complex128)
+        outer = seg[:, None] * seg[None, :].conj()  # (C, C, rows, X)
+        cov = _box(outer, int(kernel))[:, :, r0 - a0 : r1 - a0]  # (C, C, r, X)
+        cov = cov.permute(2, 3, 0, 1).reshape(-1, c, c)
+        ev, vec = torch.linalg.eigh(0.5 * (cov + cov.conj().transpose(-1, -2)))
+        sl = slice(r0 * nx, r1 * nx)
+        maps[:, sl] = vec[..., -1].T.to(torch.complex64)
+        energy[sl] = ev[..., -1]
+    del flat
+    maps = _align(maps, ref)
+    maps = maps * _support(energy, float(thresh))
+    return maps.reshape(c, ny, nx)
+
+
+def inati_maps(
+    coil_images: torch.Tensor,
+    kernel: int = 7,
+    *,
+    iterations: int = 5,
+    thresh: float = 0.0,
+) -> torch.Tensor:
+    """Inati et al. (2014) style coil maps by power iteration, ``(C, Y, X)`` complex64.
+
+    The same dominant eigenvector of the locally averaged coil covariance as :func:`walsh_maps`,
+    without forming any ``C x C`` matrix: starting from the global dominant coil vector ``ref``,
+    ``rho = sum_c conj(v_c) x_c`` (the combined image) and ``v <- box(x * conj(rho))``, normalised
+    to unit norm over the coils, ``iterations`` times. ``box`` averages over the
+    ``kernel x kernel`` window, so this approximates ``v <- R(p) v`` with ``v`` taken locally
+    constant; memory ``O(C Y X)``. The start fixes the phase (``ref^H v`` stays near real
+    positive, as in :func:`walsh_maps`).
+
+    Args: as :func:`walsh_maps`, plus ``iterations`` (power iterations).
+    """
+    x = _check_images(coil_images)
+    check(int(kernel) >= 1 and int(kernel) % 2 == 1, f"kernel must be odd; got {kernel}.")
+    check(int(iterations) >= 1, f"iterations must be a positive integer; got {iterations}.")
+    ref = _reference(x).to(x.dtype)
+    v = ref[:, None, None].expand_as(x)
+    for _ in range(int(iterations)):
+        rho = (v.conj() * x).sum(0)
+        v = _box(x * rho.conj(), int(kernel))
+        norm = torch.linalg.vector_norm(v, dim=0)
+        v = v / norm.clamp(min=torch.finfo(norm.dtype).tiny)
+    maps = _align(v, ref)
+    if thresh > 0:
+        rho = (maps.conj() * x).sum(0)
+        energy = _box(rho.abs() ** 2 + 0j, int(kernel)).real  # local combined signal energy
+        maps = maps * _support(energy, float(thresh))
+    return maps.to(torch.complex64)
+
+
+def espirit_maps(
+    calib: torch.Tensor,
+    im_size: tuple[int, int],
+    *,
+    kernel: int = 6,
+    calib_size: int = 24,
+    thresh: float = 0.02,
+    crop: float = 0.95,
+    domain: str = "kspace",
+    chunk_pixels: int = 16384,
+) -> torch.Tensor:
+    """ESPIRiT coil maps (Uecker et al. 2014), ``(C, Y, X)`` complex64, memory bounded.
+
+    1. The calibration matrix ``A`` holds every ``kernel x kernel`` patch (all coils) of the
+       central ``calib_size x calib_size`` Cartesian k-space; its right singular vectors with
+       singular value above ``thresh`` times the largest span the signal subspace (``r`` kernels
+       ``K_j``, each ``(C, kernel, kernel)``).
+    2. In image space the ESPIRiT operator is, at each pixel ``p``, the ``C x C`` matrix
+       ``G(p) = 1/kernel^2 sum_j k_j(p) k_j(p)^H`` with ``k_j`` the kernel's inverse DFT on the
+       ``im_size`` grid. ``G`` is computed without the ``(r, C, Y, X)`` kernel images: the sum
+       over ``j`` is the cross-correlation of the kernels (``(C, C, 2 kernel - 1, 2 kernel - 1)``),
+       evaluated by separable DFTs for ``chunk_pixels`` pixels at a time. Memory is
+       ``O(chunk_pixels * C^2)`` beyond the output; no ``(Y X, C k^2, C k^2)`` array appears.
+    3. The map is the eigenvector of ``G(p)`` with the largest eigenvalue (unit norm over the
+       coils), kept where that eigenvalue exceeds ``crop`` (ideally 1 inside the object, smaller
+       outside) and zero elsewhere; the phase is rotated so that ``ref^H S(p)`` is real positive
+       (``ref`` the dominant coil vector of the calibration data).
+
+    Args:
+        calib: ``(C, Ky, Kx)`` centred Cartesian k-space on the ``im_size`` grid spacing
+            (``domain="kspace"``; only the centre is used), or coil images ``(C, Y, X)``
+            (``domain="image"``, transformed by :func:`~mrphys.physics.fourier.fft2c`).
+        im_size: ``(Y, X)`` of the maps.
+        kernel: ESPIRiT kernel width (k-space samples).
+        calib_size: width of the calibration region (reduced to what ``calib`` holds).
+        thresh: relative singular value threshold of the signal subspace.
+        crop: eigenvalue threshold in ``[0, 1)``; 0 keeps every pixel.
+        domain: ``"kspace"`` or ``"image"``.
+        chunk_pixels: pixels per eigen-decomposition batch.
+    """
+    from mrphys.physics.fourier import fft2c
+
+    x = _complex(calib, "calibration data")
+    check(x.ndim == 3, f"calibration data must be (C, Ky, Kx); got {tuple(x.shape)}.")
+    check(domain in ("kspace", "image"), f"domain must be kspace or image; got {domain!r}.")
+    check(
+        len(im_size) == 2 and all(int(s) > 0 for s in im_size),
+        f"im_size must be two positive sizes (Y, X); got {tuple(im_size)}.",
+    )
+    check(0.0 <= float(crop) < 1.0, f"crop must lie in [0, 1); got {crop}.")
+    check(0.0 <= float(thresh) < 1.0, f"thresh must lie in [0, 1); got {thresh}.")
+    if domain == "image":
+        x = fft2c(x)
+    c, ky, kx = x.shape
+    k = int(kernel)
+    cy, cx = min(int(calib_size), ky), min(int(calib_size), kx)
+    check(
+        k >= 2 and cy > k and cx > k,
+        f"the calibration region ({cy} x {cx}) must exceed the kernel ({kernel}), kernel >= 2.",
+    )
+    y0, x0 = ky // 2 - cy // 2, kx // 2 - cx // 2
+    reg = x[:, y0 : y0 + cy, x0 : x0 + cx].to(torch.complex64)
+    # 1. calibration matrix (patches x C k k) and its signal subspace
+    patches = reg.unfold(1, k, 1).unfold(2, k, 1)  # (C, py, px, k, k)
+    amat = patches.permute(1, 2, 0, 3, 4).reshape(-1, c * k * k)
+    _, sv, vh = torch.linalg.svd(amat.to(torch.complex128), full_matrices=False)
+    check(float(sv[0]) > 0, "the calibration region is all zeros; cannot estimate coil maps.")
+    keep = sv > float(thresh) * sv[0]
+    kern = vh[keep].reshape(-1, c, k, k)  # rows of V^H span the patches
+    log.info("ESPIRiT: %d of %d kernels above %.3g", int(keep.sum()), vh.shape[0], thresh)
+    # 2. cross-correlation of the kernels: corr[c, d, l] = sum_j sum_a K_jc(a + l) conj K_jd(a)
+    size = 2 * k - 1
+    fk = torch.fft.fft2(kern, s=(size, size))
+    corr = torch.fft.ifft2(torch.einsum("jcab,jdab->cdab", fk, fk.conj()))  # (C, C, L, L)
+    lag = torch.arange(size, dtype=torch.float64, device=x.device)
+    lag = torch.where(lag < k, lag, lag - size)
+    ny, nx = int(im_size[0]), int(im_size[1])
+    py = torch.arange(ny, dtype=torch.float64, device=x.device) - ny // 2
+    px = torch.arange(nx, dtype=torch.float64, device=x.device) - nx // 2
+    ey = torch.polar(
+        torch.ones(ny, size, dtype=torch.float64, device=x.device),
+        2 * math.pi * py[:, None] * lag[None, :] / ny,
+    )
+    ex = torch.polar(
+        torch.ones(nx, size, dtype=torch.float64, device=x.device),
+        2 * math.pi * px[:, None] * lag[None, :] / nx,
+    )
+    corr = corr / (k * k)
+    # 3. per-pixel dominant eigenvector, a block of rows at a time
+    ref = _reference(reg)
+    maps = torch.empty((c, ny * nx), dtype=torch.complex64, device=x.device)
+    eig = torch.empty(ny * nx, dtype=torch.float64, device=x.device)
+    rows = max(1, int(chunk_pixels) // nx)
+    half = torch.einsum("cdlm,xm->cdlx", corr, ex)  # (C, C, L, X): small
+    for r0 in range(0, ny, rows):
+        r1 = min(ny, r0 + rows)
+        g = torch.einsum("yl,cdlx->yxcd", ey[r0:r1], half).reshape(-1, c, c)
+        ev, vec = torch.linalg.eigh(0.5 * (g + g.conj().transpose(-1, -2)))
+        sl = slice(r0 * nx, r1 * nx)
+        maps[:, sl] = vec[..., -1].T.to(torch.complex64)
+        eig[sl] = ev[..., -1]
+    maps = _align(maps, ref)
+    if crop > 0:
+        maps = maps * (eig > float(crop))
+    return maps.reshape(c, ny, nx)
+
+
+def _lowpass(images: torch.Tensor, width: int) -> torch.Tensor:
+    """Coil images ``(C, Y, X)`` low-passed to the central ``width`` of k-space (Hann taper)."""
+    from mrphys.physics.fourier import fft2c, ifft2c
+
+    c, ny, nx = images.shape
+    ky = torch.arange(ny, device=images.device, dtype=torch.float64) - ny // 2
+    kx = torch.arange(nx, device=images.device, dtype=torch.float64) - nx // 2
+    hy = torch.where(ky.abs() < width / 2, torch.cos(math.pi * ky / width) ** 2, 0.0)
+    hx = torch.where(kx.abs() < width / 2, torch.cos(math.pi * kx / width) ** 2, 0.0)
+    win = (hy[:, None] * hx[None, :]).to(images.real.dtype)
+    return ifft2c(fft2c(images) * win)
+
+
+def gridded_coil_images(
+    kspace: torch.Tensor,
+    traj: torch.Tensor,
+    im_size: tuple[int, int],
+    *,
+    coil_axis: int = -3,
+    dcf: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Time-averaged coil images ``(C, Y, X)``: the adjoint NUFFT of all spokes of all frames.
+
+    The ``T`` frames of ``S`` spokes are pooled into one frame of ``T S`` spokes and gridded with
+    density compensation ``dcf`` (``(T, S, N)``; default :func:`~mrphys.physics.nufft.radial_dcf`
+    of the pooled trajectory), so a dynamic series gives its time-averaged coil images.
+    """
+    from mrphys.physics.nufft import RadialNUFFT, radial_dcf
+
+    k, traj = _radial_coil_data(kspace, traj, coil_axis)
+    c, t, s, n = k.shape
+    pooled = traj.reshape(1, t * s, n, 2)
+    if dcf is None:
+        # the Voronoi weights of the spokes as lines (a corrected trajectory may wrap at pi)
+        w = radial_dcf(_unwrap(pooled).cpu(), tuple(im_size)).to(k.device)
+    else:
+        dcf = torch.as_tensor(dcf)
+        check(
+            tuple(dcf.shape) == (t, s, n),
+            f"dcf must have the trajectory's shape {(t, s, n)}; got {tuple(dcf.shape)}.",
+        )
+        w = dcf.reshape(1, t * s, n).to(k.device)
+    op = RadialNUFFT(pooled, tuple(im_size), backend=backend).on_coils(c)
+    data = k.reshape(c, 1, t * s, n).transpose(0, 1)  # (1, C, TS, N)
+    return op.adjoint(data * w[:, None].to(k.real.dtype))[0]
+
+
+def estimate_maps(
+    kspace: torch.Tensor,
+    traj: torch.Tensor,
+    im_size: tuple[int, int],
+    *,
+    coil_axis: int = -3,
+    method: str = "auto",
+    dcf: torch.Tensor | None = None,
+    calib_size: int = 24,
+    kernel: int | None = None,
+    thresh: float | None = None,
+    crop: float = 0.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Coil maps ``(C, Y, X)`` complex64 from radial data alone.
+
+    The time-averaged coil images (:func:`gridded_coil_images`: all spokes of all frames, density
+    compensated) give either a Cartesian calibration region (their centred FFT, the central
+    ``calib_size`` square) for :func:`espirit_maps`, or, low-passed to the same central
+    ``calib_size`` of k-space, the input of :func:`walsh_maps` / :func:`inati_maps`.
+
+    ``method="auto"`` is ESPIRiT: see ``docs/calibration.md`` for the measurement (map error
+    against known maps, CG-SENSE PSNR and seconds on the test phantom) behind this choice.
+
+    Args:
+        kspace: radial k-space, coils on ``coil_axis``, the other dims the trajectory's
+            ``(T, S, N)``; prewhiten first when the noise is correlated.
+        traj: ``(T, S, N, 2)`` rad/pixel (corrected for the gradient delay where known).
+        im_size: ``(Y, X)`` of the maps.
+        coil_axis: coil axis of ``kspace`` (default ``-3``: ``(T, C, S, N)``).
+        method: ``"auto"``, ``"espirit"``, ``"walsh"`` or ``"inati"``.
+        dcf: density compensation ``(T, S, N)``; default the Voronoi/ramp weights of the pooled
+            spokes.
+        calib_size: width of the central k-space region used (samples on the ``im_size`` grid).
+        kernel: ESPIRiT kernel (default 6) or Walsh/Inati window (default 7 pixels).
+        thresh: ESPIRiT singular value threshold (default 0.02) or Walsh/Inati energy threshold
+            (default 0: no mask).
+        crop: ESPIRiT eigenvalue crop (default 0: maps everywhere, the object's support is left
+            to the reconstruction).
+        backend: NUFFT backend.
+    """
+    check(method in MAP_METHODS, f"method must be one of {', '.join(MAP_METHODS)}; got {method!r}.")
+    images = gridded_coil_images(
+        kspace, traj, im_size, coil_axis=coil_axis, dcf=dcf, backend=backend
+    )
+    if method in ("auto", "espirit"):
+        from mrphys.physics.fourier import fft2c
+
+        return espirit_maps(
+            fft2c(images),
+            im_size,
+            kernel=6 if kernel is None else int(kernel),
+            calib_size=calib_size,
+            thresh=0.02 if thresh is None else float(thresh),
+            crop=crop,
+        )
+    low = _lowpass(images, int(calib_size))
+    fn = walsh_maps if method == "walsh" else inati_maps
+    return fn(
+        low,
+        7 if kernel is None else int(kernel),
+        thresh=0.0 if thresh is None else float(thresh),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# gradient delay: RING
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GradientDelay:
+    """A gradient delay as the shift of each spoke in k-space (RING, Rosenzweig et al. 2019).
+
+    The sample a spoke of unit direction ``n`` was meant to take at ``k`` is taken at
+    ``k + (S n) dk``: ``S`` is the symmetric ``2 x 2`` delay matrix in readout samples, ``dk`` the
+    sample spacing (``2 pi / N`` for :func:`~mrphys.physics.nufft.golden_angle_radial`).
+
+    Attributes:
+        matrix: ``S``, ``(2, 2)`` float64 in samples, rows and columns ordered ``(ky, kx)`` like
+            the trajectory: ``[[S_yy, S_xy], [S_xy, S_xx]]``.
+        samples: the isotropic part ``(S_xx + S_yy) / 2``: the delay along the spoke in readout
+            samples, positive when the samples lie further along the spoke direction (further
+            out at its end) than the nominal trajectory says.
+        components: ``{"S_xx", "S_yy", "S_xy"}`` in samples.
+        n_pairs: spoke pairs used in the fit; ``residual``: RMS misfit of the intersections
+            (samples).
+    """
+
+    matrix: torch.Tensor
+    n_pairs: int = 0
+    residual: float = 0.0
+
+    @property
+    def components(self) -> dict[str, float]:
+        s = self.matrix
+        return {"S_xx": float(s[1, 1]), "S_yy": float(s[0, 0]), "S_xy": float(s[0, 1])}
+
+    @property
+    def samples(self) -> float:
+        return 0.5 * float(self.matrix[0, 0] + self.matrix[1, 1])
+
+    def shifts(self, traj: torch.Tensor) -> torch.Tensor:
+        """The k-space shift ``(S n) dk`` of each spoke, ``(..., 2)`` rad/pixel as ``(ky, kx)``."""
+        traj = torch.as_tensor(traj)
+        check(
+            traj.ndim >= 3 and traj.shape[-1] == 2,
+            f"traj must be radial (..., N, 2) in rad/pixel; got {tuple(traj.shape)}.",
+        )
+        n, dk = _spoke_geometry(traj)
+        s = self.matrix.to(device=n.device, dtype=torch.float64)
+        return (n @ s.T) * dk[..., None]
+
+    def correct(self, traj: torch.Tensor) -> torch.Tensor:
+        """The trajectory actually sampled: ``traj + (S n) dk`` for every sample of a spoke.
+
+        Same shape and dtype as ``traj``; coordinates are wrapped into ``[-pi, pi)`` (exact for
+        :class:`~mrphys.physics.nufft.RadialNUFFT`, whose exponentials are ``2 pi``-periodic in
+        k). Compute density compensation from the nominal trajectory.
+        """
+        traj = torch.as_tensor(traj)
+        out = traj.to(torch.float64) + self.shifts(traj)[..., None, :]
+        out = torch.remainder(out + math.pi, 2 * math.pi) - math.pi
+        return out.to(traj.dtype)
+
+
+def _interp_matrix(n: int, t: torch.Tensor) -> torch.Tensor:
+    """``(..., N, G)`` band-limited interpolation: samples ``m = i - N//2`` -> positions ``t``.
+
+    ``y(t) = sum_m y_m D(t - m)`` with ``D(u) = 1/N sum_f exp(-i 2 pi u f / N)``, ``f`` over the
+    ``N`` centred frequencies ``-N//2 .. N - N//2 - 1`` (the readout's projection), summed in
+    closed form (a geometric series); exact for a projection that fits the readout field of view.
+    """
+    m = torch.arange(n, dtype=torch.float64, device=t.device) - n // 2
+    u = t[..., None, :] - m[:, None]  # (..., N, G)
+    a = -(n // 2)
+    z = torch.polar(torch.ones_like(u), -2 * math.pi * u / n)
+    zn = torch.polar(torch.ones_like(u), -2 * math.pi * u)
+    za = torch.polar(torch.ones_like(u), -2 * math.pi * u * a / n)
+    den = 1 - z
+    small = den.abs() < 1e-9
+    val = za * (1 - zn) / torch.where(small, torch.ones_like(den), den)
+    return torch.where(small, torch.full_like(val, n), val) / n
+
+
+def ring_delay(
+    kspace: torch.Tensor,
+    traj: torch.Tensor,
+    coil_axis: int = -3,
+    *,
+    max_gap: int = 3,
+    min_angle_deg: float = 20.0,
+    search: float = 6.0,
+) -> GradientDelay:
+    """Gradient delay from the data by RING (Rosenzweig, Holme, Uecker 2019).
+
+    Two radial spokes with directions ``n1``, ``n2`` are really the lines ``S n_i + t n_i``
+    (samples); they cross where ``S n1 + t1 n1 = S n2 + t2 n2``, and there the two spokes
+    measured the same k-space value. For each pair the crossing ``(t1, t2)`` is found as the
+    minimum over ``|t| <= search`` of ``sum_c |y1_c(t1) - y2_c(t2)|^2`` (the spokes interpolated
+    band-limited along the readout; a grid of 1/8 sample refined to 1/64 and a parabola), and
+    ``S (n1 - n2) = t2 n2 - t1 n1`` (two equations per pair) is solved for
+    ``(S_yy, S_xx, S_xy)`` by least squares, with one pass that drops pairs whose misfit exceeds
+    three median absolute deviations.
+
+    Pairs are spokes ``1..max_gap`` apart in acquisition order (frames after one another, so the
+    object barely moves between them) whose directions differ by at least ``min_angle_deg``
+    (modulo 180 degrees; near-parallel spokes cross ill-defined).
+
+    Args:
+        kspace: radial k-space, coils on ``coil_axis``, other dims the trajectory's ``(T, S, N)``.
+        traj: nominal ``(T, S, N, 2)`` trajectory, rad/pixel, uniform sample spacing.
+        coil_axis: coil axis of ``kspace``.
+        max_gap: pair each spoke with the next ``max_gap`` spokes.
+        min_angle_deg: smallest angle between paired spokes, in (0, 90).
+        search: half-width of the crossing search, in samples.
+    """
+    check(int(max_gap) >= 1, f"max_gap must be a positive integer; got {max_gap}.")
+    check(0 < float(min_angle_deg) < 90, f"min_angle_deg must lie in (0, 90); got {min_angle_deg}.")
+    check(float(search) >= 1, f"search must be at least 1 sample; got {search}.")
+    k, traj = _radial_coil_data(kspace, traj, coil_axis)
+    c, t, s, n = k.shape
+    y = k.reshape(c, t * s, n).transpose(0, 1).to(torch.complex128)  # (M, C, N)
+    dirs, dk = _spoke_geometry(traj.reshape(t * s, n, 2))
+    check(
+        bool(torch.allclose(dk, dk[0].expand_as(dk), rtol=1e-3)),
+        "every spoke must have the same sample spacing for RING.",
+    )
+    m = t * s
+    ii, jj = [], []
+    for g in range(1, int(max_gap) + 1):
+        ii.append(torch.arange(0, m - g))
+        jj.append(torch.arange(g, m))
+    ii, jj = torch.cat(ii).to(k.device), torch.cat(jj).to(k.device)
+    sin = (dirs[ii, 0] * dirs[jj, 1] - dirs[ii, 1] * dirs[jj, 0]).abs()
+    ok = sin >= math.sin(math.radians(float(min_angle_deg)))
+    ii, jj = ii[ok], jj[ok]
+    check(
+        ii.numel() >= 2,
+        "RING needs at least two pairs of spokes at different angles (>= "
+        f"{min_angle_deg} degrees apart); got {ii.numel()}.",
+    )
+    # coarse search on a 1/8-sample grid shared by all spokes
+    step = 1.0 / 8
+    tg = torch.arange(
+        -float(search), float(search) + step / 2, step, dtype=torch.float64, device=k.device
+    )
+    fine = torch.einsum("mcn,ng->mgc", y, _interp_matrix(n, tg))  # (M, G, C)
+    t1s, t2s = [], []
+    for p0 in range(0, ii.numel(), 256):
+        a, b = ii[p0 : p0 + 256], jj[p0 : p0 + 256]
+        ya, yb = fine[a], fine[b]  # (P, G, C)
+        d = (
+            (ya.abs() ** 2).sum(-1)[:, :, None]
+            + (yb.abs() ** 2).sum(-1)[:, None, :]
+            - 2 * torch.einsum("pgc,phc->pgh", ya.conj(), yb).real
+        )
+        idx = d.reshape(d.shape[0], -1).argmin(-1)
+        c1, c2 = tg[idx // tg.numel()], tg[idx % tg.numel()]
+        # refine on a 1/64 grid of +-1/8 around the coarse minimum, then a parabola per axis
+        off = torch.arange(-8, 9, dtype=torch.float64, device=k.device) / 64
+        g1, g2 = c1[:, None] + off, c2[:, None] + off  # (P, 17)
+        za = torch.einsum("pcn,png->pgc", y[a], _interp_matrix(n, g1))
+        zb = torch.einsum("pcn,png->pgc", y[b], _interp_matrix(n, g2))
+        d = (
+            (za.abs() ** 2).sum(-1)[:, :, None]
+            + (zb.abs() ** 2).sum(-1)[:, None, :]
+            - 2 * torch.einsum("pgc,phc->pgh", za.conj(), zb).real
+        )
+        flat = d.reshape(d.shape[0], -1).argmin(-1)
+        r, q = (flat // 17).clamp(1, 15), (flat % 17).clamp(1, 15)
+        pr = torch.arange(d.shape[0], device=k.device)
+        t1s.append(g1[pr, r] + _parabola(d[pr, r - 1, q], d[pr, r, q], d[pr, r + 1, q]) / 64)
+        t2s.append(g2[pr, q] + _parabola(d[pr, r, q - 1], d[pr, r, q], d[pr, r, q + 1]) / 64)
+    t1, t2 = torch.cat(t1s), torch.cat(t2s)
+    # least squares for (S_yy, S_xx, S_xy): S u with u = n1 - n2, u = (uy, ux)
+    u = dirs[ii] - dirs[jj]
+    rhs = t2[:, None] * dirs[jj] - t1[:, None] * dirs[ii]  # (P, 2) as (y, x)
+    zero = torch.zeros_like(u[:, 0])
+    rows_y = torch.stack([u[:, 0], zero, u[:, 1]], -1)  # (S u)_y = Syy uy + Sxy ux
+    rows_x = torch.stack([zero, u[:, 1], u[:, 0]], -1)  # (S u)_x = Sxx ux + Sxy uy
+    amat = torch.stack([rows_y, rows_x], 1)  # (P, 2, 3)
+    keep = torch.ones(amat.shape[0], dtype=torch.bool, device=k.device)
+    for _ in range(2):
+        sol = torch.linalg.lstsq(amat[keep].reshape(-1, 3), rhs[keep].reshape(-1, 1)).solution
+        res = torch.linalg.vector_norm(amat @ sol[:, 0] - rhs, dim=-1)  # (P,)
+        med = res[keep].median()
+        mad = (res[keep] - med).abs().median()
+        keep = res <= med + 3 * 1.4826 * mad + 1e-9
+    syy, sxx, sxy = (float(v) for v in sol[:, 0])
+    mat = torch.tensor([[syy, sxy], [sxy, sxx]], dtype=torch.float64)
+    rms = float(res[keep].pow(2).mean().sqrt())
+    delay = GradientDelay(mat, int(keep.sum()), rms)
+    log.info("RING gradient delay %.3f samples, %s", delay.samples, delay.components)
+    return delay
+
+
+def _parabola(lo: torch.Tensor, mid: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Offset (in grid steps, within [-0.5, 0.5]) of the vertex of the parabola through 3 points."""
+    den = lo - 2 * mid + hi
+    off = torch.where(den > 0, 0.5 * (lo - hi) / den.clamp(min=1e-300), torch.zeros_like(den))
+    return off.clamp(-0.5, 0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# density compensation: Pipe & Menon
+# --------------------------------------------------------------------------------------------
+
+
+def _kaiser_bessel(d: torch.Tensor, width: float, beta: float) -> torch.Tensor:
+    """Kaiser-Bessel window ``I0(beta sqrt(1 - (2 d / width)^2))`` for ``|d| <= width / 2``."""
+    arg = 1 - (2 * d / width) ** 2
+    return torch.where(arg >= 0, torch.special.i0(beta * arg.clamp(min=0).sqrt()), 0.0)
+
+
+def pipe_menon_dcf(
+    traj: torch.Tensor,
+    im_size: tuple[int, int],
+    *,
+    iterations: int = 30,
+    oversamp: float = 2.0,
+    width: int = 4,
+) -> torch.Tensor:
+    """Iterative density compensation (Pipe & Menon 1999), ``(T, S, N)`` float32, per frame.
+
+    The fixed point of ``w <- w / (C w)`` with ``(C w)_i = sum_j w_j psi(k_i - k_j)``: the
+    weighted sample density convolved with the kernel ``psi`` is 1 at every sample. ``C`` is
+    applied by gridding (no FFT): each weight is spread onto a Cartesian grid ``oversamp`` times
+    finer than ``im_size`` with a separable Kaiser-Bessel kernel ``phi`` of ``width`` grid cells
+    (Beatty's beta), and the grid is interpolated back at the samples with the same kernel, so
+    ``psi`` is the autocorrelation of ``phi``. The grid is periodic (``2 pi``), like the NUFFT.
+
+    The weights are then scaled as :func:`~mrphys.physics.nufft.radial_dcf` is (k-space area per
+    sample times ``Ny Nx / (2 pi)^2``, so that ``A^H D A`` is close to the identity for
+    :class:`~mrphys.physics.nufft.RadialNUFFT`): the fixed point makes ``w`` times the integral of
+    ``psi`` (``(int phi)^4`` grid cells) the area of a sample. Works for any trajectory
+    ``(T, S, N, 2)`` or ``(T, K, 2)`` (shape of the result: the trajectory's without the last
+    axis); device follows ``traj``.
+
+    Args:
+        traj: trajectory in rad/pixel, last axis ``(ky, kx)``.
+        im_size: image size ``(Y, X)``.
+        iterations: fixed-point iterations.
+        oversamp: grid oversampling (> 1).
+        width: kernel width in grid cells (>= 2).
+    """
+    traj = torch.as_tensor(traj)
+    check(
+        traj.ndim in (3, 4) and traj.shape[-1] == 2,
+        f"traj must be (T, S, N, 2) or (T, K, 2) in rad/pixel; got {tuple(traj.shape)}.",
+    )
+    check_finite("traj", traj)
+    check(int(iterations) >= 1, f"iterations must be a positive integer; got {iterations}.")
+    check(float(oversamp) > 1.0, f"oversamp must exceed 1; got {oversamp}.")
+    check(int(width) >= 2, f"width must be an integer >= 2 grid cells; got {width}.")
+    check(
+        len(im_size) == 2 and all(int(s) > 0 for s in im_size),
+        f"im_size must be two positive sizes (Y, X); got {tuple(im_size)}.",
+    )
+    shape = traj.shape[:-1]
+    t = int(traj.shape[0])
+    kk = traj.reshape(t, -1, 2).to(torch.float64)
+    ny, nx = int(im_size[0]), int(im_size[1])
+    gy, gx = math.ceil(oversamp * ny), math.ceil(oversamp * nx)
+    w_ = float(width)
+    alpha = float(oversamp)
+    beta = math.pi * math.sqrt(max((w_ / alpha) ** 2 * (alpha - 0.5) ** 2 - 0.8, 1e-6))
+    off = torch.arange(int(width), dtype=torch.float64, device=kk.device)
+
+    def axis(u: torch.Tensor, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = u / (2 * math.pi) * g  # grid cells, centre 0
+        first = torch.floor(pos - w_ / 2) + 1
+        idx = first[..., None] + off  # (T, K, W)
+        wt = _kaiser_bessel(pos[..., None] - idx, w_, beta)
+        return torch.remainder(idx, g).long(), wt
+
+    iy, wy = axis(kk[..., 0], gy)
+    ix, wx = axis(kk[..., 1], gx)
+    frame = torch.arange(t, device=kk.device)[:, None, None, None] * (gy * gx)
+    idx = (frame + iy[..., :, None] * gx + ix[..., None, :]).reshape(t, -1, int(width) ** 2)
+    wt = (wy[..., :, None] * wx[..., None, :]).reshape(t, -1, int(width) ** 2)
+    flat_idx = idx.reshape(-1)
+
+    def conv(w: torch.Tensor) -> torch.Tensor:
+        grid = torch.zeros(t * gy * gx, dtype=torch.float64, device=kk.device)
+        grid.scatter_add_(0, flat_idx, (w[..., None] * wt).reshape(-1))
+        return (grid[idx] * wt).sum(-1)
+
+    w = torch.ones(kk.shape[:2], dtype=torch.float64, device=kk.device)
+    for _ in range(int(iterations)):
+        w = w / conv(w).clamp(min=1e-300)
+    # integral of phi over one axis, in grid cells (trapezoid on a fine grid)
+    d = torch.linspace(-w_ / 2, w_ / 2, 2001, dtype=torch.float64)
+    phi_int = float(torch.trapezoid(_kaiser_bessel(d, w_, beta), d))
+    scale = phi_int**4 * (ny * nx) / (gy * gx)
+    return (w * scale).reshape(shape).to(torch.float32)
