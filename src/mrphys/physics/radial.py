@@ -371,19 +371,20 @@ def delayed_trajectory(traj: torch.Tensor, delay_x: float, delay_y: float) -> to
     """Where the samples of a nominal radial ``traj (T, S, N, 2)`` really lie under gradient delays
     of ``delay_x``, ``delay_y`` readout samples on the x and y gradient axes.
 
-    Each spoke (direction ``n = (sin t, cos t)`` as ``(ky, kx)``, the direction of increasing sample
-    index) moves along itself by ``d(t) = delay_x cos^2 t + delay_y sin^2 t`` samples (the
-    projection ``n^T diag(delay_x, delay_y) n`` of the RING model, Rosenzweig et al. 2019):
-    ``k = k_nominal + d(t) * dk * n`` with ``dk`` the sample spacing. Positive delays put the
-    samples further along the readout direction than the nominal trajectory says.
+    A delay of the x gradient by ``delay_x`` samples moves every sample's ``kx`` by
+    ``delay_x * dk * n_x`` (``n = (n_y, n_x)`` the unit direction of increasing sample index,
+    ``dk`` the sample spacing), likewise ``ky``: ``k = k_nominal + S n dk`` with
+    ``S = diag(delay_y, delay_x)``, the model RING estimates (Rosenzweig et al. 2019; the delay
+    along a spoke at angle ``t`` is ``n^T S n = delay_x cos^2 t + delay_y sin^2 t``). Positive
+    delays put the samples further along the readout direction than the nominal trajectory says.
     """
     tr = traj.to(torch.float64)
     d = tr[..., -1, :] - tr[..., 0, :]  # (T, S, 2)
     length = torch.linalg.vector_norm(d, dim=-1, keepdim=True).clamp_min(1e-12)
     n = d / length
     dk = length / (tr.shape[-2] - 1)  # sample spacing (rad/pixel)
-    shift = float(delay_x) * n[..., 1:2] ** 2 + float(delay_y) * n[..., 0:1] ** 2
-    return (tr + (shift * dk * n)[..., None, :]).to(traj.dtype)
+    s = torch.tensor([float(delay_y), float(delay_x)], dtype=torch.float64, device=tr.device)
+    return (tr + (n * s * dk)[..., None, :]).to(traj.dtype)
 
 
 def _background_phase(im_size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
