@@ -165,9 +165,7 @@ def frames_gif(path: str | Path, x: torch.Tensor, fps: float = 6.0, scale: int =
     if scale > 1:
         img = img.repeat(scale, axis=1).repeat(scale, axis=2)
     frames = [Image.fromarray(f, mode="L") for f in img]
-    frames[0].save(
-        path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0
-    )
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
 # --------------------------------------------------------------------------------------------

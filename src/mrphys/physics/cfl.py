@@ -151,8 +151,6 @@ def radial_from_cfl(
 def read_maps(path: str | os.PathLike) -> torch.Tensor:
     """Coil maps ``(C, Y, X)`` complex64 from a ``.npy`` file (``(C, Y, X)``) or a BART array
     (``[Y, X, 1, C]``, ``.cfl``/``.hdr``)."""
-    from mrphys.io import input_file
-
     p = Path(path)
     if p.suffix in (".cfl", ".hdr"):
         m = read_cfl(p)
@@ -161,12 +159,9 @@ def read_maps(path: str | os.PathLike) -> torch.Tensor:
             raise MrphysError(f"{p}: BART coil maps must have dims [Y, X, 1, C]; got {dims}.")
         m = m.reshape(dims[:4], order="F")[:, :, 0, :].transpose(2, 0, 1)
     else:
-        input_file(p, "coil-map file")
-        try:
-            m = np.load(p, allow_pickle=False)
-        except Exception as e:  # numpy raises ValueError/OSError/EOFError for broken files
-            msg = f"{p} could not be read as a NumPy array ({type(e).__name__})."
-            raise MrphysError(msg) from None
+        from mrphys.physics.radial import _load_npy
+
+        m = _load_npy(p)
         check(m.dtype.kind in "fc", f"{p}: coil maps must be a numeric (C, Y, X) array.")
     check(m.ndim == 3, f"{p}: coil maps must be a (C, Y, X) array; got shape {m.shape}.")
     check(bool(np.isfinite(m).all()), f"{p}: coil maps hold NaN or infinite values.")

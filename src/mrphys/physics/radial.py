@@ -252,6 +252,27 @@ def radial_memory(
     return 64 * k_samples + 160 * points + 64 * coil_pixels
 
 
+def _check_simulation(
+    series: Any, spokes: int, coils: int, oversampling: int, snr: float | None
+) -> torch.Tensor:
+    """The checks :func:`simulate_radial` and :func:`simulate_raw` share; returns the series."""
+    series = torch.as_tensor(series)
+    check(
+        series.ndim == 3 and min(series.shape) >= 1,
+        f"series must have shape (T, Y, X); got {tuple(series.shape)}.",
+    )
+    check_finite("series", series)
+    check(int(spokes) >= 1, f"spokes per frame must be a positive integer; got {spokes}.")
+    check(int(coils) >= 1, f"coils must be a positive integer; got {coils}.")
+    check(int(oversampling) >= 1, f"oversampling must be a positive integer; got {oversampling}.")
+    if snr is not None and not math.isinf(float(snr)):
+        check(
+            math.isfinite(float(snr)) and float(snr) > 0,
+            f"snr must be a positive number (or None for no noise); got {snr}.",
+        )
+    return series
+
+
 def simulate_radial(
     series: torch.Tensor,
     spokes: int,
@@ -292,20 +313,7 @@ def simulate_radial(
         :class:`RadialData` on the device of ``series``: kspace ``(T, C, S, N)``, traj
         ``(T, S, N, 2)``, dcf ``(T, S, N)`` with ``N = oversampling * max(Y, X)``.
     """
-    series = torch.as_tensor(series)
-    check(
-        series.ndim == 3 and min(series.shape) >= 1,
-        f"series must have shape (T, Y, X); got {tuple(series.shape)}.",
-    )
-    check_finite("series", series)
-    check(int(spokes) >= 1, f"spokes per frame must be a positive integer; got {spokes}.")
-    check(int(coils) >= 1, f"coils must be a positive integer; got {coils}.")
-    check(int(oversampling) >= 1, f"oversampling must be a positive integer; got {oversampling}.")
-    if snr is not None and not math.isinf(float(snr)):
-        check(
-            math.isfinite(float(snr)) and float(snr) > 0,
-            f"snr must be a positive number (or None for no noise); got {snr}.",
-        )
+    series = _check_simulation(series, spokes, coils, oversampling, snr)
     t, ny, nx = series.shape
     n_samples = int(oversampling) * max(ny, nx)
     check_memory(
@@ -458,12 +466,7 @@ def simulate_raw(
     from mrphys.physics.fourier import fft2c, ifft2c
     from mrphys.physics.noise import correlated_complex_noise
 
-    series = torch.as_tensor(series)
-    check(
-        series.ndim == 3 and min(series.shape) >= 1,
-        f"series must have shape (T, Y, X); got {tuple(series.shape)}.",
-    )
-    check_finite("series", series)
+    series = _check_simulation(series, spokes, coils, oversampling, snr)
     check(int(factor) >= 1, f"factor must be a positive integer; got {factor}.")
     t, yf, xf = series.shape
     f = int(factor)
@@ -472,14 +475,6 @@ def simulate_raw(
         f"the object grid {yf}x{xf} must be a multiple of factor {f} (and at least 4 pixels "
         "after dividing).",
     )
-    check(int(spokes) >= 1, f"spokes per frame must be a positive integer; got {spokes}.")
-    check(int(coils) >= 1, f"coils must be a positive integer; got {coils}.")
-    check(int(oversampling) >= 1, f"oversampling must be a positive integer; got {oversampling}.")
-    if snr is not None and not math.isinf(float(snr)):
-        check(
-            math.isfinite(float(snr)) and float(snr) > 0,
-            f"snr must be a positive number (or None for no noise); got {snr}.",
-        )
     delay = (
         (float(gradient_delay), float(gradient_delay))
         if isinstance(gradient_delay, (int, float))

@@ -359,15 +359,9 @@ def truth_metrics(x: torch.Tensor, truth: torch.Tensor | None) -> dict[str, Any]
 
 
 def _load_truth(path: Path) -> torch.Tensor:
-    from mrphys.io import input_file
+    from mrphys.physics.radial import _load_npy
 
-    input_file(path, "truth file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError/OSError/EOFError for broken files
-        msg = f"{path} could not be read as a NumPy array ({type(e).__name__})."
-        raise MrphysError(msg) from None
-    return torch.from_numpy(np.asarray(arr)).to(torch.complex64)
+    return torch.from_numpy(_load_npy(path)).to(torch.complex64)
 
 
 def load_input(
@@ -504,4 +498,3 @@ def recon_to_folder(
         plot.frame_grid(tmp / "frames.png", rows)
         plot.frames_gif(tmp / "frames.gif", x)
     return metrics
-
