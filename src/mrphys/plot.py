@@ -164,7 +164,7 @@ def frames_gif(path: str | Path, x: torch.Tensor, fps: float = 6.0, scale: int =
     img = np.clip(mag / top * 255.0, 0, 255).astype(np.uint8)
     if scale > 1:
         img = img.repeat(scale, axis=1).repeat(scale, axis=2)
-    frames = [Image.fromarray(f, mode="L") for f in img]
+    frames = [Image.fromarray(f) for f in img]  # uint8 (Y, X): grey ("L")
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
