@@ -52,6 +52,10 @@ __all__ = [
 
 MAP_METHODS = ("auto", "espirit", "walsh", "inati")
 
+#: Default window of :func:`fill_dark` in :func:`estimate_maps`, as a fraction of the image width
+#: (chosen on the ellipse phantom of ``benchmarks/espirit.py``; see ``docs/calibration.md``).
+FILL_FRACTION = 1 / 3
+
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -312,9 +316,10 @@ def _box(x: torch.Tensor, kernel: int) -> torch.Tensor:
         return x
     shape = x.shape
     v = torch.view_as_real(x.reshape(-1, *shape[-2:])).movedim(-1, 1)  # (B, 2, Y, X)
-    v = torch.nn.functional.avg_pool2d(
-        v, kernel, stride=1, padding=kernel // 2, count_include_pad=False
-    )
+    h = kernel // 2  # separable: one pass per axis, O(kernel) per pixel
+    pool = torch.nn.functional.avg_pool2d
+    v = pool(v, (kernel, 1), stride=1, padding=(h, 0), count_include_pad=False)
+    v = pool(v, (1, kernel), stride=1, padding=(0, h), count_include_pad=False)
     return torch.view_as_complex(v.movedim(1, -1).contiguous()).reshape(shape)
 
 
@@ -464,6 +469,21 @@ def espirit_maps(
         domain: ``"kspace"`` or ``"image"``.
         chunk_pixels: pixels per eigen-decomposition batch.
     """
+    check(0.0 <= float(crop) < 1.0, f"crop must lie in [0, 1); got {crop}.")
+    maps, eig = _espirit(calib, im_size, kernel, calib_size, thresh, domain, chunk_pixels)
+    return maps * (eig > float(crop)) if crop > 0 else maps
+
+
+def _espirit(
+    calib: torch.Tensor,
+    im_size: tuple[int, int],
+    kernel: int,
+    calib_size: int,
+    thresh: float,
+    domain: str,
+    chunk_pixels: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`espirit_maps` without the crop: maps ``(C, Y, X)`` and eigenvalues ``(Y, X)``."""
     from mrphys.physics.fourier import fft2c
 
     x = _complex(calib, "calibration data")
@@ -473,7 +493,6 @@ def espirit_maps(
         len(im_size) == 2 and all(int(s) > 0 for s in im_size),
         f"im_size must be two positive sizes (Y, X); got {tuple(im_size)}.",
     )
-    check(0.0 <= float(crop) < 1.0, f"crop must lie in [0, 1); got {crop}.")
     check(0.0 <= float(thresh) < 1.0, f"thresh must lie in [0, 1); got {thresh}.")
     if domain == "image":
         x = fft2c(x)
@@ -525,10 +544,8 @@ def espirit_maps(
         sl = slice(r0 * nx, r1 * nx)
         maps[:, sl] = vec[..., -1].T.to(torch.complex64)
         eig[sl] = ev[..., -1]
-    maps = _align(maps, ref)
-    if crop > 0:
-        maps = maps * (eig > float(crop))
-    return maps.reshape(c, ny, nx)
+    maps = _align(maps, ref).reshape(c, ny, nx)
+    return maps, eig.reshape(ny, nx)
 
 
 def _lowpass(images: torch.Tensor, width: int) -> torch.Tensor:
@@ -542,6 +559,35 @@ def _lowpass(images: torch.Tensor, width: int) -> torch.Tensor:
     hx = torch.where(kx.abs() < width / 2, torch.cos(math.pi * kx / width) ** 2, 0.0)
     win = (hy[:, None] * hx[None, :]).to(images.real.dtype)
     return ifft2c(fft2c(images) * win)
+
+
+def fill_dark(
+    maps: torch.Tensor, images: torch.Tensor, width: int, floor: float = 0.05
+) -> torch.Tensor:
+    """Maps ``(C, Y, X)`` with their dark regions replaced by a smooth extension (complex64).
+
+    Where the object gives no signal the data do not determine the sensitivities, and ESPIRiT or
+    Walsh return an arbitrary unit vector there; a SENSE reconstruction then cannot unfold the
+    aliasing that lands in those regions. Here the maps are extended from where there is signal
+    by normalised convolution: with the signal weight ``w = |sum_c conj(S_c) x_c|^2 / max``
+    (``x`` the coil images), ``S_smooth = B(w S) / B(w)`` with ``B`` a box window of ``width``
+    pixels applied twice (a triangle of ``2 width - 1``); the result is
+    ``a S + (1 - a) S_smooth`` with ``a = min(1, w / floor)``, renormalised to unit sum of squares.
+    Pixels with ``w >= floor`` keep their maps. ``width <= 1`` returns the maps unchanged.
+    """
+    if int(width) <= 1:
+        return maps
+    width = int(width) | 1  # odd
+    rho = (maps.conj() * images.to(maps.dtype)).sum(0)
+    w = rho.abs() ** 2
+    w = (w / w.max().clamp(min=torch.finfo(w.dtype).tiny)).to(maps.real.dtype)
+    num = _box(_box(maps * w, width), width)
+    den = _box(_box(w.to(maps.dtype), width), width).real
+    smooth = num / den.clamp(min=torch.finfo(den.dtype).tiny)
+    a = (w / float(floor)).clamp(max=1.0)
+    out = a * maps + (1 - a) * smooth
+    norm = torch.linalg.vector_norm(out, dim=0)
+    return torch.where(norm > 0, out / norm.clamp(min=torch.finfo(norm.dtype).tiny), maps)
 
 
 def gridded_coil_images(
@@ -591,6 +637,7 @@ def estimate_maps(
     kernel: int | None = None,
     thresh: float | None = None,
     crop: float = 0.0,
+    fill: int | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Coil maps ``(C, Y, X)`` complex64 from radial data alone.
@@ -618,30 +665,42 @@ def estimate_maps(
             (default 0: no mask).
         crop: ESPIRiT eigenvalue crop (default 0: maps everywhere, the object's support is left
             to the reconstruction).
+        fill: window (pixels) of :func:`fill_dark`, which extends the maps smoothly into the
+            regions without signal; default ``FILL_FRACTION`` of the image width (odd); 0 or 1
+            turns it off.
         backend: NUFFT backend.
     """
     check(method in MAP_METHODS, f"method must be one of {', '.join(MAP_METHODS)}; got {method!r}.")
     images = gridded_coil_images(
         kspace, traj, im_size, coil_axis=coil_axis, dcf=dcf, backend=backend
     )
+    if fill is None:
+        fill = int(round(FILL_FRACTION * max(int(im_size[0]), int(im_size[1])))) | 1
+    low = _lowpass(images, int(calib_size))
     if method in ("auto", "espirit"):
         from mrphys.physics.fourier import fft2c
 
-        return espirit_maps(
+        check(0.0 <= float(crop) < 1.0, f"crop must lie in [0, 1); got {crop}.")
+        maps, eig = _espirit(
             fft2c(images),
             im_size,
-            kernel=6 if kernel is None else int(kernel),
-            calib_size=calib_size,
-            thresh=0.02 if thresh is None else float(thresh),
-            crop=crop,
+            6 if kernel is None else int(kernel),
+            calib_size,
+            0.02 if thresh is None else float(thresh),
+            "kspace",
+            16384,
         )
-    low = _lowpass(images, int(calib_size))
-    fn = walsh_maps if method == "walsh" else inati_maps
-    return fn(
-        low,
-        7 if kernel is None else int(kernel),
-        thresh=0.0 if thresh is None else float(thresh),
-    )
+    else:
+        fn = walsh_maps if method == "walsh" else inati_maps
+        maps = fn(low, 7 if kernel is None else int(kernel))
+    maps = fill_dark(maps, low, int(fill))
+    if method in ("auto", "espirit") and crop > 0:
+        maps = maps * (eig > float(crop))
+    elif method in ("walsh", "inati") and thresh:
+        rho = (maps.conj() * low).sum(0)
+        energy = _box(rho.abs() ** 2 + 0j, 7 if kernel is None else int(kernel)).real
+        maps = maps * _support(energy, float(thresh))
+    return maps
 
 
 # --------------------------------------------------------------------------------------------
@@ -769,10 +828,11 @@ def ring_delay(
     )
     m = t * s
     ii, jj = [], []
-    for g in range(1, int(max_gap) + 1):
+    for g in range(1, min(int(max_gap), m - 1) + 1):
         ii.append(torch.arange(0, m - g))
         jj.append(torch.arange(g, m))
-    ii, jj = torch.cat(ii).to(k.device), torch.cat(jj).to(k.device)
+    ii = torch.cat(ii).to(k.device) if ii else torch.zeros(0, dtype=torch.long, device=k.device)
+    jj = torch.cat(jj).to(k.device) if jj else torch.zeros(0, dtype=torch.long, device=k.device)
     sin = (dirs[ii, 0] * dirs[jj, 1] - dirs[ii, 1] * dirs[jj, 0]).abs()
     ok = sin >= math.sin(math.radians(float(min_angle_deg)))
     ii, jj = ii[ok], jj[ok]
