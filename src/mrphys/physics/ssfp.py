@@ -15,6 +15,7 @@ import math
 import torch
 
 from mrphys.errors import check
+from mrphys.physics.crlb import CramerRao, cramer_rao
 from mrphys.physics.signal import bssfp_closed_form
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "pc_bssfp_signal",
     "configurations",
     "remove_common_phase",
+    "PC_BSSFP_PARAMETERS",
+    "pc_bssfp_cramer_rao",
 ]
 
 
@@ -72,10 +75,11 @@ def pc_bssfp_signal(
     b1: torch.Tensor | float,
     theta: torch.Tensor | float,
     *,
-    tr: float,
-    te: float,
-    flip: float,
-    n_cycles: int,
+    tr: float | torch.Tensor,
+    te: float | torch.Tensor,
+    flip: float | torch.Tensor,
+    n_cycles: int | None = None,
+    increments: torch.Tensor | None = None,
     m0: torch.Tensor | float = 1.0,
     remove_common_phase: bool = False,
 ) -> torch.Tensor:
@@ -90,9 +94,13 @@ def pc_bssfp_signal(
         t1, t2: relaxation times in s, broadcastable real tensors (or floats).
         b1: relative transmit field (1 = nominal), broadcastable.
         theta: off-resonance phase accumulated per TR in rad, broadcastable.
-        tr, te: repetition and echo time in s.
-        flip: nominal flip angle in rad.
-        n_cycles: number of phase cycles N.
+        tr, te: repetition and echo time in s (floats, or 0-d tensors to differentiate).
+        flip: nominal flip angle in rad: one number, or a tensor ``(N,)`` with one flip angle
+            per acquisition (a general protocol).
+        n_cycles: number of phase cycles N, with the increments ``pi (2j-1)/N``; or
+        increments: the RF phase increments ``(N,)`` in rad (a general protocol). Give exactly
+            one of ``n_cycles`` and ``increments``; all of ``flip``, ``increments``, ``tr`` and
+            ``te`` may require gradients (protocol design).
         m0: equilibrium magnetisation (broadcastable).
         remove_common_phase: multiply each voxel by ``exp(-i arg(sum_j S_j))``.
 
@@ -108,7 +116,22 @@ def pc_bssfp_signal(
         dtype = torch.get_default_dtype()
     t1, t2, b1, theta = (v.to(dtype).unsqueeze(-1) for v in (t1, t2, b1, theta))
     m0 = m0.unsqueeze(-1) if isinstance(m0, torch.Tensor) and m0.dim() > 0 else m0
-    phi = phase_increments(n_cycles, dtype=dtype, device=t1.device)
+    check(
+        (n_cycles is None) != (increments is None),
+        "give either n_cycles or increments (the RF phase increments), not both or neither.",
+    )
+    if increments is None:
+        phi = phase_increments(n_cycles, dtype=dtype, device=t1.device)
+    else:
+        check(increments.dim() == 1, f"increments must be 1-D (N,); got {tuple(increments.shape)}.")
+        phi = increments.to(dtype=dtype, device=t1.device)
+    if isinstance(flip, torch.Tensor):
+        flip = flip.to(dtype=dtype, device=t1.device)
+    if isinstance(flip, torch.Tensor) and flip.dim() > 0:
+        check(
+            flip.shape == phi.shape,
+            f"flip has {flip.numel()} angles but the protocol has {phi.numel()} acquisitions.",
+        )
 
     s = bssfp_closed_form(m0, t1, t2, b1 * flip, theta, phi, tr, te)
     if remove_common_phase:
@@ -152,3 +175,75 @@ def configurations(
         norm = (f.real**2 + f.imag**2).sum(dim=-1, keepdim=True).sqrt()
         f = f / norm.clamp_min(torch.finfo(rdtype).tiny)
     return f
+
+
+#: parameter order of :func:`pc_bssfp_cramer_rao` (``b1`` only when it is unknown)
+PC_BSSFP_PARAMETERS = ("t1", "t2", "m0_re", "m0_im", "theta", "b1")
+
+
+def pc_bssfp_cramer_rao(
+    t1: torch.Tensor,
+    t2: torch.Tensor,
+    b1: torch.Tensor,
+    theta: torch.Tensor,
+    *,
+    sigma: float | torch.Tensor,
+    tr: float | torch.Tensor,
+    te: float | torch.Tensor,
+    flip: float | torch.Tensor,
+    n_cycles: int | None = None,
+    increments: torch.Tensor | None = None,
+    m0: complex | torch.Tensor = 1.0,
+    b1_known: bool = True,
+) -> CramerRao:
+    """Cramer-Rao bounds of pc-bSSFP relaxometry (:mod:`mrphys.physics.crlb`).
+
+    Unknowns: ``T1, T2`` (s), the complex ``M0`` (real and imaginary part: it absorbs the receive
+    phase and gain), the off-resonance phase ``theta`` (rad per TR) and, when ``b1_known`` is
+    False, the relative transmit field ``B1``: the parameter order is
+    :data:`PC_BSSFP_PARAMETERS` (without ``b1`` when it is known). Noise: white Gaussian of
+    standard deviation ``sigma`` in each of the real and imaginary parts of every acquisition
+    (``mrphys.physics.noise.sigma_relax(snr, per_channel=True)`` for the relaxometry SNR).
+
+    Args:
+        t1, t2, b1, theta: broadcastable real tensors ``(...)``; float64 recommended.
+        sigma: number or ``(...)`` tensor.
+        tr, te, flip, n_cycles, increments: the protocol, as for :func:`pc_bssfp_signal`
+            (per-acquisition ``flip`` and ``increments`` for a general protocol); tensors may
+            require gradients (the bound is differentiable with respect to the protocol).
+        m0: complex equilibrium magnetisation (number or ``(...)`` tensor).
+        b1_known: B1 measured separately (a B1 map) or estimated from the data.
+    Returns:
+        :class:`~mrphys.physics.crlb.CramerRao` with ``variance`` ``(..., 5)`` or ``(..., 6)``.
+    """
+    t1, t2, b1, theta = torch.broadcast_tensors(
+        *(
+            torch.as_tensor(v, dtype=torch.float64) if not isinstance(v, torch.Tensor) else v
+            for v in (t1, t2, b1, theta)
+        )
+    )
+    m0c = torch.as_tensor(
+        m0,
+        dtype=torch.complex128 if t1.dtype == torch.float64 else torch.complex64,
+        device=t1.device,
+    )
+    m0c = m0c.expand(t1.shape) if m0c.dim() > 0 else m0c.expand(t1.shape)
+    cols = [t1, t2, m0c.real, m0c.imag, theta] + ([] if b1_known else [b1])
+    params = torch.stack([c.to(t1.dtype) for c in cols], dim=-1)
+
+    def model(p: torch.Tensor) -> torch.Tensor:
+        b1p = b1 if b1_known else p[..., 5]
+        return pc_bssfp_signal(
+            p[..., 0],
+            p[..., 1],
+            b1p,
+            p[..., 4],
+            tr=tr,
+            te=te,
+            flip=flip,
+            n_cycles=n_cycles,
+            increments=increments,
+            m0=torch.complex(p[..., 2], p[..., 3]),
+        )
+
+    return cramer_rao(model, params, sigma)

@@ -35,14 +35,17 @@ Noise (METHODS 3): complex Gaussian with ``0.074 / (sqrt 2 SNR)`` per real/imagi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
-from mrphys.errors import check
+from mrphys.errors import MrphysError, check
 from mrphys.physics.noise import sigma_relax, standard_complex_normal
-from mrphys.physics.ssfp import configurations, pc_bssfp_signal
+from mrphys.physics.ssfp import configurations, pc_bssfp_signal, phase_increments
 
 __all__ = [
     "Protocol",
@@ -83,12 +86,21 @@ _FLOOR_W = 0.05
 
 @dataclass(frozen=True)
 class Protocol:
-    """pc-bSSFP protocol; times in s, flip in rad. Defaults: the paper (TR 4.8, TE 2.4, 15 deg)."""
+    """pc-bSSFP protocol; times in s, angles in rad. Defaults: the paper (TR 4.8, TE 2.4, 15 deg).
+
+    By default the ``n_cycles`` acquisitions share the flip angle ``flip`` and use the equally
+    spaced RF phase increments ``pi (2j - 1) / N`` (:func:`mrphys.physics.ssfp.phase_increments`).
+    A general protocol gives one increment (``increments``, rad) and/or one flip angle (``flips``,
+    rad) per acquisition; build it with :meth:`custom`. ``flip`` then holds the mean flip angle
+    (a summary only; :meth:`flip_angles` gives the per-acquisition values).
+    """
 
     n_cycles: int = 12
     tr: float = 4.8e-3
     te: float = 2.4e-3
     flip: float = math.radians(15.0)
+    increments: tuple[float, ...] | None = None
+    flips: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         check(
@@ -97,16 +109,164 @@ class Protocol:
         )
         check(0 < self.te < self.tr, f"TE must lie in (0, TR); got TE {self.te} s, TR {self.tr} s.")
         check(0 < self.flip < math.pi, f"flip angle must lie in (0, pi) rad; got {self.flip}.")
+        for name, values in (("increments", self.increments), ("flips", self.flips)):
+            if values is None:
+                continue
+            check(
+                len(values) == int(self.n_cycles),
+                f"{name} must give one value per acquisition ({self.n_cycles}); got {len(values)}.",
+            )
+            check(
+                all(math.isfinite(float(v)) for v in values),
+                f"{name} must be finite; got {list(values)}.",
+            )
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        if self.flips is not None:
+            check(
+                all(0 < v < math.pi for v in self.flips),
+                f"every flip angle must lie in (0, pi) rad; got {list(self.flips)}.",
+            )
+
+    @classmethod
+    def custom(
+        cls,
+        increments: Sequence[float],
+        flips: Sequence[float] | float,
+        tr: float = 4.8e-3,
+        te: float | None = None,
+    ) -> Protocol:
+        """A protocol with one RF phase increment (rad) and flip angle (rad) per acquisition.
+
+        ``flips`` may be one number for all; ``te`` defaults to ``tr / 2``.
+        """
+        inc = tuple(float(v) for v in increments)
+        fl = (float(flips),) * len(inc) if isinstance(flips, (int, float)) else tuple(flips)
+        check(len(inc) >= 1, "a protocol needs at least one acquisition.")
+        check(
+            len(fl) == len(inc),
+            f"give one flip angle per acquisition ({len(inc)}); got {len(fl)}.",
+        )
+        uniform = all(f == fl[0] for f in fl)
+        return cls(
+            n_cycles=len(inc),
+            tr=float(tr),
+            te=float(tr) / 2 if te is None else float(te),
+            flip=fl[0] if uniform else float(sum(fl) / len(fl)),
+            increments=inc,
+            flips=None if uniform else fl,
+        )
+
+    @property
+    def equally_spaced(self) -> bool:
+        """True when the increments are the default ``pi (2j - 1) / N``."""
+        if self.increments is None:
+            return True
+        ref = phase_increments(self.n_cycles).tolist()
+        return all(abs(a - b) < 1e-9 for a, b in zip(self.increments, ref, strict=True))
+
+    @property
+    def uniform_flip(self) -> bool:
+        """True when every acquisition has the flip angle ``flip``."""
+        return self.flips is None or all(abs(f - self.flip) < 1e-12 for f in self.flips)
+
+    @property
+    def is_standard(self) -> bool:
+        """Equally spaced increments and one flip angle: the protocol of the paper's methods."""
+        return self.equally_spaced and self.uniform_flip
+
+    def phases(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """The RF phase increments ``(N,)`` in rad."""
+        if self.increments is None:
+            return phase_increments(self.n_cycles, dtype=dtype, device=device)
+        return torch.tensor(self.increments, dtype=dtype, device=device)
+
+    def flip_angles(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """The nominal flip angle of each acquisition ``(N,)`` in rad."""
+        if self.flips is None:
+            return torch.full((self.n_cycles,), self.flip, dtype=dtype, device=device)
+        return torch.tensor(self.flips, dtype=dtype, device=device)
+
+    def signal_kwargs(self) -> dict:
+        """Keyword arguments of :func:`mrphys.physics.ssfp.pc_bssfp_signal` for this protocol.
+
+        The default protocol passes ``n_cycles`` and the scalar ``flip`` (bitwise the historical
+        computation); a general one passes its ``increments`` and per-acquisition ``flip``.
+        """
+        kw: dict = {"tr": self.tr, "te": self.te}
+        if self.increments is None:
+            kw["n_cycles"] = self.n_cycles
+        else:
+            kw["increments"] = self.phases()
+        kw["flip"] = self.flip if self.flips is None else self.flip_angles()
+        return kw
+
+    def scan_time(self) -> float:
+        """Steady-state acquisition time per voxel line: ``N * TR`` in s (a relative measure)."""
+        return self.n_cycles * self.tr
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in ("increments", "flips"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    def record(self) -> dict:
+        """The protocol in the units of ``protocol.json``: ``tr_ms``, ``te_ms``, ``flip_deg`` and
+        ``phase_increment_deg`` (lists, one per acquisition), ``n_cycles``, ``scan_time_s``."""
+        return {
+            "n_cycles": int(self.n_cycles),
+            "tr_ms": self.tr * 1e3,
+            "te_ms": self.te * 1e3,
+            "flip_deg": [math.degrees(v) for v in self.flip_angles().tolist()],
+            "phase_increment_deg": [math.degrees(v) for v in self.phases().tolist()],
+            "scan_time_s": self.scan_time(),
+        }
+
+    @classmethod
+    def from_record(cls, d: dict) -> Protocol:
+        """Inverse of :meth:`record` (also accepts a scalar ``flip_deg`` and no increments).
+
+        Raises :class:`~mrphys.errors.MrphysError` naming a missing or malformed key.
+        """
+        check(isinstance(d, dict), "a protocol record must be a JSON object.")
+        for key in ("tr_ms", "flip_deg"):
+            check(key in d, f"the protocol record has no {key!r}.")
+        try:
+            tr = float(d["tr_ms"]) * 1e-3
+            te = float(d.get("te_ms", d["tr_ms"] / 2)) * 1e-3
+            flips = d["flip_deg"]
+            inc = d.get("phase_increment_deg")
+            if inc is None:
+                n = int(d.get("n_cycles", len(flips) if isinstance(flips, list) else 12))
+                inc_rad = phase_increments(n).tolist()
+            else:
+                inc_rad = [math.radians(float(v)) for v in inc]
+            if isinstance(flips, list):
+                fl = [math.radians(float(v)) for v in flips]
+            else:
+                fl = math.radians(float(flips))
+        except (TypeError, ValueError) as e:
+            raise MrphysError(f"the protocol record holds a malformed value: {e}.") from None
+        p = cls.custom(inc_rad, fl, tr=tr, te=te)
+        if p.equally_spaced and p.uniform_flip:
+            return cls(p.n_cycles, p.tr, p.te, p.flip)
+        return p
 
     def key(self) -> str:
         """Short text key (used for cache file names)."""
-        return (
+        base = (
             f"N{self.n_cycles}-tr{self.tr * 1e3:.3f}-te{self.te * 1e3:.3f}"
             f"-fa{math.degrees(self.flip):.2f}"
         )
+        if self.is_standard:
+            return base
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+        return f"{base}-{digest[:10]}"
 
 
 def is_complex_method(method: str) -> bool:
@@ -216,10 +376,7 @@ def simulate_signals(params: dict[str, torch.Tensor], protocol: Protocol) -> tor
         params["t2"],
         params["b1"],
         params["theta"],
-        tr=protocol.tr,
-        te=protocol.te,
-        flip=protocol.flip,
-        n_cycles=protocol.n_cycles,
+        **protocol.signal_kwargs(),
         remove_common_phase=True,
     )
 
@@ -256,7 +413,7 @@ def add_relax_noise(
 def features(
     signals: torch.Tensor,
     b1: torch.Tensor,
-    n_cycles: int,
+    n_cycles: int | torch.Tensor,
     complex_: bool,
     *,
     snr: float | torch.Tensor = math.inf,
@@ -267,6 +424,8 @@ def features(
     Args:
         signals: complex ``(..., N)`` (common phase removed).
         b1: ``(...)`` relative transmit field.
+        n_cycles: N (equally spaced increments) or the increments ``(N,)`` in rad
+            (``Protocol.phases()``).
         complex_: complex features ``Re F-1, Re F0, Re F1, -Im F-1, Im F1, B1`` instead of
             magnitudes ``|F-1|, |F0|, |F1|, B1``.
         snr: noise added to the signals first (``inf``: none).

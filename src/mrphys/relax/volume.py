@@ -342,10 +342,7 @@ def simulate_volume(
         torch.where(mask, t2, torch.full_like(t2, 0.1)),
         b1,
         theta,
-        tr=protocol.tr,
-        te=protocol.te,
-        flip=protocol.flip,
-        n_cycles=protocol.n_cycles,
+        **protocol.signal_kwargs(),
         m0=torch.where(mask, rho, torch.zeros_like(rho)),
     )
     s = s * torch.polar(torch.ones_like(rx), rx).unsqueeze(-1)
