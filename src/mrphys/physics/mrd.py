@@ -278,7 +278,15 @@ def read_mrd(
     )
 
 
-def _assemble(p, root, acqs, heads, RadialData, **opt) -> tuple[Any, RawInfo]:
+def _assemble(
+    p: Path,
+    root: ET.Element | None,
+    acqs: np.ndarray,
+    heads: np.ndarray,
+    RadialData: type,  # noqa: N803 (the class, imported where torch is already loaded)
+    **opt: Any,
+) -> tuple[Any, RawInfo]:
+    """The spokes, trajectory, frames and noise of the acquisition table (see :func:`read_mrd`)."""
     header_traj = _text(root, "encoding/trajectory")
     if header_traj is not None and header_traj.lower() in ("cartesian", "epi"):
         raise MrphysError(
@@ -537,7 +545,6 @@ def write_mrd(
         angle_increment_deg: stored in the header (user parameter ``angle_increment_deg``).
     """
     import h5py
-    import ismrmrd
     from ismrmrd.hdf5 import acquisition_dtype
     from ismrmrd.xsd import ToXML
 
@@ -597,10 +604,11 @@ def write_mrd(
         g = f.create_group("dataset")
         g.create_dataset("xml", data=[xml.encode()], dtype=h5py.special_dtype(vlen=bytes))
         g.create_dataset("data", data=table, maxshape=(None,), chunks=True)
-    log.info("wrote %s (%d acquisitions, ismrmrd %s)", p, len(records), ismrmrd.__name__)
+    log.info("wrote %s (%d acquisitions)", p, len(records))
 
 
 def _fill_head(h: np.ndarray, scan: int, n: int, c: int, dims: int) -> None:
+    """The header fields every written acquisition has."""
     h["version"] = 1
     h["scan_counter"] = scan
     h["number_of_samples"] = n
@@ -612,7 +620,10 @@ def _fill_head(h: np.ndarray, scan: int, n: int, c: int, dims: int) -> None:
     h["slice_dir"] = (0.0, 0.0, 1.0)
 
 
-def _header(mx, my, n, c, t, s, fov_mm, inc, traj_units):
+def _header(
+    mx: int, my: int, n: int, c: int, t: int, s: int, fov_mm: float, inc: float, traj_units: str
+) -> Any:
+    """The ISMRMRD XML header (``ismrmrd.xsd``) of a written file."""
     from ismrmrd import xsd
 
     fov = xsd.fieldOfViewMm(x=float(fov_mm), y=float(fov_mm) * my / mx, z=5.0)
