@@ -155,6 +155,22 @@ def frame_grid(
     _save(fig, path, 80)
 
 
+def frames_gif(path: str | Path, x: torch.Tensor, fps: float = 6.0, scale: int = 2) -> None:
+    """An animated GIF of the magnitude frames of ``x`` (T, Y, X), grey scale over the series'
+    largest magnitude, each pixel shown as ``scale`` x ``scale`` (PIL, matplotlib's own dependency).
+    """
+    import numpy as np
+    from PIL import Image
+
+    mag = x.detach().abs().cpu().numpy()
+    top = float(mag.max()) or 1.0
+    img = np.clip(mag / top * 255.0, 0, 255).astype(np.uint8)
+    if scale > 1:
+        img = img.repeat(scale, axis=1).repeat(scale, axis=2)
+    frames = [Image.fromarray(f) for f in img]  # uint8 (Y, X): grey ("L")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+
+
 # --------------------------------------------------------------------------------------------
 # SPIN (paper 000, Figures 6-9)
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
@@ -23,35 +24,58 @@ def series_mat(tmp_path):
 
 
 def test_simulate_then_gridding_end_to_end(tmp_path, series_mat, cli):
+    """simulate writes raw.h5 (+ truth apart); recon needs nothing but that and scores it."""
     sim, rec = tmp_path / "sim", tmp_path / "rec"
     argv = ["--series", series_mat, "--spokes", "24", "--coils", "3", "--snr", "50", "--seed", "1"]
-    cli.ok(*SIMULATE, *argv, "--out", sim)
-    k = np.load(sim / "kspace.npy")
-    assert k.shape == (4, 3, 24, 32) and k.dtype == np.complex64
-    assert np.load(sim / "traj.npy").shape == (4, 24, 32, 2)
-    assert np.load(sim / "maps.npy").shape == (3, 16, 16)
-    assert np.load(sim / "dcf.npy").shape == (4, 24, 32)
+    cli.ok(*SIMULATE, *argv, "--gradient-delay", "0.3,0.1", "--out", sim)
+    assert not (sim / "kspace.npy").exists()
+    with h5py.File(sim / "raw.h5", "r") as f:
+        assert f["dataset/data"].shape == (4 * 24 + 2048 // 256,)  # spokes + noise scan
+    assert np.load(sim / "maps_true.npy").shape == (3, 8, 8)  # 16x16 object -> 8x8 grid
     truth = np.load(sim / "truth.npy")
-    assert truth.shape == (4, 16, 16) and truth.dtype == np.complex64
-    assert np.abs(truth).max() == pytest.approx(1.0)
-    assert json.loads((sim / "acquisition.json").read_text())["snr"] == 50.0
+    assert truth.shape == (4, 8, 8) and truth.dtype == np.complex64
+    acq = json.loads((sim / "acquisition.json").read_text())
+    assert acq["snr"] == 50.0 and acq["gradient_delay_samples_xy"] == [0.3, 0.1]
 
-    cli.ok(*RECON, "--input", sim, "--method", "gridding", "--out", rec)
+    r = cli.ok(*RECON, "--input", sim, "--method", "gridding", "--out", rec)
+    assert "gradient delay 0.2" in r.out
     x = np.load(rec / "recon.npy")
-    assert x.shape == (4, 16, 16) and x.dtype == np.complex64
+    assert x.shape == (4, 8, 8) and x.dtype == np.complex64
     mag = np.asarray(nib.load(rec / "recon.nii.gz").dataobj)
-    assert mag.shape == (16, 16, 4)  # NIfTI order (X, Y, T)
+    assert mag.shape == (8, 8, 4)  # NIfTI order (X, Y, T)
     m = json.loads((rec / "metrics.json").read_text())
     assert len(m["psnr_db_per_frame"]) == 4 and len(m["ssim_per_frame"]) == 4
     assert m["psnr_db"] == pytest.approx(np.mean(m["psnr_db_per_frame"]))
-    assert m["psnr_db"] > 25 and m["seconds"] >= 0
-    assert (rec / "frames.png").stat().st_size > 0
+    assert m["psnr_db"] > 15 and m["seconds"] >= 0
+    assert m["gradient_delay_samples"] == pytest.approx(0.2, abs=0.1)
+    assert m["coil_map_method"].startswith("espirit") and m["noise_covariance_condition"] > 1
+    assert (rec / "frames.png").stat().st_size > 0 and (rec / "frames.gif").stat().st_size > 0
+    assert np.load(rec / "maps.npy").shape == (3, 8, 8)
+
+
+def test_recon_switches_reach_the_calibration(tmp_path, series_mat, cli):
+    sim, rec = tmp_path / "sim", tmp_path / "rec"
+    cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "16", "--coils", "4", "--snr", "30",
+           "--traj-units", "none", "--out", sim)  # fmt: skip
+    argv = ["--no-prewhiten", "--no-delay-correction", "--coils", "2", "--dcf", "pipe-menon",
+            "--maps-method", "walsh", "--out", rec]  # fmt: skip
+    cli.ok(*RECON, "--input", sim / "raw.h5", "--method", "gridding", *argv)
+    m = json.loads((rec / "metrics.json").read_text())
+    assert m["gradient_delay_samples"] is None and m["noise_covariance_condition"] is None
+    assert m["compressed_coils"] == 2 and m["coil_map_method"] == "walsh"
+    assert m["calibration"]["dcf"] == "pipe-menon" and m["raw"]["traj_units"] == "computed"
+    assert "psnr_db" not in m  # a bare .h5: no truth
+    rec2 = tmp_path / "rec2"
+    cli.ok(*RECON, "--input", sim, "--method", "gridding", "--maps", sim / "maps_true.npy",
+           "--truth", sim / "truth.npy", "--out", rec2)  # fmt: skip
+    m = json.loads((rec2 / "metrics.json").read_text())
+    assert m["coil_map_method"] == "given" and "psnr_db" in m
 
 
 def test_recon_runs_the_registry_method_with_its_options(tmp_path, series_mat, cli):
     """--iterations reaches an iterative method (more CG iterations, closer to the truth)."""
     sim = tmp_path / "sim"
-    cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "8", "--coils", "3", "--out", sim)
+    cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "4", "--coils", "3", "--out", sim)
     psnr = {}
     for it in (1, 8):
         rec = tmp_path / f"cg{it}"
@@ -87,7 +111,7 @@ def test_existing_output_needs_overwrite(tmp_path, series_mat, cli):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / ".mrphys-output").write_text("{}")  # replaced only as an output mrphys wrote
     cli.ok(*argv, "--overwrite")
-    assert (out / "kspace.npy").is_file() and not (out / "keep.txt").exists()
+    assert (out / "raw.h5").is_file() and not (out / "keep.txt").exists()
 
 
 def test_bad_recon_input(tmp_path, cli):
@@ -134,11 +158,17 @@ def test_unreadable_recon_inputs_name_the_file(tmp_path, series_mat, cli):
     cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "4", "--coils", "2", "--out", sim)
     rec = tmp_path / "rec"
     argv = ("--method", "gridding", "--out", rec)
-    cli.fails(*RECON, "--input", series_mat, *argv, out=rec, says="tiny.mat is a file; expected")
-    (sim / "dcf.npy").write_bytes((sim / "dcf.npy").read_bytes()[:100])  # truncated
-    cli.fails(*RECON, "--input", sim, *argv, out=rec, says="dcf.npy could not be read as a NumPy")
-    (sim / "dcf.npy").unlink()
-    (sim / "dcf.npy").mkdir()
-    cli.fails(
-        *RECON, "--input", sim, *argv, out=rec, says="dcf.npy is a directory; expected a file"
-    )
+    cli.fails(*RECON, "--input", series_mat, *argv, out=rec, says="tiny.mat is not an HDF5 file")
+    cli.fails(*RECON, "--input", sim, "--maps", tmp_path / "no.npy", *argv, out=rec,
+              says="no.npy does not exist")  # fmt: skip
+    cli.fails(*RECON, "--input", sim, "--coils", "2", "--coil-energy", "0.9", *argv, out=rec,
+              says="at most one of coils")  # fmt: skip
+    cli.fails(*RECON, "--input", sim, "--spokes-per-frame", "1000", *argv, out=rec,
+              says="exceeds the 16 imaging spokes")  # fmt: skip
+    (sim / "raw.h5").write_bytes((sim / "raw.h5").read_bytes()[:100])  # truncated
+    cli.fails(*RECON, "--input", sim, *argv, out=rec, says="raw.h5 is not an HDF5 file")
+    (sim / "raw.h5").unlink()
+    cli.fails(*RECON, "--input", sim, *argv, out=rec, says="holds neither raw.h5 nor kspace.npy")
+    sim2 = tmp_path / "sim2"
+    cli.fails(*SIMULATE, "--series", series_mat, "--spokes", "4", "--gradient-delay", "a,b,c",
+              "--out", sim2, out=sim2, says="--gradient-delay must be one number")  # fmt: skip

@@ -1,16 +1,20 @@
-"""``mrphys dynamic``: simulate a multi-coil golden-angle radial acquisition and reconstruct it.
+"""``mrphys dynamic``: simulate a raw multi-coil golden-angle radial scan, reconstruct raw data.
 
-``mrphys dynamic simulate --series FILE.mat|synthetic --spokes S --coils C [--snr X] --out DIR``
-writes ``kspace.npy`` (complex64 ``[T, C, S, N]``), ``traj.npy`` (float32 ``[T, S, N, 2]``
-rad/pixel, ``(ky, kx)``), ``maps.npy`` (complex64 ``[C, Y, X]``), ``dcf.npy`` (float32
-``[T, S, N]``), ``truth.npy`` (complex64 ``[T, Y, X]``, max ``|x| = 1``) and
-``acquisition.json``.
+``mrphys dynamic simulate --series FILE.mat|synthetic --spokes S --coils C [--snr X]
+[--gradient-delay D|DX,DY] --out DIR`` simulates without the inverse crime
+(:func:`mrphys.recon.pipeline.simulate_to_folder`) and writes ``raw.h5`` (ISMRMRD/MRD, with a
+noise scan when ``--snr`` is given), ``truth.npy`` (complex64 ``[T, Y, X]``) and
+``maps_true.npy`` (complex64 ``[C, Y, X]``) for evaluation only, ``acquisition.json`` and
+``config.json``.
 
-``mrphys dynamic recon --input DIR --method NAME --out DIR2`` runs a method of
-:mod:`mrphys.recon.registry` (gridding, cg-sense, grasp, ls, inr) and writes ``recon.npy``
-(complex64 ``[T, Y, X]``), ``recon.nii.gz`` (magnitude), ``metrics.json`` (per-frame and mean
-PSNR/SSIM against ``truth.npy`` when present, seconds, settings) and ``frames.png`` (a strip of
-frames, truth below when present).
+``mrphys dynamic recon --input raw.h5|DIR --method NAME --out DIR2`` reads an MRD file (or a
+simulate folder, or a folder of arrays of earlier versions), calibrates from the data
+(prewhitening, coil compression, RING delay, DCF, coil maps; ``--no-prewhiten``,
+``--coils``/``--coil-energy``, ``--no-delay-correction``, ``--dcf``, ``--maps-method``; ``--maps
+FILE.npy|.cfl`` overrides the maps), runs a method of :mod:`mrphys.recon.registry` (gridding,
+cg-sense, grasp, ls, inr) and writes ``recon.npy`` (complex64 ``[T, Y, X]``), ``recon.nii.gz``
+(magnitude), ``maps.npy``, ``metrics.json`` (what was estimated; PSNR/SSIM against
+``truth.npy`` of the folder or ``--truth``), ``frames.png`` and ``frames.gif``.
 """
 
 from __future__ import annotations
@@ -52,17 +56,66 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(s, "--spokes", None, "spokes per frame", type=positive, required=True)
     arg(s, "--coils", 8, "receive coils (default 8)")
     arg(s, "--snr", None, "mean |k-space| / complex noise std (default: no noise)", type=float)
+    s.add_argument(
+        "--gradient-delay",
+        default="0",
+        help="gradient delay in readout samples: D (both axes) or DX,DY (default 0)",
+    )
+    arg(s, "--noise-correlation", 0.3, "noise correlation of neighbouring coils (default 0.3)")
+    arg(s, "--object-factor", 2, "object grid / reconstruction grid (default 2)", type=positive)
+    s.add_argument(
+        "--traj-units",
+        default="cycles/pixel",
+        choices=["cycles/pixel", "1/FOV", "none"],
+        help="how raw.h5 stores the trajectory (default cycles/pixel)",
+    )
     add_common(s)
     s.set_defaults(func=run_simulate)
 
-    r = dsub.add_parser("recon", help="reconstruct a `dynamic simulate` output")
-    r.add_argument("--input", required=True, help="directory written by `mrphys dynamic simulate`")
+    r = dsub.add_parser("recon", help="reconstruct raw radial data (MRD) or a simulate folder")
+    r.add_argument(
+        "--input", required=True, help="MRD .h5 file, or a `mrphys dynamic simulate` folder"
+    )
     # set after add_argument, which formats the choices (and would read the registry) at once
     r.add_argument("--method", required=True).choices = _MethodNames()
     iterations_help = "iterations (default: the method's frozen default)"
     arg(r, "--iterations", None, iterations_help, type=positive)
     arg(r, "--frames-out", None, "frames to render (inr only)", type=positive)
     arg(r, "--matrix-out", None, "matrix to render (inr only)", type=positive)
+    r.add_argument("--maps", default=None, help="coil maps FILE.npy (C, Y, X) or BART .cfl")
+    r.add_argument("--truth", default=None, help="(T, Y, X) .npy to score against")
+    r.add_argument("--no-prewhiten", action="store_true", help="skip noise prewhitening")
+    r.add_argument(
+        "--no-delay-correction", action="store_true", help="skip the RING gradient delay"
+    )
+    arg(r, "--coils", None, "compress to K virtual coils", type=positive)
+    arg(r, "--coil-energy", None, "compress to keep this energy fraction (0, 1]", type=float)
+    r.add_argument("--dcf", default="ramp", choices=["ramp", "pipe-menon"], help="density "
+                   "compensation (default ramp)")  # fmt: skip
+    r.add_argument(
+        "--maps-method",
+        default="auto",
+        choices=["auto", "espirit", "walsh", "inati"],
+        help="coil-map estimator (default auto: ESPIRiT)",
+    )
+    arg(r, "--spokes-per-frame", None, "rebin the spoke stream into frames of S spokes",
+        type=positive)  # fmt: skip
+    arg(r, "--frame-step", None, "spokes between rebinned frames (sliding window when < S)",
+        type=positive)  # fmt: skip
+    r.add_argument(
+        "--frames-from",
+        default="auto",
+        choices=["auto", "phase", "repetition", "none"],
+        help="MRD counter that holds the frame (default auto)",
+    )
+    arg(r, "--angle-increment-deg", None, "spoke angle step of a file without trajectory "
+        "(default: the header's, else the golden angle 111.246)", type=float)  # fmt: skip
+    r.add_argument(
+        "--traj-units",
+        default="auto",
+        choices=["auto", "cycles/pixel", "1/FOV"],
+        help="unit of the stored trajectory (default: detected)",
+    )
     add_common(r)
     r.set_defaults(func=run_recon)
     add_batch_options(r)  # many inputs (mrphys.batch, issue 18)
@@ -76,21 +129,39 @@ def run_simulate(args: argparse.Namespace) -> int:
     synthetic = args.series == "synthetic"
     check(not synthetic or 8 <= args.matrix <= 512,
           f"--matrix must be an integer in [8, 512]; got {args.matrix}.")  # fmt: skip
+    delay = _delay(args.gradient_delay)
     new_output(args)  # fail before any work
     from mrphys.recon.pipeline import simulate_to_folder
     from mrphys.utils import resolve_device
 
     device = resolve_device(args.device)
     names = ("variable", "frames", "matrix", "coils", "snr", "seed", "overwrite")
+    names += ("noise_correlation", "traj_units")
     config = {**options(args), "command": "dynamic simulate"}
     kw = {k: getattr(args, k) for k in names} | {"device": device, "config": config}
+    kw |= {"gradient_delay": delay, "factor": args.object_factor}
     data = simulate_to_folder(args.out, args.series, args.spokes, **kw)
     t, c, k = *data.kspace.shape[:2], data.kspace[0, 0].numel()  # (T, C, S, N): S*N per frame
     print(
-        f"wrote {args.out}: {t} frames of {data.im_size[0]}x{data.im_size[1]}, {c} coils, "
+        f"wrote {args.out}/raw.h5: {t} frames of {data.im_size[0]}x{data.im_size[1]}, {c} coils, "
         f"{args.spokes} spokes/frame ({k} samples), acceleration {data.meta['acceleration']:.1f}"
     )
     return 0
+
+
+def _delay(text: str) -> float | tuple[float, float]:
+    """``--gradient-delay D`` or ``DX,DY`` (readout samples)."""
+    from mrphys.errors import MrphysError
+
+    try:
+        parts = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise MrphysError(
+            f"--gradient-delay must be one number or two separated by a comma; got {text!r}."
+        )
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
 def _method_options(args: argparse.Namespace, device) -> dict:
@@ -119,13 +190,32 @@ def run_recon(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opts = _method_options(args, device)
     new_output(args)
-    from mrphys.recon.pipeline import recon_to_folder
+    from mrphys.recon.pipeline import CalibrationSteps, recon_to_folder
 
+    steps = CalibrationSteps(
+        prewhiten=not args.no_prewhiten,
+        coils=args.coils,
+        coil_energy=args.coil_energy,
+        delay_correction=not args.no_delay_correction,
+        dcf=args.dcf,
+        maps_method=args.maps_method,
+    )
+    steps.validate()
+    read = {
+        "spokes_per_frame": args.spokes_per_frame,
+        "frame_step": args.frame_step,
+        "frames_from": args.frames_from,
+        "angle_increment_deg": args.angle_increment_deg,
+        "traj_units": args.traj_units,
+    }
     config = {**options(args), "command": "dynamic recon", "device": str(device)}
     kw = {"seed": args.seed, "device": device, "overwrite": args.overwrite, "config": config}
+    kw |= {"steps": steps, "maps": args.maps, "truth": args.truth, "read": read}
     metrics = recon_to_folder(args.out, args.input, args.method, opts, **kw)
     frames, seconds = metrics["shape"][0], metrics["seconds"]
     msg = f"wrote {args.out}: {args.method}, {frames} frames in {seconds:.1f} s"
+    if metrics.get("gradient_delay_samples") is not None:
+        msg += f", gradient delay {metrics['gradient_delay_samples']:.2f} samples"
     if "psnr_db" in metrics:
         msg += f", mean PSNR {metrics['psnr_db']:.2f} dB"
         if metrics["ssim"] is not None:

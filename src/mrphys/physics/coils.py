@@ -63,6 +63,80 @@ def birdcage_maps(
     return (maps / rss).to(dtype)
 
 
+def loop_coil_maps(
+    n_coils: int,
+    im_size: tuple[int, int],
+    seed: int = 0,
+    radius: float = 1.25,
+    dtype: torch.dtype = torch.complex64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Receive sensitivities of rectangular loop coils by the Biot-Savart law, ``(C, Y, X)``.
+
+    A model the map estimators do not assume (unlike :func:`birdcage_maps`, not a closed-form
+    smooth function): coil ``c`` is a rectangular wire loop in the plane tangent to a cylinder of
+    ``radius`` (half-FOV units; the image spans ``[-1, 1)`` as in :func:`birdcage_maps`) at
+    azimuth ``2 pi c / C`` plus a random jitter, its width ``0.9`` of the arc per coil, its
+    length along ``z`` random in ``[0.8, 1.6]``. The field ``B`` of each straight side at the
+    image plane ``z = 0`` is the closed-form Biot-Savart segment field
+    ``(u x r1) / |u x r1|^2 (u . r1/|r1| - u . r2/|r2|)`` (unit current, ``u`` the unit side
+    direction, ``r1``, ``r2`` from its ends); the receive sensitivity is the transverse part
+    ``B_x - i B_y`` times a random coil phase and gain in ``[0.7, 1.3]``. Normalised to
+    ``sum_c |S_c|^2 = 1`` at every pixel.
+
+    The same ``seed`` gives the same coils on any grid (the maps are evaluated at the pixel
+    centres ``(n - N//2) / (N/2)``), so a finer grid samples the same continuous sensitivities.
+    """
+    check(int(n_coils) >= 1, f"n_coils must be a positive integer; got {n_coils}.")
+    check(
+        len(im_size) == 2 and all(int(s) > 0 for s in im_size),
+        f"im_size must be two positive sizes (Y, X); got {tuple(im_size)}.",
+    )
+    check(radius > 1.0, f"radius must exceed 1 (coils outside the image); got {radius}.")
+    real = torch.float64
+    g = torch.Generator().manual_seed(int(seed))
+    c = int(n_coils)
+    jitter = (torch.rand(c, generator=g, dtype=real) - 0.5) * (math.pi / c) * 0.3
+    half_z = 0.4 + 0.4 * torch.rand(c, generator=g, dtype=real)
+    gain = 0.7 + 0.6 * torch.rand(c, generator=g, dtype=real)
+    phase0 = 2 * math.pi * torch.rand(c, generator=g, dtype=real)
+    ny, nx = int(im_size[0]), int(im_size[1])
+    y = (torch.arange(ny, dtype=real) - ny // 2) / (ny / 2)
+    x = (torch.arange(nx, dtype=real) - nx // 2) / (nx / 2)
+    pts = torch.stack(
+        [x[None, :].expand(ny, nx), y[:, None].expand(ny, nx), torch.zeros(ny, nx, dtype=real)],
+        -1,
+    )  # (Y, X, 3) as (x, y, z)
+    maps = []
+    for i in range(c):
+        phi = 2 * math.pi * i / c + float(jitter[i])
+        centre = torch.tensor([radius * math.cos(phi), radius * math.sin(phi), 0.0], dtype=real)
+        tang = torch.tensor([-math.sin(phi), math.cos(phi), 0.0], dtype=real)
+        ez = torch.tensor([0.0, 0.0, 1.0], dtype=real)
+        hw = 0.9 * radius * math.sin(math.pi / max(c, 2))
+        hz = float(half_z[i])
+        corners = [
+            centre - hw * tang - hz * ez,
+            centre + hw * tang - hz * ez,
+            centre + hw * tang + hz * ez,
+            centre - hw * tang + hz * ez,
+        ]
+        b = torch.zeros(ny, nx, 3, dtype=real)
+        for a, e in zip(corners, corners[1:] + corners[:1], strict=True):
+            u = (e - a) / torch.linalg.vector_norm(e - a)
+            r1, r2 = pts - a, pts - e
+            cross = torch.linalg.cross(u.expand_as(r1), r1)
+            d2 = (cross**2).sum(-1, keepdim=True)
+            cos1 = (r1 @ u)[..., None] / torch.linalg.vector_norm(r1, dim=-1, keepdim=True)
+            cos2 = (r2 @ u)[..., None] / torch.linalg.vector_norm(r2, dim=-1, keepdim=True)
+            b = b + cross / d2 * (cos1 - cos2)
+        s = torch.complex(b[..., 0], -b[..., 1]) * float(gain[i])
+        maps.append(s * torch.polar(torch.ones((), dtype=real), phase0[i]))
+    m = torch.stack(maps)
+    rss = torch.sqrt((m.abs() ** 2).sum(0, keepdim=True))
+    return (m / rss).to(device=device, dtype=dtype)
+
+
 class CoilMultiply(Linop):
     """Coil sensitivity weighting ``S``: image ``(..., Y, X)`` -> coil images ``(..., C, Y, X)``.
 

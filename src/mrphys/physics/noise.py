@@ -20,11 +20,12 @@ import math
 
 import torch
 
-from mrphys.errors import check
+from mrphys.errors import MrphysError, check
 
 __all__ = [
     "RELAX_NOISE_REFERENCE",
     "add_complex_noise",
+    "correlated_complex_noise",
     "sigma_mean",
     "sigma_peak",
     "sigma_relax",
@@ -120,3 +121,38 @@ def sigma_relax(snr: float | torch.Tensor, per_channel: bool = False) -> float |
     if math.isinf(snr):
         return 0.0
     return RELAX_NOISE_REFERENCE / ((math.sqrt(2.0) * float(snr)) if per_channel else float(snr))
+
+
+def correlated_complex_noise(
+    shape: tuple[int, ...] | torch.Size,
+    covariance: torch.Tensor,
+    coil_axis: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Complex Gaussian noise correlated between coils: ``E[n n^H] = covariance`` along
+    ``coil_axis`` (independent along every other axis), complex64.
+
+    Drawn as ``L z / sqrt 2`` with ``L L^H = covariance`` (Cholesky) and ``z`` from
+    :func:`standard_complex_normal` (``E|z|^2 = 2``); a diagonal ``sigma^2 I`` gives the noise of
+    :func:`add_complex_noise`.
+
+    Args:
+        shape: output shape; ``shape[coil_axis] == C``.
+        covariance: ``(C, C)`` Hermitian positive definite (complex noise covariance).
+        coil_axis: the coil axis of ``shape``.
+        generator: seeded generator on ``device``.
+        device: device of the result.
+    """
+    shape = tuple(shape)
+    cov = torch.as_tensor(covariance).to(torch.complex128)
+    c = shape[coil_axis]
+    check(cov.shape == (c, c), f"covariance must be ({c}, {c}) for {c} coils; got {cov.shape}.")
+    try:
+        chol = torch.linalg.cholesky(cov.cpu())
+    except RuntimeError:
+        raise MrphysError("covariance must be Hermitian positive definite.") from None
+    z = standard_complex_normal(shape, generator=generator, device=device).to(torch.complex128)
+    z = torch.movedim(z, coil_axis, -1)
+    n = (z @ chol.to(z.device).mT) / math.sqrt(2.0)  # rows: L z
+    return torch.movedim(n, -1, coil_axis).to(torch.complex64)

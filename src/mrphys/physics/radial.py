@@ -252,6 +252,27 @@ def radial_memory(
     return 64 * k_samples + 160 * points + 64 * coil_pixels
 
 
+def _check_simulation(
+    series: Any, spokes: int, coils: int, oversampling: int, snr: float | None
+) -> torch.Tensor:
+    """The checks :func:`simulate_radial` and :func:`simulate_raw` share; returns the series."""
+    series = torch.as_tensor(series)
+    check(
+        series.ndim == 3 and min(series.shape) >= 1,
+        f"series must have shape (T, Y, X); got {tuple(series.shape)}.",
+    )
+    check_finite("series", series)
+    check(int(spokes) >= 1, f"spokes per frame must be a positive integer; got {spokes}.")
+    check(int(coils) >= 1, f"coils must be a positive integer; got {coils}.")
+    check(int(oversampling) >= 1, f"oversampling must be a positive integer; got {oversampling}.")
+    if snr is not None and not math.isinf(float(snr)):
+        check(
+            math.isfinite(float(snr)) and float(snr) > 0,
+            f"snr must be a positive number (or None for no noise); got {snr}.",
+        )
+    return series
+
+
 def simulate_radial(
     series: torch.Tensor,
     spokes: int,
@@ -292,20 +313,7 @@ def simulate_radial(
         :class:`RadialData` on the device of ``series``: kspace ``(T, C, S, N)``, traj
         ``(T, S, N, 2)``, dcf ``(T, S, N)`` with ``N = oversampling * max(Y, X)``.
     """
-    series = torch.as_tensor(series)
-    check(
-        series.ndim == 3 and min(series.shape) >= 1,
-        f"series must have shape (T, Y, X); got {tuple(series.shape)}.",
-    )
-    check_finite("series", series)
-    check(int(spokes) >= 1, f"spokes per frame must be a positive integer; got {spokes}.")
-    check(int(coils) >= 1, f"coils must be a positive integer; got {coils}.")
-    check(int(oversampling) >= 1, f"oversampling must be a positive integer; got {oversampling}.")
-    if snr is not None and not math.isinf(float(snr)):
-        check(
-            math.isfinite(float(snr)) and float(snr) > 0,
-            f"snr must be a positive number (or None for no noise); got {snr}.",
-        )
+    series = _check_simulation(series, spokes, coils, oversampling, snr)
     t, ny, nx = series.shape
     n_samples = int(oversampling) * max(ny, nx)
     check_memory(
@@ -341,3 +349,202 @@ def simulate_radial(
     return RadialData(
         kspace=k.to(torch.complex64), traj=traj, maps=maps, dcf=dcf, truth=truth, meta=meta
     )
+
+
+# --------------------------------------------------------------------------------------------
+# honest simulation: no inverse crime
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawSimulation:
+    """An acquisition simulated without the inverse crime (:func:`simulate_raw`).
+
+    Attributes:
+        data: the spokes with the **nominal** trajectory (what a scanner records) as
+            :class:`RadialData`; its ``maps`` are the true maps on the reconstruction grid and
+            its ``truth`` the object on that grid (both for evaluation only).
+        noise: ``(C, M)`` noise-scan samples (same coil covariance as the data noise).
+        covariance: ``(C, C)`` complex noise covariance of one sample.
+        gradient_delay: ``(delay_x, delay_y)`` readout samples of the x and y gradient axes.
+    """
+
+    data: RadialData
+    noise: torch.Tensor
+    covariance: torch.Tensor
+    gradient_delay: tuple[float, float]
+
+
+def delayed_trajectory(traj: torch.Tensor, delay_x: float, delay_y: float) -> torch.Tensor:
+    """Where the samples of a nominal radial ``traj (T, S, N, 2)`` really lie under gradient delays
+    of ``delay_x``, ``delay_y`` readout samples on the x and y gradient axes.
+
+    A delay of the x gradient by ``delay_x`` samples moves every sample's ``kx`` by
+    ``delay_x * dk * n_x`` (``n = (n_y, n_x)`` the unit direction of increasing sample index,
+    ``dk`` the sample spacing), likewise ``ky``: ``k = k_nominal + S n dk`` with
+    ``S = diag(delay_y, delay_x)``, the model RING estimates (Rosenzweig et al. 2019; the delay
+    along a spoke at angle ``t`` is ``n^T S n = delay_x cos^2 t + delay_y sin^2 t``). Positive
+    delays put the samples further along the readout direction than the nominal trajectory says.
+    """
+    tr = traj.to(torch.float64)
+    d = tr[..., -1, :] - tr[..., 0, :]  # (T, S, 2)
+    length = torch.linalg.vector_norm(d, dim=-1, keepdim=True).clamp_min(1e-12)
+    n = d / length
+    dk = length / (tr.shape[-2] - 1)  # sample spacing (rad/pixel)
+    s = torch.tensor([float(delay_y), float(delay_x)], dtype=torch.float64, device=tr.device)
+    return (tr + (n * s * dk)[..., None, :]).to(traj.dtype)
+
+
+def _background_phase(im_size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    """A smooth random background phase (rad, up to about +-1.5): a 2nd-order polynomial."""
+    ny, nx = im_size
+    y = ((torch.arange(ny, dtype=torch.float64) - ny // 2) / (ny / 2))[:, None]
+    x = ((torch.arange(nx, dtype=torch.float64) - nx // 2) / (nx / 2))[None, :]
+    a = (torch.rand(6, generator=g, dtype=torch.float64) - 0.5) * 1.0
+    return a[0] + a[1] * y + a[2] * x + a[3] * x * y + a[4] * y**2 + a[5] * x**2
+
+
+def coil_noise_covariance(n_coils: int, correlation: float, seed: int = 0) -> torch.Tensor:
+    """A ``(C, C)`` complex coil noise covariance with mean variance 1: neighbouring coils
+    correlated by ``correlation ** |i - j|`` (magnitude), random coil gains in ``[0.7, 1.4]`` and
+    random phases of the cross terms (``diag(g e^{i p}) R diag(g e^{-i p})``, positive definite
+    for ``|correlation| < 1``)."""
+    check(0 <= correlation < 1, f"correlation must lie in [0, 1); got {correlation}.")
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    c = int(n_coils)
+    i = torch.arange(c, dtype=torch.float64)
+    r = float(correlation) ** (i[:, None] - i[None, :]).abs()
+    gains = 0.7 + 0.7 * torch.rand(c, generator=g, dtype=torch.float64)
+    ph = torch.polar(gains, 2 * math.pi * torch.rand(c, generator=g, dtype=torch.float64))
+    cov = ph[:, None] * r.to(torch.complex128) * ph.conj()[None, :]
+    return cov / cov.diagonal().real.mean()
+
+
+def simulate_raw(
+    series: torch.Tensor,
+    spokes: int,
+    coils: int = 8,
+    snr: float | None = None,
+    seed: int = 0,
+    *,
+    factor: int = 2,
+    oversampling: int = 2,
+    gradient_delay: float | tuple[float, float] = 0.0,
+    noise_correlation: float = 0.3,
+    noise_samples: int = 2048,
+    background_phase: bool = True,
+    backend: str = "auto",
+) -> RawSimulation:
+    """Simulate a golden-angle radial acquisition of ``series`` without the inverse crime.
+
+    - **Object off the grid**: ``series`` ``(T, Yf, Xf)`` is the object on a grid ``factor``
+      times finer than the reconstruction grid ``(Yf/factor, Xf/factor)``; the k-space is the
+      NUFFT of the fine object at the trajectory in fine-grid units (``k / factor``) divided by
+      ``factor`` (so the same object has the same units on both grids), never the
+      reconstruction operator. ``truth`` is the fine object Fourier-cropped to the reconstruction
+      grid (its band limit), in the same units.
+    - **Coil maps** of :func:`~.coils.loop_coil_maps` (Biot-Savart loops, seeded by ``seed``),
+      evaluated on the fine grid for the data and on the reconstruction grid for ``data.maps``.
+    - **Noise** correlated between coils (:func:`coil_noise_covariance` with
+      ``noise_correlation``), ``SNR = mean |noise-free k| / sigma`` with ``sigma^2`` the mean coil
+      noise variance; a noise scan of ``noise_samples`` samples per coil with the same covariance.
+    - **Gradient delay** ``gradient_delay`` readout samples (one number: isotropic; a pair
+      ``(x, y)``: per gradient axis; :func:`delayed_trajectory`); the nominal trajectory is
+      stored.
+    - **Background phase**: a smooth random 2nd-order polynomial phase on the object (and in
+      ``truth``).
+
+    Args:
+        series: ``(T, Yf, Xf)`` object (complex or real), ``Yf`` and ``Xf`` multiples of
+            ``factor``.
+        spokes, coils, snr, seed, oversampling, backend: as for :func:`simulate_radial` (samples
+            per spoke ``oversampling * max(Y, X)`` of the reconstruction grid).
+        factor: fine-grid factor (>= 1; 1 puts the object on the reconstruction grid, which
+            only the tests of this function use).
+    """
+    from mrphys.physics.coils import loop_coil_maps
+    from mrphys.physics.fourier import fft2c, ifft2c
+    from mrphys.physics.noise import correlated_complex_noise
+
+    series = _check_simulation(series, spokes, coils, oversampling, snr)
+    check(int(factor) >= 1, f"factor must be a positive integer; got {factor}.")
+    t, yf, xf = series.shape
+    f = int(factor)
+    check(
+        yf % f == 0 and xf % f == 0 and yf // f >= 4 and xf // f >= 4,
+        f"the object grid {yf}x{xf} must be a multiple of factor {f} (and at least 4 pixels "
+        "after dividing).",
+    )
+    delay = (
+        (float(gradient_delay), float(gradient_delay))
+        if isinstance(gradient_delay, (int, float))
+        else tuple(float(v) for v in gradient_delay)
+    )
+    check(
+        len(delay) == 2 and all(math.isfinite(v) and abs(v) <= 5 for v in delay),
+        f"gradient_delay must be one number or a pair (x, y) within +-5 samples; got "
+        f"{gradient_delay}.",
+    )
+    ny, nx = yf // f, xf // f
+    n_samples = int(oversampling) * max(ny, nx)
+    check_memory(
+        radial_memory(t, (yf, xf), int(spokes), int(coils), n_samples),
+        f"a radial acquisition of {t} frames x {spokes} spokes x {coils} coils of {yf}x{xf}",
+        "--spokes, --frames or --coils",
+    )
+    dev = series.device
+    g = torch.Generator().manual_seed(int(seed))
+    obj = series.to(torch.complex64)
+    if background_phase:
+        ph = _background_phase((yf, xf), g)
+        obj = obj * torch.polar(torch.ones_like(ph), ph).to(obj)
+    traj = golden_angle_radial(t, int(spokes), n_samples).to(dev)
+    true_traj = delayed_trajectory(traj, *delay)
+    maps_fine = loop_coil_maps(int(coils), (yf, xf), seed=seed, device=dev)
+    maps = loop_coil_maps(int(coils), (ny, nx), seed=seed, device=dev)
+    op = SenseOp(maps_fine, RadialNUFFT(true_traj / f, (yf, xf), backend=backend))
+    with torch.no_grad():
+        k = op.forward(obj) / f  # (T, C, S, N)
+    # truth: the object's band on the reconstruction grid (orthonormal FFTs: / f keeps units)
+    spec = fft2c(obj)
+    y0, x0 = yf // 2 - ny // 2, xf // 2 - nx // 2
+    truth = ifft2c(spec[..., y0 : y0 + ny, x0 : x0 + nx]) / f
+    cov = coil_noise_covariance(int(coils), noise_correlation, seed)
+    sigma = sigma_mean(k, snr)
+    gn = torch.Generator(device=dev).manual_seed(int(seed) + 1)
+    cov_s = cov * sigma**2
+    if sigma > 0:
+        k = k + correlated_complex_noise(k.shape, cov_s, 1, generator=gn, device=dev)
+        noise = correlated_complex_noise(
+            (int(coils), int(noise_samples)), cov_s, 0, generator=gn, device=dev
+        )
+    else:
+        noise = torch.zeros(int(coils), int(noise_samples), dtype=torch.complex64, device=dev)
+    meta = {
+        "spokes_per_frame": int(spokes),
+        "samples_per_spoke": n_samples,
+        "oversampling": int(oversampling),
+        "golden_angle_deg": GOLDEN_ANGLE_DEG,
+        "acceleration": max(ny, nx) / int(spokes),
+        "n_coils": int(coils),
+        "coil_maps": "Biot-Savart rectangular loops (loop_coil_maps), sum |S|^2 = 1",
+        "object_grid": [yf, xf],
+        "object_factor": f,
+        "gradient_delay_samples_xy": list(delay),
+        "noise_correlation": float(noise_correlation),
+        "background_phase": bool(background_phase),
+        "snr": None if snr is None or math.isinf(float(snr)) else float(snr),
+        "snr_definition": "mean |noise-free k-space sample| / sqrt(mean coil noise variance)",
+        "noise_std": sigma,
+        "seed": int(seed),
+        "inverse_crime": False,
+    }
+    data = RadialData(
+        kspace=k.to(torch.complex64),
+        traj=traj,
+        maps=maps,
+        dcf=radial_dcf(traj, im_size=(ny, nx)).to(dev),
+        truth=truth.to(torch.complex64),
+        meta=meta,
+    )
+    return RawSimulation(data, noise, cov_s.to(torch.complex64), delay)  # type: ignore[arg-type]
