@@ -122,7 +122,7 @@ def worker(method: str, data: Path, out: Path) -> None:
     else:
         import torch
 
-        from mrphys.physics import calib
+        from mrphys.recon import calib
         from mrphys.physics.fourier import ifft2c
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -205,7 +205,7 @@ def choose(quick: bool) -> dict:
     import torch
 
     from mrphys.metrics import psnr
-    from mrphys.physics import calib
+    from mrphys.recon import calib
     from mrphys.physics.coils import SenseOp, birdcage_maps
     from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, radial_dcf
     from mrphys.recon.baselines import cg_sense_operator

@@ -7,7 +7,7 @@ An MRD file holds an XML header (``/dataset/xml``) and one record per acquisitio
 ``N`` samples on ``C`` channels. :func:`read_mrd` returns the imaging spokes as a
 :class:`~.radial.RadialData` (``kspace (T, C, S, N)``, ``traj (T, S, N, 2)`` rad/pixel ``(ky,
 kx)``, ramp ``dcf``, **placeholder** maps ``1/sqrt(C)``: estimate them with
-:func:`mrphys.physics.calib.estimate_maps`) and a :class:`RawInfo` with what the file says.
+:func:`mrphys.recon.calib.estimate_maps`) and a :class:`RawInfo` with what the file says.
 
 - **Trajectory units.** The per-acquisition trajectory (``trajectory_dimensions >= 2``, columns
   ``(kx, ky[, weight])``) comes in one of two common units: cycles/pixel in ``[-0.5, 0.5)``

@@ -166,7 +166,7 @@ class CalibrationSteps:
         )
         check(self.dcf in ("ramp", "pipe-menon"), f"dcf must be ramp or pipe-menon; got "
               f"{self.dcf!r}.")  # fmt: skip
-        from mrphys.physics.calib import MAP_METHODS
+        from mrphys.recon.calib import MAP_METHODS
 
         check(
             self.maps_method in MAP_METHODS,
@@ -208,7 +208,7 @@ def calibrate(
         data: spokes with the nominal trajectory (e.g. from :func:`mrphys.physics.mrd.read_mrd`;
             its maps are ignored unless ``maps`` is given).
         noise: ``(C, M)`` noise-scan samples, or None (then the outer k-space,
-            :func:`~mrphys.physics.calib.noise_from_outer_kspace`, when prewhitening).
+            :func:`~mrphys.recon.calib.noise_from_outer_kspace`, when prewhitening).
         steps: which steps run (default :class:`CalibrationSteps`).
         maps: ``(C, Y, X)`` coil maps in the scanner's coil space to use instead of estimating
             them (they get the same whitening and compression as the data).
@@ -225,7 +225,7 @@ def calibrate(
         ``noise_source``, ``compressed_coils``, ``energy_kept``, ``gradient_delay_samples``,
         ``ring_components``, ``dcf``, ``coil_map_method`` and the seconds of each step.
     """
-    from mrphys.physics import calib
+    from mrphys.recon import calib
     from mrphys.physics.nufft import radial_dcf
 
     steps = steps or CalibrationSteps()

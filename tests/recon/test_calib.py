@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.physics import calib
+from mrphys.recon import calib
 from mrphys.physics.coils import SenseOp, birdcage_maps
 from mrphys.physics.fourier import fft2c
 from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, radial_dcf
