@@ -122,8 +122,8 @@ def worker(method: str, data: Path, out: Path) -> None:
     else:
         import torch
 
-        from mrphys.recon import calib
         from mrphys.physics.fourier import ifft2c
+        from mrphys.recon import calib
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         fn = {"mrphys_walsh": calib.walsh_maps, "mrphys_inati": calib.inati_maps}.get(method)
@@ -205,9 +205,9 @@ def choose(quick: bool) -> dict:
     import torch
 
     from mrphys.metrics import psnr
-    from mrphys.recon import calib
     from mrphys.physics.coils import SenseOp, birdcage_maps
     from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, radial_dcf
+    from mrphys.recon import calib
     from mrphys.recon.baselines import cg_sense_operator
 
     n, coils, frames, spokes, fine = 96, 8, 8, 5, 2

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from mrphys.recon.calib import GradientDelay
 from mrphys.physics.nufft import golden_angle_radial
 from mrphys.physics.radial import coil_noise_covariance, delayed_trajectory, simulate_raw
+from mrphys.recon.calib import GradientDelay
 from mrphys.tissue.dynamic import synthetic_cine
 
 pytestmark = pytest.mark.usefixtures("one_thread")

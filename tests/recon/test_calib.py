@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from mrphys.errors import MrphysError
-from mrphys.recon import calib
 from mrphys.physics.coils import SenseOp, birdcage_maps
 from mrphys.physics.fourier import fft2c
 from mrphys.physics.nufft import RadialNUFFT, golden_angle_radial, radial_dcf
+from mrphys.recon import calib
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -225,8 +225,8 @@ def calibrate(
         ``noise_source``, ``compressed_coils``, ``energy_kept``, ``gradient_delay_samples``,
         ``ring_components``, ``dcf``, ``coil_map_method`` and the seconds of each step.
     """
-    from mrphys.recon import calib
     from mrphys.physics.nufft import radial_dcf
+    from mrphys.recon import calib
 
     steps = steps or CalibrationSteps()
     steps.validate()
