@@ -266,15 +266,15 @@ def test_mean_eigenvalue_is_the_trace_of_the_normal_operator():
 
 def test_cg_sense_radial_is_the_operator_solver():
     data = simulate_radial(synthetic_cine(3, 16, seed=0), spokes=6, coils=3, snr=30.0, seed=0)
-    # default: plain least squares, lam relative to the mean eigenvalue of A^H A
-    via_data = B.cg_sense(data, iterations=8, tol=None)
+    # density=False: plain least squares, lam relative to the mean eigenvalue of A^H A
+    via_data = B.cg_sense(data, iterations=8, tol=None, density=False)
     lam = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data)
     res = B.cg_sense_operator(data.operator(), data.kspace, None, lam=lam, iterations=8)
     assert torch.equal(via_data, res.x.to(torch.complex64))
     assert res.iterations == 8 and res.residual.shape == (3,)
-    # density=True: the density-weighted normal equations
+    # the default: the density-weighted normal equations
     w = data.dcf[:, None]
-    weighted = B.cg_sense(data, iterations=8, tol=None, density=True)
+    weighted = B.cg_sense(data, iterations=8, tol=None)
     lam_w = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data, w)
     res_w = B.cg_sense_operator(data.operator(), data.kspace, w, lam=lam_w, iterations=8)
     assert torch.equal(weighted, res_w.x.to(torch.complex64))
