@@ -136,6 +136,7 @@ def test_planted_default_model_is_retrained(bad, sim, tmp_path, monkeypatch, cli
     monkeypatch.setenv("MRPHYS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(vol, "DEFAULT_MODEL_EPOCHS", 1)
     monkeypatch.setattr(vol, "DEFAULT_MODEL_SAMPLES", 1000)
+    monkeypatch.setattr(vol, "_shipped_model", lambda *a, **k: None)  # the cache, not the package
     protocol = vol.Protocol(6, 4.8e-3, 2.4e-3, np.radians(15.0))
     planted = bad(tmp_path / "cache" / "relax" / f"pinn-{protocol.key()}-uniform-s0.pt")
     fit = ["relax", "fit", "--input", sim / "pc_bssfp.nii.gz", "--b1", sim / "b1.nii.gz"]

@@ -72,7 +72,7 @@ def test_relax_noise_level_order_and_per_sample_snr() -> None:
 
 
 def test_method_lists() -> None:
-    assert METHODS_LIST == ("miracle", *NETWORK_METHODS)
+    assert METHODS_LIST == ("miracle", "planet", *NETWORK_METHODS)
     assert all(build_network(m) is not None for m in NETWORK_METHODS)
 
 

@@ -67,7 +67,7 @@ DISTRIBUTIONS = ("uniform", "extended", "invivo")
 #: the relaxometry networks (magnitude and complex variants of the SVNN and the PINN)
 NETWORK_METHODS = ("svnn", "pinn", "svnn-complex", "pinn-complex")
 #: every relaxometry method: the one list the command line, training and fitting read
-METHODS_LIST = ("miracle", *NETWORK_METHODS)
+METHODS_LIST = ("miracle", "planet", *NETWORK_METHODS)
 THETA_MAX = 0.9 * math.pi
 
 _UNIFORM = ((0.360, 2.080), (0.020, 0.120))

@@ -116,9 +116,17 @@ def monte_carlo(
 
 
 def offresonance_sweep(
-    method: str, protocol: Protocol, model: RelaxNet | None, t1: float = 0.939, t2: float = 0.062
+    method: str,
+    protocol: Protocol,
+    model: RelaxNet | None,
+    t1: float = 0.939,
+    t2: float = 0.062,
+    *,
+    refine: int = 0,
 ) -> dict[str, list[float]]:
     """Noise-free fits over theta in [-0.9 pi, 0.89 pi] (0.01 pi steps), T1 939 ms, T2 62 ms.
+
+    ``refine``: least-squares steps after the method (:func:`mrphys.relax.volume.fit_signals`).
 
     Returns ``{"theta_over_pi", "t1_rel_err_pct", "t2_rel_err_pct"}`` lists.
     """
@@ -132,7 +140,7 @@ def offresonance_sweep(
         "theta": theta,
     }
     sig = simulate_signals(p, protocol)
-    fit = fit_signals(sig, p["b1"], method, protocol, model, correct_phase=False)
+    fit = fit_signals(sig, p["b1"], method, protocol, model, correct_phase=False, refine=refine)
     return {
         "theta_over_pi": (k * 0.01).tolist(),
         "t1_rel_err_pct": relative_error(fit.t1.double(), t1).tolist(),

@@ -21,10 +21,25 @@ from mrphys.relax.data import Protocol, is_complex_method, n_features, parameter
 __all__ = ["RelaxNet", "build_network", "model_features"]
 
 
-def build_network(method: str, distribution: str = "uniform") -> RelaxNet:
-    """The paper's network for ``method`` in svnn, pinn, svnn-complex, pinn-complex."""
+#: box of the heteroscedastic outputs: the log standard deviation of T1 and T2 in units of their
+#: box widths (exp(-10) = 4.5e-5 to 1 box width)
+LOG_SD_BOX = (-10.0, 0.0)
+
+
+def build_network(
+    method: str, distribution: str = "uniform", heteroscedastic: bool = False
+) -> RelaxNet:
+    """The paper's network for ``method`` in svnn, pinn, svnn-complex, pinn-complex.
+
+    ``heteroscedastic``: two more outputs, the log standard deviations of T1 and T2 in box widths
+    (within :data:`LOG_SD_BOX`), trained with a Gaussian negative log-likelihood
+    (:func:`mrphys.relax.train.training_loss`).
+    """
     cplx = is_complex_method(method)
     lo, hi = parameter_box(distribution, cplx)
+    if heteroscedastic:
+        lo = torch.cat([lo, torch.full((2,), LOG_SD_BOX[0])])
+        hi = torch.cat([hi, torch.full((2,), LOG_SD_BOX[1])])
     return RelaxNet(n_features(cplx), 256 if cplx else 64, lo, hi)
 
 

@@ -88,11 +88,17 @@ class TrainConfig:
     lr_decay: float = 0.5
     seed: int = 0
     max_seconds: float | None = None  # wall-time budget per call; training can be resumed
+    # SVNN only: also predict the standard deviations of T1 and T2 (Gaussian likelihood loss)
+    heteroscedastic: bool = False
 
     def __post_init__(self) -> None:
         check(
             self.method in NETWORK_METHODS,
             f"method must be one of {NETWORK_METHODS}; got {self.method!r}.",
+        )
+        check(
+            not self.heteroscedastic or self.method.startswith("svnn"),
+            f"heteroscedastic outputs need labels: an svnn method, not {self.method}.",
         )
         check(
             self.distribution in DISTRIBUTIONS,
@@ -250,8 +256,16 @@ def training_loss(
     predicted parameters (the target is not used).
     """
     if cfg.method.startswith("svnn"):
-        unit_t = (target - model.lo) / (model.hi - model.lo)
-        return torch.mean((model.unit_output(feats) - unit_t) ** 2)
+        k = target.shape[-1]
+        unit_t = (target - model.lo[:k]) / (model.hi[:k] - model.lo[:k])
+        unit = model.unit_output(feats)
+        if not cfg.heteroscedastic:
+            return torch.mean((unit - unit_t) ** 2)
+        # Gaussian negative log-likelihood of T1 and T2 in box widths (theta: squared error)
+        log_sd = model.scale(unit)[:, k:]
+        z = (unit[:, :2] - unit_t[:, :2]) * torch.exp(-log_sd)
+        nll = torch.mean(0.5 * z * z + log_sd)
+        return nll + (torch.mean((unit[:, 2:k] - unit_t[:, 2:]) ** 2) if k > 2 else 0.0)
     pred = model(feats)
     sim = model_features(pred, feats[:, -1], cfg.protocol, cfg.complex)
     m, s = model.feat_mean[:-1], model.feat_std[:-1]
@@ -299,13 +313,16 @@ def train(
     ddp.init_distributed(device)  # torchrun: ranks split each global batch (mrphys.train)
     t_start = time.perf_counter()
     seed_everything(cfg.seed)  # default PyTorch layer initialisation, seeded
-    model = build_network(cfg.method, cfg.distribution).to(device)
+    model = build_network(cfg.method, cfg.distribution, cfg.heteroscedastic).to(device)
     opt = adam(model, cfg.lr)
     path = Path(checkpoint) if checkpoint is not None else None
+    config = plain_config(cfg)
+    if not cfg.heteroscedastic:  # checkpoints from before the option resume unchanged
+        config.pop("heteroscedastic")
     trainer = Trainer(
         model,
         opt,
-        plain_config(cfg),
+        config,
         units=cfg.max_epochs,
         checkpoint=path,
         monitor="val_loss",
@@ -399,7 +416,7 @@ def load_model(
     ck = load_checkpoint(p, map_location=device)
     try:
         cfg = _config_from(ck["config"])
-        model = build_network(cfg.method, cfg.distribution).to(device)
+        model = build_network(cfg.method, cfg.distribution, cfg.heteroscedastic).to(device)
         model.load_state_dict(ck["best_model"])
     except MrphysError:
         raise
