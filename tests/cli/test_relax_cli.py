@@ -295,3 +295,11 @@ def test_fit_one_file_per_phase_cycle(sim, tmp_path, cli) -> None:
     bad = tmp_path / "bad"
     cli.fails(*FIT, "--input", *mags, "--input-phase", *phases, "--b1", b1, "--method",
               "miracle", "--out", bad, out=bad, says="has shape")  # fmt: skip
+
+
+def test_cli_method_lists_are_the_library_lists() -> None:
+    from mrphys.cli import relax as cli_relax
+    from mrphys.relax.data import METHODS_LIST, NETWORK_METHODS
+
+    assert tuple(cli_relax.METHODS) == METHODS_LIST
+    assert tuple(cli_relax.NET_METHODS) == NETWORK_METHODS

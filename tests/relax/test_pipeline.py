@@ -40,7 +40,14 @@ def test_fit_miracle_maps_near_truth_and_counts_voxels(sim, tmp_path) -> None:
     assert np.median(np.abs(t1[mask] - truth[mask]) / truth[mask]) < 0.1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["command"] == "relax fit" and cfg["voxels_fitted"] == res.voxels_fitted
-    assert cfg["units"] == {"t1": "ms", "t2": "ms", "db0": "Hz"} and cfg["model"] is None
+    assert cfg["model"] is None
+    units = cfg["units"]
+    assert units["t1"] == units["t2"] == units["t1_sd"] == units["t2_sd"] == "ms"
+    assert "db0" not in units and "no_signal" not in units  # magnitude method, every voxel fitted
+    for name in ("t1_sd", "t2_sd", "residual", "quality"):
+        assert (out / f"{name}.nii.gz").exists()
+    sd = np.asarray(nib.load(str(out / "t1_sd.nii.gz")).dataobj)
+    assert np.all(sd[mask] > 0)
 
 
 def test_fit_marks_voxels_without_signal(sim, tmp_path) -> None:

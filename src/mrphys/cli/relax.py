@@ -32,9 +32,10 @@ BATCH_TEMPLATED = ("b1", "mask", "input_imag", "input_phase", "model")
 
 log = logging.getLogger(__name__)
 
-METHODS = ["miracle", "svnn", "pinn", "svnn-complex", "pinn-complex"]
+# = mrphys.relax.data.METHODS_LIST (not imported: fast --help; a test checks they agree)
+METHODS = ["miracle", "planet", "svnn", "pinn", "svnn-complex", "pinn-complex"]
 B1_UNITS = ["auto", "ratio", "percent"]  # mrphys.relax.inputs.B1_UNITS (not imported: fast --help)
-NET_METHODS = METHODS[1:]
+NET_METHODS = METHODS[2:]
 INPUT_HELP = (
     "4-D NIfTI, phase cycles on the 4th axis, or one 3-D NIfTI per phase cycle (complex, or the "
     "real part with --input-imag, or the magnitude with --input-phase); the protocol is read "

@@ -26,7 +26,13 @@ from torch.func import jvp
 
 from mrphys.errors import check
 
-__all__ = ["CramerRao", "jacobian", "fisher_information", "cramer_rao"]
+__all__ = [
+    "CramerRao",
+    "jacobian",
+    "fisher_information",
+    "cramer_rao",
+    "cramer_rao_from_jacobian",
+]
 
 #: eigenvalues of the scale-normalised Fisher matrix below this fraction of the largest count as
 #: zero: the directions they span are not identified by the data (infinite bound)
@@ -136,5 +142,13 @@ def cramer_rao(
         :class:`CramerRao` (variances ``(..., P)``, ``inf`` where not identified). The result is
         differentiable with respect to anything ``model`` closes over (protocol design).
     """
-    fisher = fisher_information(jacobian(model, params), sigma)
+    return cramer_rao_from_jacobian(jacobian(model, params), sigma, rcond=rcond)
+
+
+def cramer_rao_from_jacobian(
+    jac: torch.Tensor, sigma: float | torch.Tensor, *, rcond: float = RCOND
+) -> CramerRao:
+    """:func:`cramer_rao` from a Jacobian ``(..., M, P)`` computed elsewhere (e.g. by finite
+    differences or in closed form)."""
+    fisher = fisher_information(jac, sigma)
     return CramerRao(variance=_inverse_diagonal(fisher, rcond), fisher=fisher)

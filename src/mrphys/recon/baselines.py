@@ -15,9 +15,10 @@ L+S keeps the density-weighted term of its reference implementation.
 
 - :func:`gridding`: ``A^H D y`` (density-compensated NUFFT adjoint, coil-combined with the maps).
 - :func:`cg_sense`: per-frame Tikhonov-regularised least squares
-  ``(A^H D A + lam m I) x = A^H D y`` by conjugate gradients, all frames at once (separate step sizes per frame); ``m`` is the mean
-  eigenvalue of ``A^H D A`` (its trace over the pixel count, exact and free), so ``lam`` does not
-  depend on the number of spokes, coils or the data scale; CG stops on a relative residual.
+  ``(A^H D A + lam m I) x = A^H D y`` by conjugate gradients, all frames at once (separate step
+  sizes per frame); ``m`` is the mean eigenvalue of ``A^H D A`` (its trace over the pixel count,
+  exact and free), so ``lam`` does not depend on the number of spokes, coils or the data scale;
+  CG stops on a relative residual.
 - :func:`grasp`: ``f(x) + lam_tv * m * s * sum |x[t+1] - x[t]|`` (temporal total variation) by
   ADMM (:func:`~mrphys.recon.solvers.admm`, penalty ``rho * m``, a few warm-started CG steps per
   iteration), ``s`` the peak of the gridding image.
@@ -181,12 +182,12 @@ def cg_sense(
     """CG-SENSE per frame: solve ``(A^H W A + lam m I) x = A^H W y`` by conjugate gradients.
 
     ``W`` the density compensation (``density=True``, the default: robust to coil maps estimated
-    from the data, see the module docstring) or ``I`` (plain least squares, ``density=False``); ``m`` is the mean eigenvalue of ``A^H W A``
-    (:func:`_mean_eigenvalue`), so ``lam >= 0`` is dimensionless. All frames are solved at once
-    (one batched NUFFT per step) with per-frame step sizes, i.e. exactly ``T`` independent CG runs
-    (:func:`cg_sense_operator`), from zero. Stops after ``iterations`` steps or once every frame's
-    relative residual ``||b - N x|| / ||b||`` is at most ``tol`` (None: off). Returns
-    ``(T, Y, X)`` complex64.
+    from the data, see the module docstring) or ``I`` (plain least squares, ``density=False``);
+    ``m`` is the mean eigenvalue of ``A^H W A`` (:func:`_mean_eigenvalue`), so ``lam >= 0`` is
+    dimensionless. All frames are solved at once (one batched NUFFT per step) with per-frame step
+    sizes, i.e. exactly ``T`` independent CG runs (:func:`cg_sense_operator`), from zero. Stops
+    after ``iterations`` steps or once every frame's relative residual ``||b - N x|| / ||b||`` is at
+    most ``tol`` (None: off). Returns ``(T, Y, X)`` complex64.
     """
     op, y, w = _radial(data, backend)
     w = w if density else None

@@ -1,7 +1,10 @@
 """Relaxometry from phase-cycled bSSFP (paper 001, METHODS section 3).
 
 Submodules: ``data`` (protocol, training distributions, features, the method lists, the
-relaxometry noise), ``miracle`` (vectorised MIRACLE), ``networks`` (the paper's SVNN/PINN networks
+relaxometry noise; the general protocol), ``miracle`` (vectorised MIRACLE), ``planet``
+(PLANET, the ellipse fit), ``uncertainty`` (residual, quality and Cramer-Rao uncertainty maps,
+least-squares refinement), ``protocol_design`` (protocols learned by Cramer-Rao bound or jointly
+with a network), ``networks`` (the paper's SVNN/PINN networks
 built on :class:`mrphys.nets.mlp.RelaxNet`, and the PINN signal encoder), ``train`` (training on
 the one trainer :class:`mrphys.train.Trainer`), ``volume`` (volume fitting into
 :class:`~mrphys.relax.volume.RelaxMaps`, default cached models, simulated test volume),

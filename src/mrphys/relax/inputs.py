@@ -28,7 +28,7 @@ import torch
 
 from mrphys.errors import MrphysError
 from mrphys.io import load_json, load_nifti, save_nifti_raw
-from mrphys.relax.data import Protocol
+from mrphys.relax.data import NETWORK_METHODS, Protocol
 from mrphys.relax.train import TR_RANGE_MS
 
 log = logging.getLogger(__name__)
@@ -712,9 +712,9 @@ def load_network(
     from mrphys.relax.train import load_model
     from mrphys.relax.volume import check_model_protocol, default_model
 
-    if method == "miracle":
+    if method not in NETWORK_METHODS:
         if model is not None:
-            raise MrphysError("model is for network methods; MIRACLE needs no model.")
+            raise MrphysError(f"model is for network methods; {method.upper()} needs no model.")
         return None, None
     if model is None:
         return default_model(method, protocol, device=device, seed=seed)

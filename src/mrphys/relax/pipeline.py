@@ -46,6 +46,19 @@ class FitSummary:
     """time of the fit alone, s"""
 
 
+#: units of the maps ``relax fit`` writes (``inf`` in an sd map: not determined by the data)
+MAP_UNITS = {
+    "t1": "ms",
+    "t2": "ms",
+    "db0": "Hz",
+    "t1_sd": "ms",
+    "t2_sd": "ms",
+    "residual": "relative misfit ||S - S_fit|| / ||S||",
+    "quality": "mask: converged, inside the parameter box, residual <= max_residual",
+    "no_signal": "mask: all phase cycles 0, not fitted",
+}
+
+
 def fit_to_folder(
     out: PathLike,
     input: Inputs,
@@ -98,12 +111,17 @@ def fit_to_folder(
     n_empty = int(maps.no_signal.sum())  # voxels without signal: not fitted, maps 0
     ext = ".nii" if nii else ".nii.gz"
     with output_dir(out, overwrite=overwrite) as tmp:
-        for name, m in maps.as_dict().items():  # t1, t2 in s -> ms; db0 (complex methods) in Hz
-            scale = 1.0 if name == "db0" else 1e3
-            save_nifti_raw(tmp / f"{name}{ext}", m.cpu().numpy() * scale, vol.affine)
-        if n_empty:
-            no_signal = maps.no_signal.cpu().numpy().astype(np.uint8)
-            save_nifti_raw(tmp / f"no_signal{ext}", no_signal, vol.affine)
+        written = []
+        for name, m in maps.maps().items():  # every map the fit returned
+            if name == "no_signal" and not n_empty:
+                continue
+            arr = m.cpu().numpy()
+            if arr.dtype == np.bool_:  # quality, no_signal: masks
+                arr = arr.astype(np.uint8)
+            elif MAP_UNITS.get(name) == "ms":  # t1, t2, t1_sd, t2_sd in s -> ms
+                arr = arr * 1e3
+            save_nifti_raw(tmp / f"{name}{ext}", arr, vol.affine)
+            written.append(name)
         config: dict[str, Any] = {
             "command": "relax fit",
             "method": method,
@@ -119,7 +137,7 @@ def fit_to_folder(
             "voxels_without_signal": n_empty,
             "fit_seconds": seconds,
             "device": str(device),
-            "units": {"t1": "ms", "t2": "ms", "db0": "Hz"},
+            "units": {k: MAP_UNITS[k] for k in written},
         }
         save_json(tmp / "config.json", config)
     return FitSummary(n_vox - n_empty, n_empty, seconds)

@@ -37,7 +37,7 @@ import math
 
 import torch
 
-from mrphys.physics.crlb import RCOND, _inverse_diagonal, fisher_information
+from mrphys.physics.crlb import cramer_rao_from_jacobian
 from mrphys.physics.ssfp import configurations, pc_bssfp_signal
 from mrphys.relax.data import Protocol
 
@@ -200,8 +200,7 @@ def _fd_jacobian(model, params: torch.Tensor, rel_step: float = 1e-6) -> torch.T
 def _crb_std(model, params: torch.Tensor, sigma: float) -> torch.Tensor:
     """Cramer-Rao standard deviations ``(..., P)`` (:mod:`mrphys.physics.crlb`, whose
     Fisher information and inverse are used with a finite-difference Jacobian)."""
-    fisher = fisher_information(_fd_jacobian(model, params), sigma)
-    return _inverse_diagonal(fisher, RCOND).sqrt()
+    return cramer_rao_from_jacobian(_fd_jacobian(model, params), sigma).std
 
 
 def _five(t1, t2, theta, m0) -> torch.Tensor:
