@@ -178,8 +178,9 @@ def fit_signals(
         method: one of :data:`mrphys.relax.data.METHODS_LIST` (miracle, planet, svnn, pinn,
             svnn-complex, pinn-complex).
         model: the trained network for network methods.
-        chunk: voxels per batch; default 32,768 for networks on the CPU (the hidden activations
-            stay in cache: 2x faster than 262,144 on a 2-core EPYC), 262,144 otherwise.
+        chunk: voxels per batch; default 32,768 for magnitude and 8,192 for complex networks on
+            the CPU (the hidden activations stay in cache: 2x faster than 262,144 on a 2-core
+            EPYC), 262,144 otherwise.
         correct_phase: remove each voxel's common phase first (off only for signals that are
             already corrected, as in the Monte Carlo evaluation).
         trust: also compute ``residual``, ``quality``, ``t1_sd`` and ``t2_sd``
@@ -208,7 +209,9 @@ def fit_signals(
         net_on_cpu = (
             model is not None and method in NETWORK_METHODS and model.lo.device.type == "cpu"
         )
-        chunk = 1 << 15 if net_on_cpu else 1 << 18
+        # CPU networks: the hidden activations should stay in cache (256-wide complex networks:
+        # 8,192 voxels, 1.4x faster than 32,768; the 64-wide magnitude networks: 32,768)
+        chunk = (1 << 13 if cplx else 1 << 15) if net_on_cpu else 1 << 18
     parts: dict[str, list[torch.Tensor]] = {}
     for s in range(0, signals.shape[0], chunk):
         sig = signals[s : s + chunk]
