@@ -125,18 +125,23 @@ def _search_theta(
     b = (e2 * (1 - e1) * (1 + ca) / d).unsqueeze(-1)
     sr, si = s.real, s.imag
     ss = (sr * sr + si * si).sum(-1)
+    # <g, S> = sum_j w_j S_j - a e^{i theta} sum_j w_j e^{-i phi_j} S_j with the real weights
+    # w_j = 1 / (1 - b cos v_j), v_j = theta - phi_j; ||g||^2 = sum_j w_j^2 (1 + a^2 - 2 a cos v_j):
+    # one (M, 4, N) x (M, N, 1) product per evaluation instead of complex (M, N) arithmetic
+    t = s * torch.polar(torch.ones_like(phi), -phi)
+    sw = torch.stack([sr, si, t.real, t.imag], -2)  # (M, 4, N)
+    a1 = a.squeeze(-1)
+    k0, a2 = 1 + a * a, 2 * a
 
     def obj(th: torch.Tensor) -> torch.Tensor:
-        c, sn = torch.cos(th).unsqueeze(-1), torch.sin(th).unsqueeze(-1)
-        cv = c * cphi + sn * sphi  # cos(theta - phi_j)
-        sv = sn * cphi - c * sphi
-        inv = 1 / (1 - b * cv)
-        gr = (1 - a * cv) * inv  # g = (1 - a e^{-iv}) / (1 - b cos v)
-        gi = a * sv * inv
-        pr = (gr * sr + gi * si).sum(-1)  # <g, S>
-        pi_ = (gr * si - gi * sr).sum(-1)
-        gg = (gr * gr + gi * gi).sum(-1)
-        return ss - (pr * pr + pi_ * pi_) / gg
+        c, sn = torch.cos(th), torch.sin(th)
+        cv = torch.addcmul(c.unsqueeze(-1) * cphi, sn.unsqueeze(-1), sphi)  # cos(theta - phi_j)
+        w = (1 - b * cv).reciprocal_()
+        gg = torch.addcmul(k0, a2, cv, value=-1).mul_(w).mul_(w).sum(-1)
+        pr, pi_, qr, qi = torch.matmul(sw, w.unsqueeze(-1)).squeeze(-1).unbind(-1)
+        re = pr - a1 * (c * qr - sn * qi)
+        im = pi_ - a1 * (c * qi + sn * qr)
+        return ss - (re * re + im * im) / gg
 
     f = configurations(s, phi, normalise=False)
     t0 = (f[..., 2] * f[..., 1].conj()).angle()
