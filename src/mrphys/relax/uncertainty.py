@@ -209,16 +209,27 @@ def _five(t1, t2, theta, m0) -> torch.Tensor:
     )
 
 
-def _signal_of_five(b1: torch.Tensor, protocol: Protocol, clamp: bool = False):
-    """The model ``(M, 5) -> (M, N)`` complex signal ``M0 s(T1, T2, theta)`` for known B1."""
+def _shape_of_three(b1: torch.Tensor, protocol: Protocol, clamp: bool = False, transform=None):
+    """The model ``(M, >=3) -> (M, K)``: ``transform(s(T1, T2, theta))`` for known B1 and unit
+    M0 (``transform`` None: the signal itself, ``K = N``)."""
     b1d = b1.double()
 
-    def model(q: torch.Tensor) -> torch.Tensor:
+    def shape(q: torch.Tensor) -> torch.Tensor:
         q1, q2 = q[..., 0], q[..., 1]
         if clamp:
             q1, q2 = q1.clamp_min(1e-4), q2.clamp_min(1e-4)
         out = _model(q1, q2, b1d, q[..., 2], protocol)
-        return out * torch.complex(q[..., 3], q[..., 4]).unsqueeze(-1)
+        return out if transform is None else transform(out)
+
+    return shape
+
+
+def _signal_of_five(b1: torch.Tensor, protocol: Protocol, clamp: bool = False):
+    """The model ``(M, 5) -> (M, N)`` complex signal ``M0 s(T1, T2, theta)`` for known B1."""
+    shape = _shape_of_three(b1, protocol, clamp)
+
+    def model(q: torch.Tensor) -> torch.Tensor:
+        return shape(q) * torch.complex(q[..., 3], q[..., 4]).unsqueeze(-1)
 
     return model
 
@@ -237,15 +248,7 @@ def _five_jacobian(
     The model is linear in the complex M0: its two columns are exact (``g`` and ``i g`` with
     ``g = transform(s)``) and only T1, T2 and theta are differenced, on ``s`` without M0, so
     7 model evaluations instead of 10 (:func:`_fd_jacobian` of :func:`_signal_of_five`)."""
-    b1d = b1.double()
-
-    def shape(q: torch.Tensor) -> torch.Tensor:
-        q1, q2 = q[..., 0], q[..., 1]
-        if clamp:
-            q1, q2 = q1.clamp_min(1e-4), q2.clamp_min(1e-4)
-        out = _model(q1, q2, b1d, q[..., 2], protocol)
-        return out if transform is None else transform(out)
-
+    shape = _shape_of_three(b1, protocol, clamp, transform)
     m0 = torch.complex(params[..., 3], params[..., 4]).unsqueeze(-1)
     g = shape(params[..., :3])
     jac = _fd_jacobian(shape, params[..., :3]) * m0.unsqueeze(-1)
