@@ -102,19 +102,25 @@ def _inverse_diagonal(fisher: torch.Tensor, rcond: float) -> torch.Tensor:
     d = torch.diagonal(fisher, dim1=-2, dim2=-1)
     scale = torch.where(d > 0, d.clamp_min(torch.finfo(d.dtype).tiny).rsqrt(), torch.zeros_like(d))
     fn = fisher * scale[..., :, None] * scale[..., None, :]
-    with torch.no_grad():
-        evals, evecs = torch.linalg.eigh(fn)
-        top = evals[..., -1:].clamp_min(torch.finfo(fn.dtype).tiny)
-        ok = evals > rcond * top
-        inv_evals = torch.where(ok, 1.0 / evals.clamp_min(torch.finfo(fn.dtype).tiny), 0.0)
-        var_eig = (evecs**2 * inv_evals[..., None, :]).sum(-1)
-        # a parameter with weight on a dropped direction is not identified
-        lost = ((evecs**2 * (~ok)[..., None, :]).sum(-1) > 1e-6) | (d <= 0)
-        singular = ~ok.all(-1)
+    tiny = torch.finfo(fn.dtype).tiny
     eye = torch.eye(fn.shape[-1], dtype=fn.dtype, device=fn.device)
-    safe = torch.where(singular[..., None, None], eye, fn)
-    _, info = torch.linalg.cholesky_ex(safe.detach())
-    singular = singular | (info != 0)  # numerically not positive definite: eigen path
+    with torch.no_grad():
+        # eigenvalues decide which voxels are (numerically) singular; eigenvectors are only
+        # needed for those, so the full decomposition runs on that subset alone
+        evals = torch.linalg.eigvalsh(fn)
+        singular = ~(evals > rcond * evals[..., -1:].clamp_min(tiny)).all(-1)
+        _, info = torch.linalg.cholesky_ex(torch.where(singular[..., None, None], eye, fn))
+        singular = singular | (info != 0)  # numerically not positive definite: eigen path
+        var_eig = torch.zeros_like(d)
+        lost = torch.zeros_like(d, dtype=torch.bool)
+        if bool(singular.any()):
+            ev, vec = torch.linalg.eigh(fn[singular])
+            ok = ev > rcond * ev[..., -1:].clamp_min(tiny)
+            inv_ev = torch.where(ok, 1.0 / ev.clamp_min(tiny), 0.0)
+            var_eig[singular] = (vec**2 * inv_ev[..., None, :]).sum(-1)
+            # a parameter with weight on a dropped direction is not identified
+            lost[singular] = (vec**2 * (~ok)[..., None, :]).sum(-1) > 1e-6
+        lost = lost | (d <= 0)
     chol = torch.linalg.cholesky(torch.where(singular[..., None, None], eye, fn))
     var_chol = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)
     var_n = torch.where(singular[..., None], var_eig, var_chol)

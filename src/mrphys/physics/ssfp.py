@@ -227,7 +227,7 @@ def pc_bssfp_cramer_rao(
         dtype=torch.complex128 if t1.dtype == torch.float64 else torch.complex64,
         device=t1.device,
     )
-    m0c = m0c.expand(t1.shape) if m0c.dim() > 0 else m0c.expand(t1.shape)
+    m0c = m0c.expand(t1.shape)
     cols = [t1, t2, m0c.real, m0c.imag, theta] + ([] if b1_known else [b1])
     params = torch.stack([c.to(t1.dtype) for c in cols], dim=-1)
 
