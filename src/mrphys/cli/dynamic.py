@@ -5,10 +5,11 @@
 (:func:`mrphys.recon.pipeline.simulate_to_folder`) and writes ``raw.h5`` (ISMRMRD/MRD, with a
 noise scan when ``--snr`` is given), ``truth.npy`` (complex64 ``[T, Y, X]``) and
 ``maps_true.npy`` (complex64 ``[C, Y, X]``) for evaluation only, ``acquisition.json`` and
-``config.json``.
+``config.json`` (with ``--cfl`` also ``kspace.cfl``, ``traj.cfl``, ``noise.cfl`` for BART).
 
-``mrphys dynamic recon --input raw.h5|DIR --method NAME --out DIR2`` reads an MRD file (or a
-simulate folder, or a folder of arrays of earlier versions), calibrates from the data
+``mrphys dynamic recon --input raw.h5|DIR --method NAME --out DIR2`` reads an MRD file (or BART
+radial k-space: ``--input kspace.cfl --traj traj.cfl [--noise noise.cfl]``, or a folder holding
+them; or a simulate folder, or a folder of arrays of earlier versions), calibrates from the data
 (prewhitening, coil compression, RING delay, DCF, coil maps; ``--no-prewhiten``,
 ``--coils``/``--coil-energy``, ``--no-delay-correction``, ``--dcf``, ``--maps-method``; ``--maps
 FILE.npy|.cfl`` overrides the maps), runs a method of :mod:`mrphys.recon.registry` (gridding,
@@ -69,13 +70,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["cycles/pixel", "1/FOV", "none"],
         help="how raw.h5 stores the trajectory (default cycles/pixel)",
     )
+    s.add_argument("--cfl", action="store_true", help="also write kspace.cfl, traj.cfl and "
+                   "noise.cfl in BART's layout")  # fmt: skip
     add_common(s)
     s.set_defaults(func=run_simulate)
 
     r = dsub.add_parser("recon", help="reconstruct raw radial data (MRD) or a simulate folder")
     r.add_argument(
-        "--input", required=True, help="MRD .h5 file, or a `mrphys dynamic simulate` folder"
+        "--input",
+        required=True,
+        help="MRD .h5 file, BART kspace.cfl (or a folder holding kspace.cfl, traj.cfl), or a "
+        "`mrphys dynamic simulate` folder",
     )
+    r.add_argument("--traj", default=None, help="BART trajectory .cfl of --input kspace.cfl")
+    r.add_argument("--noise", default=None, help="BART noise .cfl (coils in dim 3)")
+    arg(r, "--matrix", None, "matrix of BART input (default 2 ceil(max |k|))", type=positive)
     # set after add_argument, which formats the choices (and would read the registry) at once
     r.add_argument("--method", required=True).choices = _MethodNames()
     iterations_help = "iterations (default: the method's frozen default)"
@@ -136,7 +145,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     names = ("variable", "frames", "matrix", "coils", "snr", "seed", "overwrite")
-    names += ("noise_correlation", "traj_units")
+    names += ("noise_correlation", "traj_units", "cfl")
     config = {**options(args), "command": "dynamic simulate"}
     kw = {k: getattr(args, k) for k in names} | {"device": device, "config": config}
     kw |= {"gradient_delay": delay, "factor": args.object_factor}
@@ -207,12 +216,18 @@ def run_recon(args: argparse.Namespace) -> int:
         "frames_from": args.frames_from,
         "angle_increment_deg": args.angle_increment_deg,
         "traj_units": args.traj_units,
+        "traj": args.traj,
+        "noise": args.noise,
+        "matrix": args.matrix,
     }
     config = {**options(args), "command": "dynamic recon", "device": str(device)}
     kw = {"seed": args.seed, "device": device, "overwrite": args.overwrite, "config": config}
     kw |= {"steps": steps, "maps": args.maps, "truth": args.truth, "read": read}
     metrics = recon_to_folder(args.out, args.input, args.method, opts, **kw)
     frames, seconds = metrics["shape"][0], metrics["seconds"]
+    layout = ((metrics.get("raw") or {}).get("system") or {}).get("layout")
+    if layout:  # BART input: say what was found
+        print(f"read {args.input}: {layout}")
     msg = f"wrote {args.out}: {args.method}, {frames} frames in {seconds:.1f} s"
     if metrics.get("gradient_delay_samples") is not None:
         msg += f", gradient delay {metrics['gradient_delay_samples']:.2f} samples"

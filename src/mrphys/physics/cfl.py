@@ -26,6 +26,7 @@ file size (no code, no pickle).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -35,6 +36,8 @@ import numpy as np
 import torch
 
 from mrphys.errors import MrphysError, check
+
+log = logging.getLogger(__name__)
 
 TIME_DIM = 10  # BART's frame axis
 _MAX_DIMS = 16
@@ -166,3 +169,209 @@ def read_maps(path: str | os.PathLike) -> torch.Tensor:
     check(m.ndim == 3, f"{p}: coil maps must be a (C, Y, X) array; got shape {m.shape}.")
     check(bool(np.isfinite(m).all()), f"{p}: coil maps hold NaN or infinite values.")
     return torch.from_numpy(np.ascontiguousarray(m)).to(torch.complex64)
+
+
+# ------------------------------------------------------------------------------------------
+# radial raw data as BART files (``dynamic recon --input kspace.cfl --traj traj.cfl``)
+# ------------------------------------------------------------------------------------------
+
+#: The names ``dynamic simulate --cfl`` writes and ``dynamic recon --input DIR`` looks for.
+CFL_NAMES = {"kspace": "kspace", "traj": "traj", "noise": "noise"}
+_BART_DIMS = "[1, N, S, C, 1, ..., 1, T at dim 10]"
+
+
+def _dims16(x: np.ndarray) -> list[int]:
+    return list(x.shape) + [1] * (_MAX_DIMS - x.ndim)
+
+
+def write_cfl_radial(
+    folder: str | os.PathLike, data: Any, noise: torch.Tensor | np.ndarray | None = None
+) -> list[Path]:
+    """Write the spokes of ``data`` (:class:`~.radial.RadialData`) as BART arrays ``kspace``
+    ``[1, N, S, C, 1 .. 1, T]``, ``traj`` ``[3, N, S, 1 .. 1, T]`` (1/FOV units of the
+    ``data.im_size`` matrix, ``k0 = Y ky / 2 pi``, ``k1 = X kx / 2 pi``, ``k2 = 0``) and, when
+    ``noise`` ``(C, M)`` is given, ``noise`` ``[1, M, 1, C]`` (the layout ``bart whiten`` reads)
+    into ``folder``; returns the ``.cfl`` paths. :func:`read_cfl_radial` reads them back."""
+    k = data.kspace.detach().cpu().numpy()  # (T, C, S, N)
+    tr = data.traj.detach().cpu().numpy().astype(np.float64)  # (T, S, N, 2)
+    t, c, s, n = k.shape
+    my, mx = data.im_size
+    bart_k = k.transpose(3, 2, 1, 0).reshape(1, n, s, c, *([1] * (TIME_DIM - 4)), t)
+    coords = np.zeros((3, n, s, t))
+    coords[0] = (tr[..., 0] * my / (2 * math.pi)).transpose(2, 1, 0)
+    coords[1] = (tr[..., 1] * mx / (2 * math.pi)).transpose(2, 1, 0)
+    arrays = [("kspace", bart_k), ("traj", coords.reshape(3, n, s, *([1] * (TIME_DIM - 3)), t))]
+    if noise is not None:
+        z = np.asarray(torch.as_tensor(noise).detach().cpu().numpy(), dtype=np.complex64)
+        check(z.ndim == 2 and z.shape[0] == c, f"noise must have shape ({c}, M); got {z.shape}.")
+        arrays.append(("noise", z.T.reshape(1, z.shape[1], 1, c)))
+    out = []
+    for name, arr in arrays:
+        base = Path(folder) / CFL_NAMES[name]
+        write_cfl(base, arr)
+        out.append(base.with_suffix(".cfl"))
+    return out
+
+
+def _radial_kspace(k: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
+    """BART radial k-space -> ``(T, C, S, N)``, with a sentence on the layout found."""
+    d = _dims16(k)
+    if d[0] != 1:
+        raise MrphysError(
+            f"{path} has dims {d[:4]}... with {d[0]} samples in dim 0 (a Cartesian readout): a "
+            f"BART radial k-space has the readout in dim 1, {_BART_DIMS}, with a trajectory."
+        )
+    extra = [i for i, v in enumerate(d) if v > 1 and i not in (1, 2, 3, TIME_DIM)]
+    if extra:
+        raise MrphysError(
+            f"{path} has size > 1 in dims {extra} (dims {d[:11]}); mrphys reads one 2-D slice of "
+            f"BART radial k-space {_BART_DIMS}."
+        )
+    n, s, c, t = d[1], d[2], d[3], d[TIME_DIM]
+    check(n >= 2, f"{path}: spokes of {n} samples cannot be read (dims {d[:11]}).")
+    x = k.reshape(1, n, s, c, t, order="F")[0].transpose(3, 2, 1, 0)  # (T, C, S, N)
+    return np.ascontiguousarray(x, dtype=np.complex64), (
+        f"BART radial k-space: {n} samples x {s} spokes x {c} coils x {t} frames (dim 10)"
+    )
+
+
+def _radial_traj(tr: np.ndarray, path: Path, n: int, s: int, t: int) -> np.ndarray:
+    """BART trajectory -> ``(T, S, N, 3)`` float64 in the file's units (repeated over frames
+    when stored once)."""
+    d = _dims16(tr)
+    if d[0] != 3:
+        raise MrphysError(
+            f"{path} has {d[0]} coordinate rows in dim 0; a BART trajectory has 3 (x, y, z; z = 0 "
+            "for 2-D), as `bart traj` writes it."
+        )
+    extra = [i for i, v in enumerate(d) if v > 1 and i not in (0, 1, 2, TIME_DIM)]
+    tt = d[TIME_DIM]
+    if extra or d[1] != n or d[2] != s or tt not in (1, t):
+        raise MrphysError(
+            f"{path} has dims {d[:11]}; to match the k-space it must be [3, {n}, {s}, 1, ..., 1, "
+            f"{t} at dim 10]."
+        )
+    x = tr.reshape(3, n, s, tt, order="F").transpose(3, 2, 1, 0)  # (T', S, N, 3)
+    check(bool(np.isfinite(x).all()), f"{path}: the trajectory holds NaN or infinity.")
+    if float(np.abs(x.imag).max(initial=0.0)) > 1e-6 * max(float(np.abs(x.real).max()), 1.0):
+        raise MrphysError(f"{path}: the trajectory has imaginary parts; coordinates are real.")
+    x = x.real.astype(np.float64)
+    if float(np.abs(x[..., 2]).max()) > 1e-6:
+        raise MrphysError(f"{path}: the trajectory has kz != 0 (3-D); mrphys reads 2-D radial.")
+    return np.broadcast_to(x, (t, s, n, 3)) if tt == 1 else x
+
+
+def read_cfl_radial(
+    kspace: str | os.PathLike,
+    traj: str | os.PathLike,
+    noise: str | os.PathLike | None = None,
+    *,
+    matrix: int | tuple[int, int] | None = None,
+) -> tuple[Any, Any]:
+    """Read radial k-space in BART's layout (what ``bart traj -r`` / ``bart pics -t`` use).
+
+    Args:
+        kspace: ``[1, N, S, C, 1, .., 1, T]`` (``N`` samples per spoke in dim 1, ``S`` spokes in
+            dim 2, ``C`` coils in dim 3, ``T`` frames in dim 10, BART's ``TIME_DIM``).
+        traj: ``[3, N, S, 1, .., 1, T or 1]``: ``(k0, k1, k2 = 0)`` in BART's 1/FOV units
+            (``bart traj -r -x N`` puts sample ``i`` at ``i + 1/2 - N/2``, ``-c`` at ``i - N/2``,
+            and ``-o OS`` makes ``OS * N`` samples spaced ``1/OS``: ``|k|`` reaches
+            ``matrix/2`` either way). ``k0`` pairs with image dim 0 (mrphys ``Y``), ``k1`` with
+            dim 1 (``X``); a trajectory with ``|k| <= 0.5`` is taken as cycles/pixel.
+        noise: optional noise samples with the coils in dim 3 (``[1, M, 1, C]`` as ``bart
+            whiten`` reads them; every other dim is flattened into samples).
+        matrix: the reconstruction matrix ``Y`` (= ``X``) or ``(Y, X)``; default ``2 *
+            ceil(max |k|)`` in 1/FOV units (what the trajectory reaches; ``N // 2`` for
+            cycles/pixel, i.e. 2x readout oversampling).
+
+    Returns:
+        ``(data, info)`` as :func:`mrphys.physics.mrd.read_mrd`: :class:`~.radial.RadialData`
+        (``traj`` rad/pixel ``(ky, kx) = 2 pi (k0 / Y, k1 / X)``, ramp DCF, placeholder maps
+        ``1/sqrt(C)``) and a :class:`~.mrd.RawInfo` (``noise`` ``(C, M)``).
+    """
+    from mrphys.physics.mrd import RawInfo
+    from mrphys.physics.nufft import radial_dcf
+    from mrphys.physics.radial import RadialData
+
+    kpath, tpath = _base(kspace), _base(traj)
+    k, layout = _radial_kspace(read_cfl(kpath), kpath.with_suffix(".cfl"))
+    t, c, s, n = k.shape
+    raw = _radial_traj(read_cfl(tpath), tpath.with_suffix(".cfl"), n, s, t)
+    kmax = float(np.abs(raw[..., :2]).max())
+    check(kmax > 0, f"{tpath}.cfl: the trajectory is all zeros.")
+    if kmax <= 0.5 * (1 + 1e-3):
+        units = "cycles/pixel"
+        my, mx = _matrix(matrix, (n // 2, n // 2))
+        scale_y = scale_x = 1.0
+    else:
+        units = "1/FOV"
+        auto = 2 * math.ceil(kmax - 1e-3)
+        my, mx = _matrix(matrix, (auto, auto))
+        if kmax > 0.5 * max(my, mx) * 1.05 + 0.5:
+            raise MrphysError(
+                f"{tpath}.cfl reaches |k| = {kmax:g}, beyond the {my}x{mx} matrix (1/FOV units: "
+                f"|k| <= {max(my, mx) / 2:g}); give a larger matrix."
+            )
+        scale_y, scale_x = 1.0 / my, 1.0 / mx
+    ky = raw[..., 0] * (2 * math.pi * scale_y)
+    kx = raw[..., 1] * (2 * math.pi * scale_x)
+    coords = np.clip(np.stack([ky, kx], -1), -math.pi, math.pi).astype(np.float32)
+    z = None
+    if noise is not None:
+        npath = _base(noise)
+        zz = read_cfl(npath)
+        dz = _dims16(zz)
+        if dz[3] != c:
+            raise MrphysError(
+                f"{npath}.cfl has {dz[3]} coils in dim 3 (dims {dz[:11]}); the k-space has {c}."
+            )
+        z = torch.from_numpy(np.ascontiguousarray(np.moveaxis(zz.reshape(dz), 3, 0).reshape(c, -1)))
+    layout += f"; trajectory in {units} (max |k| {kmax:.4g}), matrix {my}x{mx}"
+    if z is not None:
+        layout += f"; noise {c} coils x {z.shape[1]} samples"
+    log.info("%s: %s", kpath, layout)
+    info = RawInfo(
+        path=str(kpath.with_suffix(".cfl")),
+        matrix=(my, mx),
+        fov_mm=None,
+        n_coils=c,
+        samples_per_spoke=n,
+        traj_units=units,
+        traj_max=kmax,
+        angle_increment_deg=None,
+        frames_from="bart time dim 10" if t > 1 else "single",
+        noise=z,
+        n_noise_acquisitions=0 if z is None else 1,
+        header_trajectory="bart",
+        system={"layout": layout, "traj_file": str(tpath.with_suffix(".cfl"))},
+    )
+    tr = torch.from_numpy(coords)
+    meta = {
+        "source": "bart",
+        "spokes_per_frame": s,
+        "samples_per_spoke": n,
+        "n_coils": c,
+        "maps": "placeholder 1/sqrt(C): estimate them",
+        "raw": info.summary(),
+    }
+    maps = torch.full((c, my, mx), 1.0 / math.sqrt(c), dtype=torch.complex64)
+    data = RadialData(
+        kspace=torch.from_numpy(k),
+        traj=tr,
+        maps=maps,
+        dcf=radial_dcf(tr, im_size=(my, mx)),
+        truth=None,
+        meta=meta,
+    )
+    return data, info
+
+
+def _matrix(matrix: int | tuple[int, int] | None, auto: tuple[int, int]) -> tuple[int, int]:
+    if matrix is None:
+        return auto
+    m = (int(matrix), int(matrix)) if np.ndim(matrix) == 0 else tuple(int(v) for v in matrix)
+    check(
+        len(m) == 2 and min(m) >= 2,
+        f"matrix must be an integer >= 2 or a pair (Y, X); got {matrix}.",
+    )
+    return m[0], m[1]

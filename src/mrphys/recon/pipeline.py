@@ -65,6 +65,7 @@ def simulate_to_folder(
     device: torch.device | str = "cpu",
     overwrite: bool = False,
     config: dict[str, Any] | None = None,
+    cfl: bool = False,
 ) -> RadialData:
     """Simulate a raw radial scan of ``series`` and write it into the new folder ``out``:
     ``raw.h5`` (MRD: spokes with the nominal trajectory, a noise scan when ``snr`` is given),
@@ -83,6 +84,8 @@ def simulate_to_folder(
         traj_units: how ``raw.h5`` stores the trajectory: ``"cycles/pixel"``, ``"1/FOV"`` or
             ``"none"`` (computed from the spoke index by the reader).
         config: written as ``config.json`` beside the data.
+        cfl: also write the same spokes as BART arrays ``kspace.cfl``, ``traj.cfl`` and (with a
+            noise scan) ``noise.cfl`` (:func:`mrphys.physics.cfl.write_cfl_radial`).
 
     Returns:
         the simulated data (nominal trajectory, true maps, truth); ``meta`` holds the series,
@@ -127,6 +130,10 @@ def simulate_to_folder(
     noise = sim.noise if data.meta["noise_std"] > 0 else None
     with output_dir(out, overwrite=overwrite) as tmp:
         write_mrd(tmp / RAW_NAME, data.to("cpu"), noise=noise, traj_units=traj_units)
+        if cfl:
+            from mrphys.physics.cfl import write_cfl_radial
+
+            write_cfl_radial(tmp, data.to("cpu"), noise)
         np.save(tmp / "truth.npy", data.truth.detach().cpu().numpy().astype(np.complex64))
         np.save(tmp / "maps_true.npy", data.maps.detach().cpu().numpy().astype(np.complex64))
         save_json(tmp / "acquisition.json", data.meta)
@@ -364,6 +371,33 @@ def _load_truth(path: Path) -> torch.Tensor:
     return torch.from_numpy(_load_npy(path)).to(torch.complex64)
 
 
+def _cfl_input(p: Path, read: dict[str, Any]) -> tuple[Path, Path, Path | None]:
+    """The k-space, trajectory and noise BART arrays of ``--input p`` (a ``.cfl``/``.hdr`` file or a
+    folder holding ``kspace.cfl``): ``read["traj"]``/``read["noise"]`` when given, else the
+    ``traj.cfl``/``noise.cfl`` beside the k-space."""
+    from mrphys.physics.cfl import CFL_NAMES
+
+    folder = p if p.is_dir() else p.parent
+    ksp = folder / f"{CFL_NAMES['kspace']}.cfl" if p.is_dir() else p.with_suffix(".cfl")
+    traj = read.get("traj")
+    if traj is None:
+        traj = folder / f"{CFL_NAMES['traj']}.cfl"
+        if not traj.is_file():
+            raise MrphysError(
+                f"{ksp} is BART k-space but no trajectory was given (--traj traj.cfl) and "
+                f"{traj.name} is not beside it."
+            )
+    noise = read.get("noise")
+    if noise is None and (folder / f"{CFL_NAMES['noise']}.cfl").is_file():
+        noise = folder / f"{CFL_NAMES['noise']}.cfl"
+    return ksp, Path(traj), None if noise is None else Path(noise)
+
+
+#: options of :func:`read_mrd` that a BART input cannot honour (its frames are dim 10)
+_MRD_ONLY = {"spokes_per_frame": None, "frame_step": None, "frames_from": "auto",
+             "angle_increment_deg": None, "traj_units": "auto"}  # fmt: skip
+
+
 def load_input(
     input: PathLike,
     *,
@@ -371,31 +405,57 @@ def load_input(
     read: dict[str, Any] | None = None,
 ) -> tuple[RadialData, Any, bool]:
     """Read a reconstruction input: an MRD ``.h5`` file, a folder holding ``raw.h5`` (and
-    ``truth.npy``), or a folder of arrays from earlier versions (``kspace.npy``, ``traj.npy``,
-    ``maps.npy``, ``dcf.npy``: reconstructed with its own maps, no calibration).
+    ``truth.npy``), BART radial k-space (a ``kspace.cfl``/``.hdr`` file with its trajectory, or a
+    folder holding ``kspace.cfl``, ``traj.cfl`` and optionally ``noise.cfl``; see
+    :func:`mrphys.physics.cfl.read_cfl_radial`), or a folder of arrays from earlier versions
+    (``kspace.npy``, ``traj.npy``, ``maps.npy``, ``dcf.npy``: reconstructed with its own maps, no
+    calibration).
 
     Args:
         truth: a ``(T, Y, X)`` ``.npy`` to score against (default: ``truth.npy`` of the folder).
-        read: options of :func:`mrphys.physics.mrd.read_mrd` (frames, trajectory units, ...).
+        read: options of :func:`mrphys.physics.mrd.read_mrd` (frames, trajectory units, ...), and
+            for BART input ``traj``/``noise`` (``.cfl`` paths) and ``matrix``.
 
     Returns:
         ``(data, raw info or None, raw)``: ``raw`` tells whether the data need calibration.
     """
+    from mrphys.physics.cfl import CFL_NAMES, read_cfl_radial
     from mrphys.physics.mrd import read_mrd
 
     p = Path(input)
+    read = dict(read or {})
+    bart = {k: read.pop(k, None) for k in ("traj", "noise", "matrix")}
     info = None
-    if p.is_dir() and not (p / RAW_NAME).is_file() and (p / "kspace.npy").exists():
+    is_cfl = p.suffix in (".cfl", ".hdr") or (
+        p.is_dir() and not (p / RAW_NAME).is_file() and (p / f"{CFL_NAMES['kspace']}.cfl").is_file()
+    )
+    if is_cfl:
+        for k, default in _MRD_ONLY.items():
+            if read.get(k, default) != default:
+                raise MrphysError(
+                    f"--{k.replace('_', '-')} applies to MRD input; BART k-space keeps its frames "
+                    "in dim 10 and its trajectory in 1/FOV units."
+                )
+        ksp, traj, noise = _cfl_input(p, bart)
+        data, info = read_cfl_radial(ksp, traj, noise, matrix=bart["matrix"])
+        raw = True
+        if truth is None and p.is_dir() and (p / "truth.npy").is_file():
+            truth = p / "truth.npy"
+    elif any(v is not None for v in bart.values()):
+        raise MrphysError(
+            "--traj, --noise and --matrix apply to BART k-space input (--input kspace.cfl)."
+        )
+    elif p.is_dir() and not (p / RAW_NAME).is_file() and (p / "kspace.npy").exists():
         data = RadialData.load(p)  # arrays of earlier versions (their maps are used)
         raw = False
     else:
         h5 = p / RAW_NAME if p.is_dir() else p
         if p.is_dir() and not h5.is_file():
             raise MrphysError(
-                f"{p} holds neither {RAW_NAME} nor kspace.npy; expected an MRD file or a "
-                "`mrphys dynamic simulate` folder."
+                f"{p} holds neither {RAW_NAME} nor kspace.npy (nor BART kspace.cfl); expected an "
+                "MRD file, BART k-space or a `mrphys dynamic simulate` folder."
             )
-        data, info = read_mrd(h5, **(read or {}))
+        data, info = read_mrd(h5, **read)
         raw = True
         if truth is None and p.is_dir() and (p / "truth.npy").is_file():
             truth = p / "truth.npy"
