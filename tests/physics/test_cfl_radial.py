@@ -100,7 +100,7 @@ def test_simulated_spokes_round_trip_through_bart_files(tmp_path) -> None:
     sim = simulate_raw(synthetic_cine(3, 32), 6, coils=3, snr=20.0, seed=0)
     paths = write_cfl_radial(tmp_path, sim.data, sim.noise)
     assert [p.name for p in paths] == ["kspace.cfl", "traj.cfl", "noise.cfl"]
-    assert read_cfl(tmp_path / "noise").shape[:4] == (1, sim.noise.shape[1], 1, 3)
+    assert read_cfl(tmp_path / "noise").shape[:4] == (sim.noise.shape[1], 1, 1, 3)
     data, info = read_cfl_radial(tmp_path / "kspace", tmp_path / "traj", tmp_path / "noise")
     torch.testing.assert_close(data.kspace, sim.data.kspace)
     torch.testing.assert_close(data.traj, sim.data.traj, atol=1e-5, rtol=0)

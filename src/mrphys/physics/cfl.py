@@ -190,8 +190,9 @@ def write_cfl_radial(
     """Write the spokes of ``data`` (:class:`~.radial.RadialData`) as BART arrays ``kspace``
     ``[1, N, S, C, 1 .. 1, T]``, ``traj`` ``[3, N, S, 1 .. 1, T]`` (1/FOV units of the
     ``data.im_size`` matrix, ``k0 = Y ky / 2 pi``, ``k1 = X kx / 2 pi``, ``k2 = 0``) and, when
-    ``noise`` ``(C, M)`` is given, ``noise`` ``[1, M, 1, C]`` (the layout ``bart whiten`` reads)
-    into ``folder``; returns the ``.cfl`` paths. :func:`read_cfl_radial` reads them back."""
+    ``noise`` ``(C, M)`` is given, ``noise`` ``[M, 1, 1, C]`` (samples in dim 0, as ``bart
+    whiten`` needs them) into ``folder``; returns the ``.cfl`` paths. :func:`read_cfl_radial`
+    reads them back."""
     k = data.kspace.detach().cpu().numpy()  # (T, C, S, N)
     tr = data.traj.detach().cpu().numpy().astype(np.float64)  # (T, S, N, 2)
     t, c, s, n = k.shape
@@ -204,7 +205,7 @@ def write_cfl_radial(
     if noise is not None:
         z = np.asarray(torch.as_tensor(noise).detach().cpu().numpy(), dtype=np.complex64)
         check(z.ndim == 2 and z.shape[0] == c, f"noise must have shape ({c}, M); got {z.shape}.")
-        arrays.append(("noise", z.T.reshape(1, z.shape[1], 1, c)))
+        arrays.append(("noise", z.T.reshape(z.shape[1], 1, 1, c)))
     out = []
     for name, arr in arrays:
         base = Path(folder) / CFL_NAMES[name]
@@ -278,7 +279,7 @@ def read_cfl_radial(
             and ``-o OS`` makes ``OS * N`` samples spaced ``1/OS``: ``|k|`` reaches
             ``matrix/2`` either way). ``k0`` pairs with image dim 0 (mrphys ``Y``), ``k1`` with
             dim 1 (``X``); a trajectory with ``|k| <= 0.5`` is taken as cycles/pixel.
-        noise: optional noise samples with the coils in dim 3 (``[1, M, 1, C]`` as ``bart
+        noise: optional noise samples with the coils in dim 3 (``[M, 1, 1, C]`` as ``bart
             whiten`` reads them; every other dim is flattened into samples).
         matrix: the reconstruction matrix ``Y`` (= ``X``) or ``(Y, X)``; default ``2 *
             ceil(max |k|)`` in 1/FOV units (what the trajectory reaches; ``N // 2`` for
