@@ -90,9 +90,9 @@ def write_cfl(path: str | os.PathLike, array: Any) -> None:
     np.asarray(x, dtype="<c8").ravel(order="F").tofile(base.with_suffix(".cfl"))
 
 
-def radial_to_cfl(prefix: str | os.PathLike, data: Any) -> list[Path]:
-    """Write ``data`` (:class:`~.radial.RadialData`) as ``PREFIXksp``, ``PREFIXtraj`` and
-    ``PREFIXmaps`` BART arrays (dims in the module table); returns the ``.cfl`` paths."""
+def _bart_spokes(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """BART k-space ``[1, N, S, C, 1, .., T]`` and trajectory ``[3, N, S, 1, .., T]`` (1/FOV
+    units of ``data.im_size``) of a :class:`~.radial.RadialData`."""
     k = data.kspace.detach().cpu().numpy()  # (T, C, S, N)
     tr = data.traj.detach().cpu().numpy().astype(np.float64)  # (T, S, N, 2)
     t, c, s, n = k.shape
@@ -102,7 +102,13 @@ def radial_to_cfl(prefix: str | os.PathLike, data: Any) -> list[Path]:
     coords = np.zeros((3, n, s, t))
     coords[0] = (tr[..., 0] * my / (2 * math.pi)).transpose(2, 1, 0)
     coords[1] = (tr[..., 1] * mx / (2 * math.pi)).transpose(2, 1, 0)
-    bart_t = coords.reshape(3, n, s, *([1] * (TIME_DIM - 3)), t)
+    return bart_k, coords.reshape(3, n, s, *([1] * (TIME_DIM - 3)), t)
+
+
+def radial_to_cfl(prefix: str | os.PathLike, data: Any) -> list[Path]:
+    """Write ``data`` (:class:`~.radial.RadialData`) as ``PREFIXksp``, ``PREFIXtraj`` and
+    ``PREFIXmaps`` BART arrays (dims in the module table); returns the ``.cfl`` paths."""
+    bart_k, bart_t = _bart_spokes(data)
     maps = data.maps.detach().cpu().numpy().transpose(1, 2, 0)[:, :, None, :]  # (Y, X, 1, C)
     p = Path(prefix)
     out = []
@@ -193,15 +199,9 @@ def write_cfl_radial(
     ``noise`` ``(C, M)`` is given, ``noise`` ``[M, 1, 1, C]`` (samples in dim 0, as ``bart
     whiten`` needs them) into ``folder``; returns the ``.cfl`` paths. :func:`read_cfl_radial`
     reads them back."""
-    k = data.kspace.detach().cpu().numpy()  # (T, C, S, N)
-    tr = data.traj.detach().cpu().numpy().astype(np.float64)  # (T, S, N, 2)
-    t, c, s, n = k.shape
-    my, mx = data.im_size
-    bart_k = k.transpose(3, 2, 1, 0).reshape(1, n, s, c, *([1] * (TIME_DIM - 4)), t)
-    coords = np.zeros((3, n, s, t))
-    coords[0] = (tr[..., 0] * my / (2 * math.pi)).transpose(2, 1, 0)
-    coords[1] = (tr[..., 1] * mx / (2 * math.pi)).transpose(2, 1, 0)
-    arrays = [("kspace", bart_k), ("traj", coords.reshape(3, n, s, *([1] * (TIME_DIM - 3)), t))]
+    bart_k, bart_t = _bart_spokes(data)
+    c = data.n_coils
+    arrays = [("kspace", bart_k), ("traj", bart_t)]
     if noise is not None:
         z = np.asarray(torch.as_tensor(noise).detach().cpu().numpy(), dtype=np.complex64)
         check(z.ndim == 2 and z.shape[0] == c, f"noise must have shape ({c}, M); got {z.shape}.")
