@@ -102,3 +102,30 @@ def test_real_and_imaginary_or_magnitude_and_phase_inputs_give_complex64(tmp_pat
     assert a.signals.dtype == b.signals.dtype == np.complex64
     assert np.array_equal(a.signals, z)
     np.testing.assert_allclose(b.signals, z, rtol=0, atol=1e-6 * np.abs(z).max())
+
+
+def test_a_prefetched_read_is_taken_once_and_equals_a_plain_read(tmp_path) -> None:
+    """prefetch_nifti (relax fit: reading overlaps the torch import) gives load_nifti the same
+    values and affine (in C order when asked), once; a file changed since is read again."""
+    from mrphys import io
+
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((5, 4, 3, 6)) + 1j * rng.standard_normal((5, 4, 3, 6))).astype(
+        np.complex64
+    )
+    p = tmp_path / "x.nii.gz"
+    save_nifti_raw(p, x, AFFINE)
+    plain, aff = load_nifti(p)
+    io.prefetch_nifti([p, tmp_path / "missing.nii.gz"], contiguous=True)
+    got, aff2 = load_nifti(p)
+    np.testing.assert_array_equal(got, plain)
+    np.testing.assert_allclose(aff2, aff)
+    assert got.flags.c_contiguous and plain.flags.f_contiguous and not io._PREFETCHED
+    io.prefetch_nifti([p])
+    save_nifti_raw(p, 2 * x, AFFINE)  # rewritten after the prefetch: never served stale
+    np.testing.assert_array_equal(load_nifti(p)[0], 2 * x)
+    io._PREFETCHED.clear()
+    (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
+    io.prefetch_nifti([tmp_path / "bad.nii.gz"])
+    with pytest.raises(MrphysError, match="could not be read as NIfTI"):
+        load_nifti(tmp_path / "bad.nii.gz")

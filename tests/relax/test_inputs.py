@@ -144,3 +144,16 @@ def test_unreadable_inputs_are_one_sentence_naming_the_file(files, tmp_path, mon
 
 def _denied(path, *args, **kwargs):
     raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_a_prefetched_volume_fits_as_the_plain_one(files) -> None:
+    """relax fit prefetches its inputs in C order: the same volume and tensors as read plainly."""
+    from mrphys.io import prefetch_nifti
+
+    args = (files / "pc_bssfp.nii.gz", files / "b1.nii.gz")
+    plain = load_pc_bssfp(*args, mask=files / "mask.nii.gz")
+    prefetch_nifti([*args, files / "mask.nii.gz"], contiguous=True)
+    pre = load_pc_bssfp(*args, mask=files / "mask.nii.gz")
+    assert pre.signals.flags.c_contiguous
+    for a, b in zip(plain.tensors(), pre.tensors(), strict=True):
+        assert torch.equal(a, b)

@@ -192,6 +192,11 @@ def run_fit(args: argparse.Namespace) -> int:
         return 0
     check(args.b1 is not None and args.method is not None,
           "--b1 and --method are required (unless --protocol is given).")  # fmt: skip
+    from mrphys.io import prefetch_nifti
+
+    files = [*args.input, *(args.input_imag or args.input_phase or []), args.b1, args.mask]
+    files = [f for f in files if f not in (None, "foreground")]
+    prefetch_nifti(files, contiguous=True)  # the reading overlaps the import of torch
     from mrphys.relax.pipeline import fit_to_folder
 
     names = ("input_imag", "input_phase", "mask", "phase_cycles", "model", "tr_ms", "te_ms")
