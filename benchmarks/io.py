@@ -13,8 +13,10 @@ out with ``--nii``):
 - ``io``: ``wall - fit`` (start, imports, reading, checks, writing), s;
 - ``ratio``: ``wall / fit`` (the bar is 2).
 
-Also ``import_seconds`` (a fresh interpreter importing torch and mrphys, part of every command)
-and the load average before and after.
+Also ``import_seconds`` (a fresh interpreter importing torch and mrphys, part of every command),
+``stages_wall_cpu_seconds`` (``--stages``: wall and CPU seconds of each stage besides the fit,
+in a fresh process: imports, reading, checks, reordering, writing six maps) and the load average
+before and after.
 
     .venv/bin/python benchmarks/io.py [--matrix 128] [--slices 64] [--methods svnn,miracle]
         [--formats .nii.gz,.nii] [--baseline-src /path/to/old/src] [--volume DIR] [--keep DIR]
@@ -53,6 +55,37 @@ def _mrphys(src: str, *args: str) -> tuple[float, float]:
     return time.perf_counter() - t0, _cpu() - c0
 
 
+def stages(vol: Path, out: Path) -> dict[str, list[float]]:
+    """``[wall, CPU]`` seconds of each stage of ``relax fit`` besides the fit, in this (fresh)
+    process: imports, reading, checks, reordering, writing six float32 maps."""
+    import numpy as np
+
+    res: dict[str, list[float]] = {}
+
+    def timed(name: str, f):
+        w0, c0 = time.perf_counter(), time.process_time()
+        r = f()
+        res[name] = [round(time.perf_counter() - w0, 3), round(time.process_time() - c0, 3)]
+        return r
+
+    timed("import nibabel", lambda: __import__("nibabel"))
+    timed("import torch", lambda: __import__("torch"))
+    timed("import mrphys.relax.pipeline", lambda: __import__("mrphys.relax.pipeline"))
+    from mrphys.io import load_nifti, save_nifti_raw
+    from mrphys.relax.inputs import load_pc_bssfp
+
+    timed("read pc_bssfp.nii.gz", lambda: load_nifti(vol / "pc_bssfp.nii.gz"))
+    v = timed("load_pc_bssfp (read + checks)",
+              lambda: load_pc_bssfp(vol / "pc_bssfp.nii.gz", vol / "b1.nii.gz"))  # fmt: skip
+    timed("tensors (Fortran to C order)", v.tensors)
+    rng = np.random.default_rng(0)
+    noisy = (1e3 * (1 + 0.1 * rng.standard_normal(v.b1.shape))).astype(np.float32)
+    for ext in (".nii.gz", ".nii"):
+        timed(f"write 6 noisy float32 maps {ext}", lambda e=ext: [
+            save_nifti_raw(out / f"m{i}{e}", noisy, v.affine) for i in range(6)])  # fmt: skip
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--matrix", type=int, default=128)
@@ -63,7 +96,13 @@ def main() -> None:
     ap.add_argument("--baseline-first", action="store_true", help="run the baseline first")
     ap.add_argument("--volume", help="a `relax simulate` folder to reuse (default: simulate)")
     ap.add_argument("--keep", help="folder to keep the files in (default: a temporary one)")
+    ap.add_argument("--stages", action="store_true", help="time the stages besides the fit")
     args = ap.parse_args()
+    if args.stages:  # in this fresh process (torch not imported yet): one JSON line
+        sys.path.insert(0, SRC)
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(stages(Path(args.volume), Path(tmp))))
+        return
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mrphys-io-"))
     root.mkdir(parents=True, exist_ok=True)
     res: dict = {
@@ -115,6 +154,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import torch, mrphys.relax.pipeline"], check=True,
                        env=env)  # fmt: skip
         res.setdefault("import_seconds", {})[label] = round(time.perf_counter() - t0, 2)
+    p = subprocess.run([sys.executable, __file__, "--stages", "--volume", str(vol)],
+                       capture_output=True, text=True, check=True)  # fmt: skip
+    res["stages_wall_cpu_seconds"] = json.loads(p.stdout.splitlines()[-1])
     res["load_average_1min_end"] = os.getloadavg()[0]
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
