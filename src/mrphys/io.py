@@ -692,7 +692,8 @@ def prefetch_nifti(paths: Iterable[str | os.PathLike], *, contiguous: bool = Fal
     A command calls this before it imports torch: gzip inflation and copies release the GIL,
     so on two cores the reading overlaps the import (``relax fit``: about a second of a
     128 x 128 x 64 x 12 complex volume). Errors are raised by the :func:`load_nifti` that
-    takes the read, as they would be without prefetching.
+    takes the read, as they would be without prefetching. A new call forgets the reads of the
+    previous one that were never taken.
 
     Args:
         paths: the files, read in this order (missing ones are left to :func:`load_nifti`).
@@ -702,6 +703,8 @@ def prefetch_nifti(paths: Iterable[str | os.PathLike], *, contiguous: bool = Fal
     from concurrent.futures import ThreadPoolExecutor
 
     keys = [(k, p) for p in paths if (k := _file_key(p)) is not None]
+    with _PREFETCH_LOCK:
+        _PREFETCHED.clear()  # reads an earlier call left untaken (a failed batch input)
     if not keys:
         return
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrphys-prefetch")
