@@ -406,7 +406,7 @@ def load_input(
 ) -> tuple[RadialData, Any, bool]:
     """Read a reconstruction input: an MRD ``.h5`` file, a folder holding ``raw.h5`` (and
     ``truth.npy``), BART radial k-space (a ``kspace.cfl``/``.hdr`` file with its trajectory, or a
-    folder holding ``kspace.cfl``, ``traj.cfl`` and optionally ``noise.cfl``; see
+    folder holding ``kspace.cfl``, ``traj.cfl`` and optionally ``noise.cfl`` but no ``raw.h5``; see
     :func:`mrphys.physics.cfl.read_cfl_radial`), or a folder of arrays from earlier versions
     (``kspace.npy``, ``traj.npy``, ``maps.npy``, ``dcf.npy``: reconstructed with its own maps, no
     calibration).
