@@ -682,7 +682,7 @@ def _file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:
         st = p.stat()
     except (OSError, RuntimeError):
         return None
-    return (str(p), st.st_mtime_ns, st.st_size)
+    return (str(p), st.st_mtime_ns, st.st_size) if p.is_file() else None
 
 
 def prefetch_nifti(paths: Iterable[str | os.PathLike], *, contiguous: bool = False) -> None:
