@@ -61,14 +61,20 @@ def test_defaults_beat_gridding_when_undersampled(under):
 
 
 def test_cg_sense_runs_frames_as_independent_systems(under):
-    """Solving all frames in one batch equals solving each frame on its own (per-frame steps)."""
-    together = B.cg_sense(under, iterations=5)
-    for t in (0, 5):
-        frame = RadialData(
-            under.kspace[t : t + 1], under.traj[t : t + 1], under.maps, under.dcf[t : t + 1]
-        )
-        alone = B.cg_sense(frame, iterations=5)
-        assert torch.allclose(alone[0], together[t], rtol=1e-4, atol=1e-5)
+    """Solving all frames in one batch equals solving each frame on its own (per-frame steps and
+    per-frame discrepancy stops, the noise level taken from the same acquisition facts)."""
+    for iterations in (5, 30):
+        together = B.cg_sense(under, iterations=iterations)
+        for t in (0, 5):
+            frame = RadialData(
+                under.kspace[t : t + 1],
+                under.traj[t : t + 1],
+                under.maps,
+                under.dcf[t : t + 1],
+                meta=dict(under.meta),
+            )
+            alone = B.cg_sense(frame, iterations=iterations)
+            assert torch.allclose(alone[0], together[t], rtol=1e-4, atol=1e-5)
 
 
 def test_grasp_single_frame_warns_and_still_reconstructs(full, caplog):

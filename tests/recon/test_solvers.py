@@ -267,14 +267,24 @@ def test_mean_eigenvalue_is_the_trace_of_the_normal_operator():
 def test_cg_sense_radial_is_the_operator_solver():
     data = simulate_radial(synthetic_cine(3, 16, seed=0), spokes=6, coils=3, snr=30.0, seed=0)
     # density=False: plain least squares, lam relative to the mean eigenvalue of A^H A
-    via_data = B.cg_sense(data, iterations=8, tol=None, density=False)
+    via_data = B.cg_sense(data, iterations=8, tol=None, density=False, tau=None)
     lam = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data)
     res = B.cg_sense_operator(data.operator(), data.kspace, None, lam=lam, iterations=8)
     assert torch.equal(via_data, res.x.to(torch.complex64))
     assert res.iterations == 8 and res.residual.shape == (3,)
-    # the default: the density-weighted normal equations
+    # the discrepancy stop: the same as the operator solver given the noise variance
+    stopped = B.cg_sense(data, iterations=30, tol=None, density=False)
+    s2 = data.meta["noise_std"] ** 2
+    res_s = B.cg_sense_operator(
+        data.operator(), data.kspace, None, lam=lam, iterations=30, noise_var=s2, tau=1.0
+    )
+    assert torch.equal(stopped, res_s.x.to(torch.complex64))
+    assert res_s.converged and int(res_s.stops.max()) < 30
+    noise_energy = s2 * data.kspace[0].numel()
+    assert bool((res_s.misfit <= noise_energy).all())
+    # density=True: the density-weighted normal equations
     w = data.dcf[:, None]
-    weighted = B.cg_sense(data, iterations=8, tol=None)
+    weighted = B.cg_sense(data, iterations=8, tol=None, density=True, tau=None)
     lam_w = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data, w)
     res_w = B.cg_sense_operator(data.operator(), data.kspace, w, lam=lam_w, iterations=8)
     assert torch.equal(weighted, res_w.x.to(torch.complex64))
