@@ -277,6 +277,10 @@ def cg_sense(
         f"mismatch must be None or finite and > 0; got {mismatch}.",
     )
     check(density in (None, True, False), f"density must be None, True or False; got {density!r}.")
+    check(
+        tau is None or (tau > 0 and math.isfinite(tau)),
+        f"tau must be None or finite and > 0; got {tau}.",
+    )
     op, y, dcf = _radial(data, backend)
     need_noise = tau is not None or (density is None and mismatch is not None)
     s2, source = noise_variance(data) if need_noise else (None, "")
