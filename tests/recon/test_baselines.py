@@ -7,6 +7,7 @@ import torch
 
 from mrphys.errors import MrphysError
 from mrphys.metrics import psnr
+from mrphys.physics.coils import SenseOp
 from mrphys.physics.radial import RadialData, simulate_radial
 from mrphys.recon import baselines as B
 from mrphys.tissue.dynamic import synthetic_cine
@@ -90,6 +91,21 @@ def test_cg_sense_stops_at_the_noise_level_and_beats_a_fixed_count(under):
     assert torch.equal(x, unweighted)  # true maps: no fallback
     p_auto = float(psnr(x, under.truth).mean())
     assert p_auto > float(psnr(B.cg_sense(under, density=True), under.truth).mean())
+
+
+def test_cg_sense_skips_stopped_frames_without_changing_the_result(under):
+    s2 = under.meta["noise_std"] ** 2
+    lam = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(under)
+    op = under.operator()
+    args = (op, under.kspace, None, lam, 30, None, 1, False, s2, 1.0)
+    every = B.cg_sense_operator(*args)  # all frames computed at every step
+    assert int(every.stops.min()) < int(every.stops.max())  # frames stop at different steps
+    skipping = B.cg_sense_operator(
+        *args, frames=lambda idx: SenseOp(op.maps, op.encoding.frames(idx))
+    )
+    assert torch.equal(every.stops, skipping.stops)
+    assert torch.allclose(every.x, skipping.x, rtol=1e-5, atol=1e-6)
+    assert torch.equal(B.cg_sense(under, tol=None), skipping.x.to(torch.complex64))
 
 
 def test_cg_sense_falls_back_to_density_weighting_when_the_maps_are_wrong(under, caplog):

@@ -48,10 +48,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import torch
 
 from mrphys.errors import check
+from mrphys.physics.coils import SenseOp
 from mrphys.physics.linop import AxisFFT, FiniteDifference, Identity, Linop, Repeat
 from mrphys.physics.radial import RadialData
 from mrphys.recon.solvers import (
@@ -178,6 +180,7 @@ def cg_sense_operator(
     progress: bool = False,
     noise_var: float | None = None,
     tau: float | None = None,
+    frames: Callable[[list[int]], Linop] | None = None,
 ) -> SolverResult:
     """CG-SENSE with any encoding: solve ``(A^H W A + lam I) x = A^H W y`` by conjugate gradients
     from zero.
@@ -199,6 +202,9 @@ def cg_sense_operator(
             tracked.
         tau: with ``noise_var``: stop each system once its misfit is at most
             ``tau * sigma^2 * sum(W)`` over its samples (the discrepancy principle); None: off.
+        frames: with one system per frame (``batch_dims`` 1), ``frames(idx)`` is ``A`` restricted
+            to the frames ``idx`` (e.g. ``SenseOp(maps, nufft.frames(idx))``): the frames that the
+            discrepancy principle has stopped are then skipped (same result, less work).
 
     Returns:
         :class:`~mrphys.recon.solvers.SolverResult`: ``x`` the image ``(T, Y, X)`` (dtype of
@@ -226,8 +232,25 @@ def cg_sense_operator(
         yy = (w * y.abs() ** 2).to(torch.float64).sum(dim=sys_dims)
         noise = w.to(torch.float64).sum(dim=sys_dims) * float(noise_var)
         disc = Discrepancy(yy, None if tau is None else tau * noise, lam)
+    apply = normal.forward
+    if frames is not None and nb == 1 and disc is not None and disc.bound is not None:
+        full = normal.forward
+        w_all = None if weights is None else torch.broadcast_to(weights.to(y.device), y.shape)
+
+        def apply(x: torch.Tensor) -> torch.Tensor:  # N x on the frames whose input is not zero
+            live = x.reshape(x.shape[0], -1).abs().amax(1) > 0
+            if bool(live.all()):
+                return full(x)
+            out = torch.zeros_like(x)
+            idx = live.nonzero().flatten().tolist()
+            if idx:
+                sub, xs = frames(idx), x[idx]
+                k = sub.forward(xs)
+                out[idx] = sub.adjoint(k if w_all is None else w_all[idx] * k) + lam * xs
+            return out
+
     return conjugate_gradient(
-        normal,
+        apply,
         b,
         iterations=iterations,
         tol=tol,
@@ -290,7 +313,12 @@ def cg_sense(
     def solve(w: torch.Tensor | None) -> SolverResult:
         lam_w = lam * _mean_eigenvalue(data, w)
         t = tau if s2 is not None else None
-        return cg_sense_operator(op, y, w, lam_w, iterations, tol, 1, progress, s2, t)
+        return cg_sense_operator(
+            op, y, w, lam_w, iterations, tol, 1, progress, s2, t, frames=live_frames
+        )
+
+    def live_frames(idx: list[int]) -> Linop:
+        return SenseOp(data.maps, op.encoding.frames(idx))
 
     res = solve(dcf if density else None)
     weighting = "density-weighted" if density else "unweighted"

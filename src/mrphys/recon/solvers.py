@@ -201,7 +201,8 @@ def conjugate_gradient(
         discrepancy: for normal equations ``N = A^H W A + shift I``, ``b = A^H W y``: track each
             system's data misfit and, where it has a ``bound``, freeze each system at the first
             iterate whose misfit is at most its bound (the others run on; the loop ends once all
-            are frozen). See :class:`Discrepancy`.
+            are frozen). A frozen system's search direction is zero from then on, so ``op`` may
+            skip the systems whose input is zero (``N 0 = 0``). See :class:`Discrepancy`.
 
     Returns:
         :class:`SolverResult` with ``x`` the shape of ``b`` (and ``misfit``, ``stops`` with a
@@ -256,6 +257,7 @@ def conjugate_gradient(
         stops = torch.zeros(batch + keep, dtype=torch.int64, device=b.device)
         if bound is not None:
             active = misfit > bound
+            p = torch.where(active, p, torch.zeros_like(p))
     done, converged = 0, False
     for _ in tqdm(range(int(iterations)), desc=desc, disable=not progress, leave=False):
         if active is not None and not bool(active.any()):
@@ -277,6 +279,7 @@ def conjugate_gradient(
             else:
                 stops += active.to(torch.int64)
                 active = active & (misfit > bound)
+                p = torch.where(active, p, torch.zeros_like(p))  # frozen: a zero direction
         if tol is not None and bool((torch.sqrt(rs) <= tol * b_norm).all()):
             converged = True
             break
