@@ -7,7 +7,9 @@ side, all on the same data, trajectory and coil maps, scored by the same metric 
 - NUFFT forward + adjoint of the SENSE radial operator, PINCAT 5 spokes, 8 coils, 50 frames:
   wall time (median of ``--repeats`` after one warm-up call) and the relative error of both
   directions against a complex128 finufft reference (eps 1e-11).
-- CG-SENSE and temporal TV (GRASP) with each version's frozen defaults (``registry.reconstruct``);
+- CG-SENSE and temporal TV (GRASP) with each version's frozen defaults (``registry.reconstruct``;
+  the data carry the simulation's noise std in ``meta``, as a noise scan would give it, which
+  CG-SENSE's discrepancy stop uses; ``--no-noise-level`` withholds it);
   BART ``pics -l2`` (20 iterations) and ``pics -R T`` (temporal TV) with the regularisation
   weights given by ``--bart-l2`` / ``--bart-tv`` (the issue's BART TV weight was picked on the
   truth; say so when quoting it).
@@ -66,7 +68,10 @@ def _load(path: str):
 
     z = np.load(path)
     t = {k: torch.from_numpy(z[k]) for k in ("kspace", "traj", "maps", "dcf", "truth")}
-    return RadialData(t["kspace"], t["traj"], t["maps"], t["dcf"], truth=t["truth"])
+    # the noise level the simulation recorded (a noise scan's worth of knowledge), unless
+    # --no-noise-level: then CG-SENSE estimates it from the outer k-space
+    meta = {"noise_std": float(z["noise_std"])} if "noise_std" in z.files else {}
+    return RadialData(t["kspace"], t["traj"], t["maps"], t["dcf"], truth=t["truth"], meta=meta)
 
 
 def _cpu(who: int = resource.RUSAGE_SELF) -> float:
@@ -255,6 +260,12 @@ def main() -> None:
     ap.add_argument("--only", default="nufft,cg-sense,grasp", help="rows to run")
     ap.add_argument("--quick", action="store_true", help="10 frames, 96x96 crop")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--no-noise-level",
+        action="store_true",
+        help="do not hand the simulated noise std to mrphys (CG-SENSE then estimates it from the "
+        "outer k-space, biased upwards)",
+    )
     ap.add_argument("--markdown", help="also write the table here")
     # child-process mode
     ap.add_argument("--cell", help=argparse.SUPPRESS)
@@ -302,9 +313,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mrphys_peers_") as tmp:
         work = Path(tmp)
         dpath = str(work / "data.npz")
+        noise = {} if args.no_noise_level else {"noise_std": np.float64(data.meta["noise_std"])}
         np.savez(
             dpath, kspace=data.kspace.numpy(), traj=data.traj.numpy(), maps=data.maps.numpy(),
-            dcf=data.dcf.numpy(), truth=truth,
+            dcf=data.dcf.numpy(), truth=truth, **noise,
         )  # fmt: skip
 
         def child(py: str, src: str | None, cell: str, timeout: float = 3600) -> dict:
@@ -371,6 +383,7 @@ def main() -> None:
             "coils": 8,
             "snr": 20.0,
             "seed": 0,
+            "noise_level_given": not args.no_noise_level,
         },  # fmt: skip
         "versions": versions,
         "skipped": skipped,

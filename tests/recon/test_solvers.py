@@ -13,6 +13,7 @@ from mrphys.physics.linop import FiniteDifference, Identity, Linop, Multiply, op
 from mrphys.physics.radial import simulate_radial
 from mrphys.recon import baselines as B
 from mrphys.recon.solvers import (
+    Discrepancy,
     LeastSquares,
     admm,
     conjugate_gradient,
@@ -106,6 +107,60 @@ def test_cg_warm_start_from_the_solution_stays_there():
     assert torch.allclose(res.x, exact, rtol=1e-10)
 
 
+def _noisy_systems(sigmas, m=40, n=60, lam=0.1, seed=3):
+    """Underdetermined ``(m < n)`` least-squares systems, one per noise level: the normal operator
+    ``A^H A + lam I`` (batched over the first axis), ``A^H y``, ``||y||^2``, and ``A`` and ``y``."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(sigmas)
+    a = torch.randn(k, m, n, dtype=torch.complex128, generator=g) / m**0.5
+    x = torch.randn(k, n, dtype=torch.complex128, generator=g)
+    sig = torch.tensor(sigmas, dtype=torch.float64)
+    y = torch.einsum("kmn,kn->km", a, x)
+    y = y + sig[:, None] * torch.randn(k, m, dtype=torch.complex128, generator=g)
+
+    def normal(v):
+        return torch.einsum("kmn,km->kn", a.conj(), torch.einsum("kmn,kn->km", a, v)) + lam * v
+
+    b = torch.einsum("kmn,km->kn", a.conj(), y)
+    return normal, b, (y.abs() ** 2).sum(1), a, y
+
+
+def test_cg_discrepancy_tracks_the_data_misfit_without_operator_calls():
+    lam = 0.1
+    normal, b, yy, a, y = _noisy_systems([0.05, 0.5], lam=lam)
+    res = conjugate_gradient(
+        normal, b, iterations=7, batch_dims=1, discrepancy=Discrepancy(yy, shift=lam)
+    )
+    direct = (torch.einsum("kmn,kn->km", a, res.x) - y).abs().pow(2).sum(1)
+    assert torch.allclose(res.misfit, direct, rtol=1e-9)
+    assert res.stops.tolist() == [7, 7] and not res.converged  # no bound: tracking only
+
+
+def test_cg_discrepancy_stops_each_system_at_its_noise_level():
+    """Morozov: each system stops at its first iterate whose misfit is at most its bound
+    (here ``m sigma^2``); a system that stopped is frozen while the other runs on."""
+    lam, m = 1e-3, 40
+    sigmas = [0.05, 0.5]
+    normal, b, yy, a, y = _noisy_systems(sigmas, m=m, lam=lam)
+    bound = m * torch.tensor(sigmas, dtype=torch.float64) ** 2
+    res = conjugate_gradient(
+        normal, b, iterations=60, batch_dims=1, discrepancy=Discrepancy(yy, bound, lam)
+    )
+    assert res.converged and bool((res.misfit <= bound).all())
+    noisy, clean = int(res.stops[1]), int(res.stops[0])
+    assert noisy < clean  # more noise: fewer iterations before the data are fitted to it
+    for k, stop in enumerate((clean, noisy)):
+        alone = conjugate_gradient(
+            lambda v, k=k: normal(torch.stack([v, v]))[k], b[k], iterations=stop
+        )
+        assert torch.allclose(res.x[k], alone.x, rtol=1e-8, atol=1e-10)
+        one_less = conjugate_gradient(
+            lambda v, k=k: normal(torch.stack([v, v]))[k], b[k], iterations=max(stop - 1, 1)
+        )
+        before = (a[k] @ one_less.x - y[k]).abs().pow(2).sum()
+        assert stop == 1 or float(before) > float(bound[k])  # the first iterate that meets it
+
+
 def test_cg_bad_arguments():
     b = _rand((2, 4), 0)
     with pytest.raises(MrphysError, match="iterations must be a positive integer"):
@@ -116,6 +171,8 @@ def test_cg_bad_arguments():
         conjugate_gradient(Identity(), b, batch_dims=2)
     with pytest.raises(MrphysError, match="x0 must have the shape of b"):
         conjugate_gradient(Identity(), b, x0=torch.zeros(4, dtype=b.dtype))
+    with pytest.raises(MrphysError, match="discrepancy shift must be finite and >= 0"):
+        conjugate_gradient(Identity(), b, discrepancy=Discrepancy(1.0, shift=-1.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,14 +324,24 @@ def test_mean_eigenvalue_is_the_trace_of_the_normal_operator():
 def test_cg_sense_radial_is_the_operator_solver():
     data = simulate_radial(synthetic_cine(3, 16, seed=0), spokes=6, coils=3, snr=30.0, seed=0)
     # density=False: plain least squares, lam relative to the mean eigenvalue of A^H A
-    via_data = B.cg_sense(data, iterations=8, tol=None, density=False)
+    via_data = B.cg_sense(data, iterations=8, tol=None, density=False, tau=None)
     lam = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data)
     res = B.cg_sense_operator(data.operator(), data.kspace, None, lam=lam, iterations=8)
     assert torch.equal(via_data, res.x.to(torch.complex64))
     assert res.iterations == 8 and res.residual.shape == (3,)
-    # the default: the density-weighted normal equations
+    # the discrepancy stop: the same as the operator solver given the noise variance
+    stopped = B.cg_sense(data, iterations=30, tol=None, density=False)
+    s2 = data.meta["noise_std"] ** 2
+    res_s = B.cg_sense_operator(
+        data.operator(), data.kspace, None, lam=lam, iterations=30, noise_var=s2, tau=1.0
+    )
+    assert torch.equal(stopped, res_s.x.to(torch.complex64))
+    assert res_s.converged and int(res_s.stops.max()) < 30
+    noise_energy = s2 * data.kspace[0].numel()
+    assert bool((res_s.misfit <= noise_energy).all())
+    # density=True: the density-weighted normal equations
     w = data.dcf[:, None]
-    weighted = B.cg_sense(data, iterations=8, tol=None)
+    weighted = B.cg_sense(data, iterations=8, tol=None, density=True, tau=None)
     lam_w = B.DEFAULTS["cg_sense"]["lam"] * B._mean_eigenvalue(data, w)
     res_w = B.cg_sense_operator(data.operator(), data.kspace, w, lam=lam_w, iterations=8)
     assert torch.equal(weighted, res_w.x.to(torch.complex64))

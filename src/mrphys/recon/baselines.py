@@ -6,19 +6,22 @@ Temporal TV fits the plain (unweighted) least-squares data term
 
     f(x) = 1/2 || A x - y ||^2
 
-(the maximum-likelihood term for white noise). CG-SENSE fits the density-weighted term
-``1/2 || D^1/2 (A x - y) ||^2`` by default: unweighted (``density=False``) it gains 2 dB on
-PINCAT with the true coil maps but collapses with maps estimated from the data (rat cine, honest
-raw data, 5 spokes: 20.06 dB unweighted against 28.01 dB weighted; 29.20 / 28.85 dB with the true
-maps), because the dense centre of k-space then dominates a fit the maps cannot match.
+(the maximum-likelihood term for white noise). CG-SENSE fits it too, and stops each frame by
+the discrepancy principle (its misfit at ``tau`` times the noise energy, the noise level from the
+data: :func:`noise_variance`); where the unweighted fit cannot come near the noise level (misfit
+still above ``mismatch`` times the noise energy: the coil maps or the trajectory do not explain
+the data, e.g. maps estimated from the data), it falls back to the density-weighted term
+``1/2 || D^1/2 (A x - y) ||^2``, which is robust to such errors (docs/encoding.md: rat cine, honest
+raw data, 5 spokes: unweighted CG collapses to 20.06 dB, density-weighted 28.01 dB).
 L+S keeps the density-weighted term of its reference implementation.
 
 - :func:`gridding`: ``A^H D y`` (density-compensated NUFFT adjoint, coil-combined with the maps).
 - :func:`cg_sense`: per-frame Tikhonov-regularised least squares
-  ``(A^H D A + lam m I) x = A^H D y`` by conjugate gradients, all frames at once (separate step
-  sizes per frame); ``m`` is the mean eigenvalue of ``A^H D A`` (its trace over the pixel count,
-  exact and free), so ``lam`` does not depend on the number of spokes, coils or the data scale;
-  CG stops on a relative residual.
+  ``(A^H W A + lam m I) x = A^H W y`` by conjugate gradients, all frames at once (separate step
+  sizes per frame), ``W = I`` (or ``D`` on the fallback); ``m`` is the mean eigenvalue of
+  ``A^H W A`` (its trace over the pixel count, exact and free), so ``lam`` does not depend on the
+  number of spokes, coils or the data scale; CG stops per frame by the discrepancy principle, or
+  on a relative residual, or after ``iterations``.
 - :func:`grasp`: ``f(x) + lam_tv * m * s * sum |x[t+1] - x[t]|`` (temporal total variation) by
   ADMM (:func:`~mrphys.recon.solvers.admm`, penalty ``rho * m``, a few warm-started CG steps per
   iteration), ``s`` the peak of the gridding image.
@@ -45,13 +48,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import torch
 
 from mrphys.errors import check
+from mrphys.physics.coils import SenseOp
 from mrphys.physics.linop import AxisFFT, FiniteDifference, Identity, Linop, Repeat
 from mrphys.physics.radial import RadialData
 from mrphys.recon.solvers import (
+    Discrepancy,
     LeastSquares,
     SolverResult,
     admm,
@@ -66,9 +72,18 @@ log = logging.getLogger(__name__)
 #: Frozen defaults, tuned once by mean PSNR on PINCAT (25 frames, 8 coils, 8 spokes/frame = 16x,
 #: SNR 20, seed 0; grids and numbers in docs/encoding.md). Not to be re-tuned per data set.
 #: CG-SENSE and TV (issue 17): unweighted data term, weights relative to the mean eigenvalue of
-#: ``A^H A``; L+S: unchanged (density-weighted FISTA).
+#: ``A^H A``; CG-SENSE stops at the discrepancy principle's textbook ``tau = 1`` and falls back to
+#: the density-weighted term (``density=None``: automatic) where its misfit stays above
+#: ``mismatch = 2`` noise energies; L+S: unchanged (density-weighted FISTA).
 DEFAULTS = {
-    "cg_sense": {"iterations": 30, "lam": 1e-2, "tol": 1e-4, "density": True},
+    "cg_sense": {
+        "iterations": 30,
+        "lam": 1e-2,
+        "tol": 1e-4,
+        "density": None,
+        "tau": 1.0,
+        "mismatch": 2.0,
+    },
     "grasp": {"iterations": 20, "lam_tv": 0.03, "rho": 1.0, "inner": 3},
     "low_rank_sparse": {"iterations": 30, "lam_l": 0.05, "lam_s": 0.001},
 }
@@ -118,6 +133,31 @@ def _scale(x0: torch.Tensor) -> float:
     return s if s > 0 and math.isfinite(s) else 1.0
 
 
+def noise_variance(data: RadialData) -> tuple[float, str]:
+    """The noise variance ``sigma^2`` per complex k-space sample (``E |n|^2``) of ``data``, and
+    where it came from.
+
+    In order: ``meta["noise_std"]`` (recorded by :func:`~mrphys.physics.radial.simulate_radial`,
+    or by a user who measured it); 1 for data prewhitened by
+    :func:`mrphys.recon.pipeline.calibrate` (``meta["calibration"]["noise_source"]`` names a noise
+    scan or the outer k-space: whitened noise has unit variance); else the mean ``|y|^2`` of the
+    samples beyond 0.9 ``k_max`` (:func:`~mrphys.recon.calib.noise_from_outer_kspace`), which
+    object signal left there biases upwards (by 1.4x on PINCAT at SNR 20): an early stop.
+    Units of ``|kspace|^2``; 0 for data recorded as noise-free (``noise_std`` 0).
+    """
+    std = data.meta.get("noise_std")
+    if isinstance(std, int | float) and std >= 0 and math.isfinite(std):
+        return float(std) ** 2, "meta noise_std"
+    source = (data.meta.get("calibration") or {}).get("noise_source")
+    if isinstance(source, str) and "not prewhitened" not in source:
+        return 1.0, f"prewhitened ({source})"
+    from mrphys.recon.calib import noise_from_outer_kspace
+
+    noise = noise_from_outer_kspace(data.kspace, data.traj, coil_axis=1)
+    s2 = float((noise.abs() ** 2).mean())
+    return (s2 if s2 > 0 and math.isfinite(s2) else 1.0), "outer k-space"
+
+
 # --------------------------------------------------------------------------------------------
 # methods
 # --------------------------------------------------------------------------------------------
@@ -138,6 +178,9 @@ def cg_sense_operator(
     tol: float | None = None,
     batch_dims: int | None = None,
     progress: bool = False,
+    noise_var: float | None = None,
+    tau: float | None = None,
+    frames: Callable[[list[int]], Linop] | None = None,
 ) -> SolverResult:
     """CG-SENSE with any encoding: solve ``(A^H W A + lam I) x = A^H W y`` by conjugate gradients
     from zero.
@@ -154,18 +197,67 @@ def cg_sense_operator(
         batch_dims: leading image axes that index independent systems (default: all but the last
             two, i.e. one system per 2-D frame; right only where ``A`` acts frame by frame).
         progress: show a tqdm bar.
+        noise_var: the noise variance ``sigma^2`` per sample of ``y`` (units of ``|y|^2``): with it
+            the result reports each system's data misfit ``||W^(1/2) (A x - y)||^2``; None: not
+            tracked.
+        tau: with ``noise_var``: stop each system once its misfit is at most
+            ``tau * sigma^2 * sum(W)`` over its samples (the discrepancy principle); None: off.
+        frames: with one system per frame (``batch_dims`` 1), ``frames(idx)`` is ``A`` restricted
+            to the frames ``idx`` (e.g. ``SenseOp(maps, nufft.frames(idx))``): the frames that the
+            discrepancy principle has stopped are then skipped (same result, less work).
 
     Returns:
         :class:`~mrphys.recon.solvers.SolverResult`: ``x`` the image ``(T, Y, X)`` (dtype of
-        ``A^H y``), the iterations run and the relative residual per frame.
+        ``A^H y``), the iterations run, the relative residual per frame (and with ``noise_var``
+        the misfit and the iterations per system).
     """
     _check_options(iterations, lam=lam)
+    check(
+        noise_var is None or (noise_var > 0 and math.isfinite(noise_var)),
+        f"noise_var must be None or finite and > 0; got {noise_var}.",
+    )
+    check(
+        tau is None or (tau > 0 and math.isfinite(tau)),
+        f"tau must be None or finite and > 0; got {tau}.",
+    )
     ls = LeastSquares(op, y, weights)
     b = ls.rhs
     normal = ls.normal + lam * Identity()
     nb = b.ndim - 2 if batch_dims is None else int(batch_dims)
+    disc = None
+    if noise_var is not None:
+        w = torch.ones((), device=y.device) if weights is None else weights.to(y.device)
+        w = torch.broadcast_to(w, y.shape)
+        sys_dims = tuple(range(nb, y.ndim))  # y shares b's leading system axes
+        yy = (w * y.abs() ** 2).to(torch.float64).sum(dim=sys_dims)
+        noise = w.to(torch.float64).sum(dim=sys_dims) * float(noise_var)
+        disc = Discrepancy(yy, None if tau is None else tau * noise, lam)
+    apply = normal.forward
+    if frames is not None and nb == 1 and disc is not None and disc.bound is not None:
+        full = normal.forward
+        w_all = None if weights is None else torch.broadcast_to(weights.to(y.device), y.shape)
+
+        def apply(x: torch.Tensor) -> torch.Tensor:  # N x on the frames whose input is not zero
+            live = x.reshape(x.shape[0], -1).abs().amax(1) > 0
+            if bool(live.all()):
+                return full(x)
+            out = torch.zeros_like(x)
+            idx = live.nonzero().flatten().tolist()
+            if idx:
+                sub, xs = frames(idx), x[idx]
+                k = sub.forward(xs)
+                out[idx] = sub.adjoint(k if w_all is None else w_all[idx] * k) + lam * xs
+            return out
+
     return conjugate_gradient(
-        normal, b, iterations=iterations, tol=tol, batch_dims=nb, progress=progress, desc="CG-SENSE"
+        apply,
+        b,
+        iterations=iterations,
+        tol=tol,
+        batch_dims=nb,
+        progress=progress,
+        desc="CG-SENSE",
+        discrepancy=disc,
     )
 
 
@@ -177,24 +269,80 @@ def cg_sense(
     tol: float | None = DEFAULTS["cg_sense"]["tol"],
     backend: str = "auto",
     progress: bool = False,
-    density: bool = DEFAULTS["cg_sense"]["density"],
+    density: bool | None = DEFAULTS["cg_sense"]["density"],
+    tau: float | None = DEFAULTS["cg_sense"]["tau"],
+    mismatch: float | None = DEFAULTS["cg_sense"]["mismatch"],
 ) -> torch.Tensor:
     """CG-SENSE per frame: solve ``(A^H W A + lam m I) x = A^H W y`` by conjugate gradients.
 
-    ``W`` the density compensation (``density=True``, the default: robust to coil maps estimated
-    from the data, see the module docstring) or ``I`` (plain least squares, ``density=False``);
-    ``m`` is the mean eigenvalue of ``A^H W A`` (:func:`_mean_eigenvalue`), so ``lam >= 0`` is
-    dimensionless. All frames are solved at once (one batched NUFFT per step) with per-frame step
-    sizes, i.e. exactly ``T`` independent CG runs (:func:`cg_sense_operator`), from zero. Stops
-    after ``iterations`` steps or once every frame's relative residual ``||b - N x|| / ||b||`` is at
-    most ``tol`` (None: off). Returns ``(T, Y, X)`` complex64.
+    ``W = I`` (plain least squares, the maximum-likelihood term for white noise) or the density
+    compensation ``D``; ``m`` is the mean eigenvalue of ``A^H W A`` (:func:`_mean_eigenvalue`), so
+    ``lam >= 0`` is dimensionless. All frames are solved at once (one batched NUFFT per step) with
+    per-frame step sizes, i.e. exactly ``T`` independent CG runs (:func:`cg_sense_operator`), from
+    zero. Each frame stops after ``iterations`` steps, once its relative residual
+    ``||b - N x|| / ||b||`` is at most ``tol`` (all frames; None: off), or once its data misfit
+    ``||W^(1/2) (A x - y)||^2`` is at most ``tau`` times the noise energy ``sigma^2 sum(W)``
+    (the discrepancy principle; ``sigma^2`` from :func:`noise_variance`; None: off).
+
+    Args:
+        density: ``False``: ``W = I``; ``True``: ``W = D``; ``None`` (the default): ``W = I``, then
+            ``W = D`` from scratch if the median frame's misfit is still above ``mismatch`` times
+            its noise energy (the model, usually coil maps estimated from the data, cannot explain
+            the data, and the unweighted fit would amplify its errors; logged as a warning).
+        tau: the discrepancy factor (``> 0``; 1 is the textbook value), or None.
+        mismatch: the fallback threshold of ``density=None`` (``> 0``); None: never fall back.
+
+    Returns ``(T, Y, X)`` complex64.
     """
-    op, y, w = _radial(data, backend)
-    w = w if density else None
     _check_options(iterations, lam=lam)
-    res = cg_sense_operator(op, y, w, lam * _mean_eigenvalue(data, w), iterations, tol, 1, progress)
-    log.info("CG-SENSE: %d iterations, max relative residual %.2e", res.iterations,
-             float(res.residual.max()))  # fmt: skip
+    check(
+        mismatch is None or (mismatch > 0 and math.isfinite(mismatch)),
+        f"mismatch must be None or finite and > 0; got {mismatch}.",
+    )
+    check(density in (None, True, False), f"density must be None, True or False; got {density!r}.")
+    check(
+        tau is None or (tau > 0 and math.isfinite(tau)),
+        f"tau must be None or finite and > 0; got {tau}.",
+    )
+    op, y, dcf = _radial(data, backend)
+    need_noise = tau is not None or (density is None and mismatch is not None)
+    s2, source = noise_variance(data) if need_noise else (None, "")
+    if s2 == 0.0:  # noise-free data: no noise level to stop at or to compare with
+        s2, source = None, "none (noise-free data)"
+
+    def solve(w: torch.Tensor | None) -> SolverResult:
+        lam_w = lam * _mean_eigenvalue(data, w)
+        t = tau if s2 is not None else None
+        return cg_sense_operator(
+            op, y, w, lam_w, iterations, tol, 1, progress, s2, t, frames=live_frames
+        )
+
+    def live_frames(idx: list[int]) -> Linop:
+        return SenseOp(data.maps, op.encoding.frames(idx))
+
+    res = solve(dcf if density else None)
+    weighting = "density-weighted" if density else "unweighted"
+    if density is None and mismatch is not None and s2 is not None:
+        energy = float(s2) * y[0].numel()  # sigma^2 * sum(W) for W = I, per frame
+        ratio = float(res.misfit.median()) / energy
+        if ratio > mismatch:
+            log.warning(
+                "CG-SENSE: the unweighted fit stays at %.1f times the noise energy (> %.1f): "
+                "the coil maps or the trajectory do not explain the data; density-weighted "
+                "least squares instead",
+                ratio,
+                mismatch,
+            )
+            res = solve(dcf)
+            weighting = "density-weighted (fallback)"
+    log.info(
+        "CG-SENSE %s: %d iterations (per frame %s), max relative residual %.2e, noise from %s",
+        weighting,
+        res.iterations,
+        "-" if res.stops is None else f"{int(res.stops.min())}-{int(res.stops.max())}",
+        float(res.residual.max()),
+        source or "-",
+    )
     return res.x.to(torch.complex64)
 
 

@@ -68,7 +68,7 @@ METHODS: dict[str, ReconMethod] = {
             "CG-SENSE",
             f"{_BASE}:cg_sense",
             True,
-            ("iterations", "lam", "tol", "backend", "progress", "density"),
+            ("iterations", "lam", "tol", "backend", "progress", "density", "tau", "mismatch"),
             "Tikhonov-regularised least squares by conjugate gradients",
         ),
         ReconMethod(

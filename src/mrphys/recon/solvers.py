@@ -19,7 +19,11 @@ measured), optional data weights ``W`` and a regulariser.
 
 Stopping rules: every solver runs at most ``iterations`` steps; a ``tol`` (off by default, so a
 fixed count gives the same numbers as before) stops earlier, on the relative residual (CG) or the
-relative change of the iterate (FISTA). :class:`SolverResult` reports the iterations run.
+relative change of the iterate (FISTA). CG also takes a :class:`Discrepancy`: it then tracks the
+data misfit ``||W^(1/2) (A x - y)||^2`` of every system at no extra operator call and stops each
+system once its misfit is at most a bound (Morozov's discrepancy principle, e.g.
+``tau * sum(W) * sigma^2`` for noise of variance ``sigma^2`` per sample). :class:`SolverResult`
+reports the iterations run.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "LeastSquares",
     "PowerIteration",
     "admm",
+    "Discrepancy",
     "SolverResult",
     "conjugate_gradient",
     "fista",
@@ -71,12 +76,47 @@ class SolverResult:
         residual: CG: the relative residual ``||b - N x|| / ||b||`` per system, shape of the
             ``batch_dims`` leading axes (``()`` for one system); FISTA: the relative change
             ``||x_k - x_(k-1)|| / ||x_k||`` of the last step, a 0-dim tensor. Dimensionless.
+        misfit: CG with a :class:`Discrepancy`: the data misfit ``||W^(1/2) (A x - y)||^2`` per
+            system at the returned ``x`` (float64, shape of the ``batch_dims`` axes, units of
+            ``|y|^2``); None otherwise.
+        stops: CG with a :class:`Discrepancy`: the iterations each system ran before its misfit
+            met the bound (``iterations`` run where it never did), int64, shape of the
+            ``batch_dims`` axes; None otherwise.
     """
 
     x: torch.Tensor
     iterations: int
     converged: bool
     residual: torch.Tensor
+    misfit: torch.Tensor | None = None
+    stops: torch.Tensor | None = None
+
+
+@dataclass
+class Discrepancy:
+    """The data misfit of CG on least-squares normal equations, and the discrepancy-principle stop.
+
+    For ``N = A^H W A + shift * I`` and ``b = A^H W y`` the misfit of an iterate is, without
+    another operator call (``N x = b - r`` is CG's own residual ``r``),
+
+        ||W^(1/2) (A x - y)||^2 = ||W^(1/2) y||^2 - 2 Re <x, b> + <x, N x> - shift ||x||^2
+
+    (accumulated in float64). With white noise of variance ``sigma^2`` per sample the misfit of the
+    true image is about ``sum(W) * sigma^2``; Morozov's discrepancy principle stops an iterative
+    solver at the first iterate whose misfit is at most ``tau`` times that (``tau >= 1``): fitting
+    the data more closely fits the noise.
+
+    Attributes:
+        data_norm2: ``||W^(1/2) y||^2`` per system, a tensor broadcasting against the ``batch_dims``
+            axes of ``b`` (or a float).
+        bound: stop a system once its misfit is at most this (per system, broadcasting like
+            ``data_norm2``); None tracks the misfit without stopping.
+        shift: the ``shift * I`` part of ``N`` (e.g. the Tikhonov weight), ``>= 0``.
+    """
+
+    data_norm2: torch.Tensor | float
+    bound: torch.Tensor | float | None = None
+    shift: float = 0.0
 
 
 def _apply(op: Operator) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -143,6 +183,7 @@ def conjugate_gradient(
     batch_dims: int = 0,
     progress: bool = False,
     desc: str = "CG",
+    discrepancy: Discrepancy | None = None,
 ) -> SolverResult:
     """Conjugate gradients for ``N x = b`` with ``N`` Hermitian positive semi-definite.
 
@@ -157,9 +198,15 @@ def conjugate_gradient(
             its own step sizes (``N`` must not couple them). ``batch_dims=1`` on ``(T, Y, X)``
             runs ``T`` independent per-frame CG runs in one batch.
         progress: show a tqdm bar labelled ``desc``.
+        discrepancy: for normal equations ``N = A^H W A + shift I``, ``b = A^H W y``: track each
+            system's data misfit and, where it has a ``bound``, freeze each system at the first
+            iterate whose misfit is at most its bound (the others run on; the loop ends once all
+            are frozen). A frozen system's search direction is zero from then on, so ``op`` may
+            skip the systems whose input is zero (``N 0 = 0``). See :class:`Discrepancy`.
 
     Returns:
-        :class:`SolverResult` with ``x`` the shape of ``b``.
+        :class:`SolverResult` with ``x`` the shape of ``b`` (and ``misfit``, ``stops`` with a
+        ``discrepancy``).
     """
     _check_stopping(iterations, tol)
     check(
@@ -184,21 +231,64 @@ def conjugate_gradient(
     p = r.clone()
     rs = dot(r, r)
     b_norm = torch.sqrt(dot(b, b)).clamp(min=tiny)
+    batch = tuple(b.shape[: int(batch_dims)])
+    misfit = stops = bound = None
+    active = None
+    if discrepancy is not None:
+        check(
+            discrepancy.shift >= 0 and math.isfinite(discrepancy.shift),
+            f"the discrepancy shift must be finite and >= 0; got {discrepancy.shift}.",
+        )
+        keep = (1,) * (b.ndim - int(batch_dims))
+        yy = torch.as_tensor(discrepancy.data_norm2, dtype=torch.float64, device=b.device)
+        yy = torch.broadcast_to(yy, batch).reshape(batch + keep)
+        if discrepancy.bound is not None:
+            bound = torch.as_tensor(discrepancy.bound, dtype=torch.float64, device=b.device)
+            bound = torch.broadcast_to(bound, batch).reshape(batch + keep)
+        shift = float(discrepancy.shift)
+
+        def data_misfit() -> torch.Tensor:  # yy - 2 Re<x, b> + <x, N x> - shift |x|^2, N x = b - r
+            return yy - 2 * dot64(x, b) + dot64(x, b - r) - shift * dot64(x, x)
+
+        def dot64(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return (u.conj() * v).real.to(torch.float64).sum(dim=dims, keepdim=True)
+
+        misfit = data_misfit()
+        stops = torch.zeros(batch + keep, dtype=torch.int64, device=b.device)
+        if bound is not None:
+            active = misfit > bound
+            p = torch.where(active, p, torch.zeros_like(p))
     done, converged = 0, False
     for _ in tqdm(range(int(iterations)), desc=desc, disable=not progress, leave=False):
+        if active is not None and not bool(active.any()):
+            break
         ap = apply(p)
         alpha = rs / torch.clamp(dot(p, ap), min=tiny)
+        if active is not None:
+            alpha = torch.where(active, alpha, torch.zeros_like(alpha))  # frozen systems stay put
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = dot(r, r)
         p = r + (rs_new / torch.clamp(rs, min=tiny)) * p
         rs = rs_new
         done += 1
+        if misfit is not None:
+            misfit = data_misfit()
+            if active is None:
+                stops += 1
+            else:
+                stops += active.to(torch.int64)
+                active = active & (misfit > bound)
+                p = torch.where(active, p, torch.zeros_like(p))  # frozen: a zero direction
         if tol is not None and bool((torch.sqrt(rs) <= tol * b_norm).all()):
             converged = True
             break
-    residual = (torch.sqrt(rs) / b_norm).reshape(b.shape[: int(batch_dims)])
-    return SolverResult(x, done, converged, residual)
+    if active is not None and not bool(active.any()):
+        converged = True
+    residual = (torch.sqrt(rs) / b_norm).reshape(batch)
+    if misfit is not None:
+        misfit, stops = misfit.reshape(batch), stops.reshape(batch)
+    return SolverResult(x, done, converged, residual, misfit, stops)
 
 
 def fista(
