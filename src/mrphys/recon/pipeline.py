@@ -150,6 +150,9 @@ class CalibrationSteps:
         delay_correction: estimate the gradient delay by RING and correct the trajectory.
         dcf: ``"ramp"`` (:func:`~mrphys.physics.nufft.radial_dcf`) or ``"pipe-menon"``.
         maps_method: ``"auto"``, ``"espirit"``, ``"walsh"`` or ``"inati"``.
+        smooth_maps: refit the estimated maps in a smooth low-order basis over the whole field
+            of view (:func:`~mrphys.recon.calib.smooth_maps`); off: the per-pixel estimates with
+            :func:`~mrphys.recon.calib.fill_dark` in the dark regions.
     """
 
     prewhiten: bool = True
@@ -158,6 +161,7 @@ class CalibrationSteps:
     delay_correction: bool = True
     dcf: str = "ramp"
     maps_method: str = "auto"
+    smooth_maps: bool = True
 
     def validate(self) -> None:
         check(
@@ -223,7 +227,8 @@ def calibrate(
     Returns:
         :class:`Calibrated`; its report holds ``noise_covariance_condition``,
         ``noise_source``, ``compressed_coils``, ``energy_kept``, ``gradient_delay_samples``,
-        ``ring_components``, ``dcf``, ``coil_map_method`` and the seconds of each step.
+        ``ring_components``, ``dcf``, ``coil_map_method``, ``coil_map_smoothing`` (``"smooth
+        refit"``, ``"fill_dark"``, or None for given maps) and the seconds of each step.
     """
     from mrphys.physics.nufft import radial_dcf
     from mrphys.recon import calib
@@ -302,9 +307,18 @@ def calibrate(
         report["coil_map_method"] = "given"
     else:
         est = calib.estimate_maps(
-            k, traj_used, data.im_size, coil_axis=1, method=steps.maps_method, dcf=dcf
+            k,
+            traj_used,
+            data.im_size,
+            coil_axis=1,
+            method=steps.maps_method,
+            dcf=dcf,
+            smooth=steps.smooth_maps,
         ).to(k.device)
         report["coil_map_method"] = _map_method_name(steps.maps_method)
+    report["coil_map_smoothing"] = (
+        ("smooth refit" if steps.smooth_maps else "fill_dark") if maps is None else None
+    )
     est = est * _inverse_rss(est)
     back = torch.linalg.pinv(mix.to(torch.complex128)).to(torch.complex64)
     intensity = torch.einsum("cd,dyx->cyx", back, est).abs().pow(2).sum(0).sqrt()
@@ -456,6 +470,7 @@ def recon_to_folder(
                     "gradient_delay_samples",
                     "ring_components",
                     "coil_map_method",
+                    "coil_map_smoothing",
                     "compressed_coils",
                     "noise_covariance_condition",
                 )
