@@ -71,6 +71,9 @@ SMOOTH_MODES = 12
 SMOOTH_LAM = 1.0
 SMOOTH_PERIOD = 2.0
 SMOOTH_ORDER = 2
+SMOOTH_POWER = 2.0
+#: Calibration width of :func:`estimate_maps` with the smooth refit (24 without it).
+SMOOTH_CALIB = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,6 +626,7 @@ def smooth_maps(
     lam: float = SMOOTH_LAM,
     period: float = SMOOTH_PERIOD,
     order: int = SMOOTH_ORDER,
+    power: float = SMOOTH_POWER,
 ) -> torch.Tensor:
     """Coil maps ``(C, Y, X)`` refitted in a smooth low-order basis over the whole field of view.
 
@@ -637,7 +641,9 @@ def smooth_maps(
     with ``B_k`` the ``modes x modes`` lowest Fourier modes of a period ``period`` times the
     image (so the fit need not wrap around the field of view), ``f_k`` their frequencies in
     cycles per image width (a Sobolev penalty, as in JSENSE / NLINV map models) and the signal
-    weight ``w = |sum_c conj(S_c) x_c|^2 / max`` (``x`` the coil images). Dark regions get the
+    weight ``w = (|sum_c conj(S_c) x_c|^2 / max)^power`` (``x`` the coil images; ``power`` 2
+    trusts the bright pixels, where the per-pixel estimates are best, more than the signal
+    energy alone would). Dark regions get the
     smooth extension of the maps around them. One ``modes^2 x modes^2`` system, shared by all
     coils, solved directly (separable sums; memory ``O(modes^4 + C Y X)``). The result is
     renormalised to ``sum_c |S_c|^2 = 1``.
@@ -649,6 +655,7 @@ def smooth_maps(
         lam: Sobolev weight (``>= 0``, relative to the mean signal weight).
         period: basis period in image widths (``>= 1``).
         order: Sobolev order (``>= 0``).
+        power: exponent of the signal weight (``> 0``).
     """
     m = _check_images(maps)
     check(tuple(images.shape) == tuple(m.shape), f"images must have the maps' shape "
@@ -657,12 +664,13 @@ def smooth_maps(
     check(float(lam) >= 0 and math.isfinite(float(lam)), f"lam must be >= 0; got {lam}.")
     check(float(period) >= 1, f"period must be at least 1 (image widths); got {period}.")
     check(int(order) >= 0, f"order must be >= 0; got {order}.")
+    check(float(power) > 0, f"power must be positive; got {power}.")
     c, ny, nx = m.shape
     k = int(modes)
     dt = torch.complex128
     rho = (m.conj() * images.to(m.dtype)).sum(0)
     w = rho.abs().to(torch.float64) ** 2
-    w = w / w.max().clamp(min=torch.finfo(w.dtype).tiny)
+    w = (w / w.max().clamp(min=torch.finfo(w.dtype).tiny)) ** float(power)
     by, fy = _fourier_basis(ny, k, float(period), m.device)
     bx, fx = _fourier_basis(nx, k, float(period), m.device)
     # Gram matrix B^H W B, separable: sum_y conj(by_a) by_c sum_x w conj(bx_b) bx_d
@@ -722,7 +730,7 @@ def estimate_maps(
     coil_axis: int = -3,
     method: str = "auto",
     dcf: torch.Tensor | None = None,
-    calib: int = 24,
+    calib: int | None = None,
     kernel: int | None = None,
     thresh: float | None = None,
     crop: float = 0.0,
@@ -761,7 +769,8 @@ def estimate_maps(
             one frame, reshaped); default (None, recommended) the Voronoi/ramp weights of the
             pooled spokes. A per-frame DCF of a dynamic series weights each frame's few spokes as
             if they were alone and is not the right weighting here.
-        calib: width of the central k-space region used (samples on the ``im_size`` grid).
+        calib: width of the central k-space region used (samples on the ``im_size`` grid);
+            default ``SMOOTH_CALIB`` (20) with the smooth refit, 24 without.
         kernel: ESPIRiT kernel (default 6) or Walsh/Inati window (default 7 pixels).
         thresh: ESPIRiT singular value threshold (default 0.02) or Walsh/Inati energy threshold
             (default 0: no mask).
@@ -777,6 +786,8 @@ def estimate_maps(
     images = gridded_coil_images(
         kspace, traj, im_size, coil_axis=coil_axis, dcf=dcf, backend=backend
     )
+    if calib is None:
+        calib = SMOOTH_CALIB if smooth else 24
     if fill is None:
         fill = int(round(FILL_FRACTION * max(int(im_size[0]), int(im_size[1])))) | 1
     low = _lowpass(images, int(calib))

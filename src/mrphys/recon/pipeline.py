@@ -293,8 +293,9 @@ def calibrate(
         dcf = radial_dcf(traj, im_size=data.im_size).to(k.device)
     report["dcf"] = steps.dcf
     timed("dcf", t0)
-    # 5. coil maps, normalised in the processed coil space; the intensity correction takes the
-    # image back to the scanner's coils (see the docstring)
+    # 5. coil maps from the pooled spokes with their own (Voronoi) weights, not the per-frame DCF
+    # (estimate_maps' advice); normalised in the processed coil space; the intensity correction
+    # takes the image back to the scanner's coils (see the docstring)
     t0 = time.perf_counter()
     if maps is not None:
         maps = torch.as_tensor(maps).to(device=k.device, dtype=torch.complex64)
@@ -312,7 +313,6 @@ def calibrate(
             data.im_size,
             coil_axis=1,
             method=steps.maps_method,
-            dcf=dcf,
             smooth=steps.smooth_maps,
         ).to(k.device)
         report["coil_map_method"] = _map_method_name(steps.maps_method)
