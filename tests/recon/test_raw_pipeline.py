@@ -59,6 +59,10 @@ def test_calibration_recovers_the_delay_and_whitens(sim) -> None:
                                                       coils=2, dcf="pipe-menon"))  # fmt: skip
     assert off.report["gradient_delay_samples"] is None and off.report["compressed_coils"] == 2
     assert off.data.n_coils == 2 and off.report["noise_covariance_condition"] is None
+    assert rep["coil_map_smoothing"] == "smooth refit"
+    plain = calibrate(raw, info.noise, CalibrationSteps(smooth_maps=False))
+    assert plain.report["coil_map_smoothing"] == "fill_dark"
+    assert not torch.allclose(plain.data.maps, cal.data.maps)
     torch.testing.assert_close(off.data.traj, raw.traj)
 
 
@@ -79,8 +83,9 @@ def test_recon_of_raw_data_comes_close_to_the_true_maps(sim, tmp_path) -> None:
             "frames.gif"} <= written  # fmt: skip
     assert np.load(tmp_path / "est" / "maps.npy").shape == (4, 24, 24)
     m = json.loads((tmp_path / "est" / "metrics.json").read_text())
-    for key in ("gradient_delay_samples", "ring_components", "coil_map_method",
-                "compressed_coils", "noise_covariance_condition"):  # fmt: skip
+    keys = ("gradient_delay_samples", "ring_components", "coil_map_method", "coil_map_smoothing",
+            "compressed_coils", "noise_covariance_condition")  # fmt: skip
+    for key in keys:
         assert key in m
 
 
