@@ -130,12 +130,15 @@ def _rat_scan(tmp_path) -> Path:
 def test_bar_case_rat_cine(tmp_path) -> None:
     """Issue 14's bar: rat cine 96x96 (object on 192x192), 8 frames x 5 golden-angle spokes,
     8 coils, correlated noise with a noise scan, delay 0.3 samples: the delay within 0.1 samples,
-    CG-SENSE with estimated maps within 1 dB of the true maps (measured 0.96 dB)."""
+    CG-SENSE and GRASP with estimated maps within 1 dB of the true maps (measured with the smooth
+    refit of the maps by ``benchmarks/dynamic.py --bar``: 0.23 and 0.32 dB)."""
     out = _rat_scan(tmp_path)
-    est = recon_to_folder(tmp_path / "cg", out, "cg-sense", {})
-    true = recon_to_folder(tmp_path / "cgt", out, "cg-sense", {}, maps=out / "maps_true.npy")
-    assert abs(est["gradient_delay_samples"] - 0.3) <= 0.1
-    assert true["psnr_db"] - est["psnr_db"] <= 1.0
+    for method in ("cg-sense", "grasp"):
+        est = recon_to_folder(tmp_path / method, out, method, {})
+        true = recon_to_folder(tmp_path / f"{method}_t", out, method, {},
+                               maps=out / "maps_true.npy")  # fmt: skip
+        assert abs(est["gradient_delay_samples"] - 0.3) <= 0.1
+        assert true["psnr_db"] - est["psnr_db"] <= 1.0, method
 
 
 @pytest.mark.slow
