@@ -747,9 +747,10 @@ def estimate_maps(
 
     The per-pixel estimates are then refitted in a smooth low-order basis over the whole field
     of view (:func:`smooth_maps`, ``smooth=True``, the default), or, with ``smooth=False``,
-    extended into the dark regions by :func:`fill_dark` (the earlier default). The refit takes
-    1.3-1.6 dB more for GRASP and 0.1-1.5 dB for CG-SENSE than the fill (PINCAT, rat cine with
-    another coil set; ``docs/calibration.md``).
+    extended into the dark regions by :func:`fill_dark` (the earlier default). The refit gains
+    1.8-1.9 dB for GRASP and 0.4-1.5 dB for CG-SENSE over the fill (PINCAT, rat cine with another
+    coil set), but loses 1.2 dB to it on the ellipse phantom of ``benchmarks/espirit.py``, where
+    the fill beats even the true maps (``docs/calibration.md``).
 
     ``method="auto"`` is ESPIRiT (``DEFAULT_MAP_METHOD``). Measured
     (``benchmarks/espirit.py --part choose``, ``docs/calibration.md``): on an ellipse phantom at
