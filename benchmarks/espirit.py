@@ -15,7 +15,8 @@ reason otherwise; sigpy is never a dependency). ``map_error`` is the mean over t
 Part 2, ``choose`` (the defaults of ``estimate_maps``): radial data of the same kind of object
 at 96 x 96 (8 frames x 5 golden-angle spokes, 192 samples, 8 coils, 1 % noise), simulated on a
 2x finer grid (the object and maps sampled there, not on the reconstruction grid), Gaussian-loop
-and birdcage maps. For each method and ``fill`` window (0 = off): seconds of ``estimate_maps``,
+and birdcage maps. For each method and ``fill`` window (0 = off; ``smooth=False``) and with the
+smooth refit (``smooth``, the default of ``estimate_maps``): seconds of ``estimate_maps``,
 map error inside the object, and the mean PSNR of per-frame CG-SENSE (recon defaults) with the
 estimated maps, beside the same with the true maps.
 
@@ -239,11 +240,15 @@ def choose(quick: bool) -> dict:
 
         row: dict = {"true_maps_cg_sense_psnr_db": recon(true)}
         for method in ("espirit", "walsh", "inati"):
-            for fill in fills:
+            for fill in (*fills, "smooth"):  # per-pixel maps with a fill, or the smooth refit
                 t0 = time.perf_counter()
-                est = calib.estimate_maps(k, traj, (n, n), method=method, fill=fill)
+                if fill == "smooth":
+                    est = calib.estimate_maps(k, traj, (n, n), method=method)
+                else:
+                    est = calib.estimate_maps(k, traj, (n, n), method=method, fill=fill,
+                                              smooth=False)  # fmt: skip
                 sec = time.perf_counter() - t0
-                row[f"{method}_fill{fill}"] = {
+                row[f"{method}_fill{fill}" if fill != "smooth" else f"{method}_smooth"] = {
                     "seconds": sec,
                     "map_error": map_error(est.numpy(), true.numpy(), obj.numpy()),
                     "cg_sense_psnr_db": recon(est),

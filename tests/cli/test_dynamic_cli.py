@@ -58,11 +58,12 @@ def test_recon_switches_reach_the_calibration(tmp_path, series_mat, cli):
     cli.ok(*SIMULATE, "--series", series_mat, "--spokes", "16", "--coils", "4", "--snr", "30",
            "--traj-units", "none", "--out", sim)  # fmt: skip
     argv = ["--no-prewhiten", "--no-delay-correction", "--coils", "2", "--dcf", "pipe-menon",
-            "--maps-method", "walsh", "--out", rec]  # fmt: skip
+            "--maps-method", "walsh", "--no-smooth-maps", "--out", rec]  # fmt: skip
     cli.ok(*RECON, "--input", sim / "raw.h5", "--method", "gridding", *argv)
     m = json.loads((rec / "metrics.json").read_text())
     assert m["gradient_delay_samples"] is None and m["noise_covariance_condition"] is None
     assert m["compressed_coils"] == 2 and m["coil_map_method"] == "walsh"
+    assert m["coil_map_smoothing"] == "fill_dark"
     assert m["calibration"]["dcf"] == "pipe-menon" and m["raw"]["traj_units"] == "computed"
     assert "psnr_db" not in m  # a bare .h5: no truth
     rec2 = tmp_path / "rec2"
@@ -70,6 +71,7 @@ def test_recon_switches_reach_the_calibration(tmp_path, series_mat, cli):
            "--truth", sim / "truth.npy", "--out", rec2)  # fmt: skip
     m = json.loads((rec2 / "metrics.json").read_text())
     assert m["coil_map_method"] == "given" and "psnr_db" in m
+    assert m["coil_map_smoothing"] is None
 
 
 def test_recon_runs_the_registry_method_with_its_options(tmp_path, series_mat, cli):

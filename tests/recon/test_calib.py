@@ -349,3 +349,36 @@ def test_estimate_maps_crop_zeroes_the_background_only():
     inside = (y / 0.7) ** 2 + (x / 0.55) ** 2 < 0.6
     assert float(est.abs()[:, far].max()) == 0.0
     assert torch.allclose(est.abs().pow(2).sum(0)[inside], torch.ones(()), atol=1e-4)
+
+
+def test_smooth_maps_extends_known_maps_into_the_dark_better_than_the_fill():
+    """Arbitrary vectors outside the object: the smooth refit recovers the (smooth) true maps
+    there far better than :func:`fill_dark`, keeps them inside, and has unit sum of squares."""
+    maps = gaussian_maps()
+    img = phantom()
+    obj = img.abs() > 0
+    g = torch.Generator().manual_seed(4)
+    noise = torch.randn(maps.shape, generator=g, dtype=torch.complex64)
+    noisy = torch.where(obj, maps, noise / noise.abs().pow(2).sum(0).sqrt())
+    fit = calib.smooth_maps(noisy, maps * img)
+    assert fit.shape == maps.shape and fit.dtype == torch.complex64
+    assert torch.allclose(fit.abs().pow(2).sum(0), torch.ones(()), atol=1e-4)
+    assert map_error(fit, maps, obj) < 0.02
+    dark = ~obj
+    filled = calib.fill_dark(noisy, maps * img, width=17)
+    assert map_error(fit, maps, dark) < 0.5 * map_error(filled, maps, dark)
+    with pytest.raises(MrphysError, match="period"):
+        calib.smooth_maps(noisy, maps * img, period=0.5)
+    with pytest.raises(MrphysError, match="shape"):
+        calib.smooth_maps(noisy, img[None])
+
+
+def test_estimate_maps_smooth_switch():
+    """``smooth=False`` gives the per-pixel estimates with the fill (the earlier maps)."""
+    maps = gaussian_maps()
+    k, traj = simulate(maps, noise=0.01)
+    on = calib.estimate_maps(k, traj, (N, N))
+    off = calib.estimate_maps(k, traj, (N, N), smooth=False)
+    obj = phantom().abs() > 0
+    assert not torch.allclose(on, off)
+    assert map_error(on, maps, obj) < 0.03 and map_error(off, maps, obj) < 0.03

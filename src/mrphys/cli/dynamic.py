@@ -11,11 +11,12 @@ noise scan when ``--snr`` is given), ``truth.npy`` (complex64 ``[T, Y, X]``) and
 radial k-space: ``--input kspace.cfl --traj traj.cfl [--noise noise.cfl]``, or a folder holding
 them; or a simulate folder, or a folder of arrays of earlier versions), calibrates from the data
 (prewhitening, coil compression, RING delay, DCF, coil maps; ``--no-prewhiten``,
-``--coils``/``--coil-energy``, ``--no-delay-correction``, ``--dcf``, ``--maps-method``; ``--maps
-FILE.npy|.cfl`` overrides the maps), runs a method of :mod:`mrphys.recon.registry` (gridding,
-cg-sense, grasp, ls, inr) and writes ``recon.npy`` (complex64 ``[T, Y, X]``), ``recon.nii.gz``
-(magnitude), ``maps.npy``, ``metrics.json`` (what was estimated; PSNR/SSIM against
-``truth.npy`` of the folder or ``--truth``), ``frames.png`` and ``frames.gif``.
+``--coils``/``--coil-energy``, ``--no-delay-correction``, ``--dcf``, ``--maps-method``,
+``--no-smooth-maps``; ``--maps FILE.npy|.cfl`` overrides the maps), runs a method of
+:mod:`mrphys.recon.registry` (gridding, cg-sense, grasp, ls, inr) and writes ``recon.npy``
+(complex64 ``[T, Y, X]``), ``recon.nii.gz`` (magnitude), ``maps.npy``, ``metrics.json`` (what
+was estimated; PSNR/SSIM against ``truth.npy`` of the folder or ``--truth``), ``frames.png`` and
+``frames.gif``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "espirit", "walsh", "inati"],
         help="coil-map estimator (default auto: ESPIRiT)",
     )
+    r.add_argument("--no-smooth-maps", action="store_true", help="keep the per-pixel map "
+                   "estimates (dark regions filled) instead of the smooth refit")  # fmt: skip
     arg(r, "--spokes-per-frame", None, "rebin the spoke stream into frames of S spokes",
         type=positive)  # fmt: skip
     arg(r, "--frame-step", None, "spokes between rebinned frames (sliding window when < S)",
@@ -208,6 +211,7 @@ def run_recon(args: argparse.Namespace) -> int:
         delay_correction=not args.no_delay_correction,
         dcf=args.dcf,
         maps_method=args.maps_method,
+        smooth_maps=not args.no_smooth_maps,
     )
     steps.validate()
     read = {

@@ -157,6 +157,9 @@ class CalibrationSteps:
         delay_correction: estimate the gradient delay by RING and correct the trajectory.
         dcf: ``"ramp"`` (:func:`~mrphys.physics.nufft.radial_dcf`) or ``"pipe-menon"``.
         maps_method: ``"auto"``, ``"espirit"``, ``"walsh"`` or ``"inati"``.
+        smooth_maps: refit the estimated maps in a smooth low-order basis over the whole field
+            of view (:func:`~mrphys.recon.calib.smooth_maps`); off: the per-pixel estimates with
+            :func:`~mrphys.recon.calib.fill_dark` in the dark regions.
     """
 
     prewhiten: bool = True
@@ -165,6 +168,7 @@ class CalibrationSteps:
     delay_correction: bool = True
     dcf: str = "ramp"
     maps_method: str = "auto"
+    smooth_maps: bool = True
 
     def validate(self) -> None:
         check(
@@ -230,7 +234,8 @@ def calibrate(
     Returns:
         :class:`Calibrated`; its report holds ``noise_covariance_condition``,
         ``noise_source``, ``compressed_coils``, ``energy_kept``, ``gradient_delay_samples``,
-        ``ring_components``, ``dcf``, ``coil_map_method`` and the seconds of each step.
+        ``ring_components``, ``dcf``, ``coil_map_method``, ``coil_map_smoothing`` (``"smooth
+        refit"``, ``"fill_dark"``, or None for given maps) and the seconds of each step.
     """
     from mrphys.physics.nufft import radial_dcf
     from mrphys.recon import calib
@@ -295,8 +300,9 @@ def calibrate(
         dcf = radial_dcf(traj, im_size=data.im_size).to(k.device)
     report["dcf"] = steps.dcf
     timed("dcf", t0)
-    # 5. coil maps, normalised in the processed coil space; the intensity correction takes the
-    # image back to the scanner's coils (see the docstring)
+    # 5. coil maps from the pooled spokes with their own (Voronoi) weights, not the per-frame DCF
+    # (estimate_maps' advice); normalised in the processed coil space; the intensity correction
+    # takes the image back to the scanner's coils (see the docstring)
     t0 = time.perf_counter()
     if maps is not None:
         maps = torch.as_tensor(maps).to(device=k.device, dtype=torch.complex64)
@@ -309,9 +315,17 @@ def calibrate(
         report["coil_map_method"] = "given"
     else:
         est = calib.estimate_maps(
-            k, traj_used, data.im_size, coil_axis=1, method=steps.maps_method, dcf=dcf
+            k,
+            traj_used,
+            data.im_size,
+            coil_axis=1,
+            method=steps.maps_method,
+            smooth=steps.smooth_maps,
         ).to(k.device)
         report["coil_map_method"] = _map_method_name(steps.maps_method)
+    report["coil_map_smoothing"] = (
+        ("smooth refit" if steps.smooth_maps else "fill_dark") if maps is None else None
+    )
     est = est * _inverse_rss(est)
     back = torch.linalg.pinv(mix.to(torch.complex128)).to(torch.complex64)
     intensity = torch.einsum("cd,dyx->cyx", back, est).abs().pow(2).sum(0).sqrt()
@@ -516,6 +530,7 @@ def recon_to_folder(
                     "gradient_delay_samples",
                     "ring_components",
                     "coil_map_method",
+                    "coil_map_smoothing",
                     "compressed_coils",
                     "noise_covariance_condition",
                 )
