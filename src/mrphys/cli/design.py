@@ -42,6 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(q, "--steps", 300, "CRLB optimiser steps per start (default 300)", type=positive)
     arg(q, "--net-steps", 3000, "network training steps (default 3000)", type=positive)
     arg(q, "--eval-samples", 4096, "tissues of the CRLB test set (default 4096)", type=positive)
+    q.add_argument("--b1-range", nargs=2, type=float, default=[0.7, 1.3], metavar=("LO", "HI"),
+                   help="B1 range the CRLB objective averages over (default 0.7 1.3; 1 1: B1 = 1 "
+                   "only)")  # fmt: skip
+    arg(q, "--flip-max-deg", 90.0, "largest flip angle in deg (default 90; above it the RF "
+        "power of a bSSFP train is the limit: metrics.json gives it relative to the paper's)",
+        type=float)  # fmt: skip
+    arg(q, "--net-batch", 256, "network batch size (default 256)", type=positive)
+    arg(q, "--net-loss", "unit", "network loss: unit (output box) or relative (default unit)",
+        choices=["unit", "relative"])  # fmt: skip
+    arg(q, "--lr-schedule", "constant", "network learning-rate schedule (default constant)",
+        choices=["constant", "cosine"])  # fmt: skip
     # no --device: the design computes on the CPU (small float64 problems)
     _common(q)
     q.set_defaults(func=run_protocol)
@@ -87,6 +98,12 @@ def run_protocol(args: argparse.Namespace) -> int:
         crlb_steps=args.steps,
         eval_samples=args.eval_samples,
         net_steps=args.net_steps,
+        net_batch=args.net_batch,
+        net_loss=args.net_loss,
+        lr_schedule=args.lr_schedule,
+        net_patience=0 if args.lr_schedule == "cosine" else 10,
+        b1_range=tuple(args.b1_range),
+        flip_max_deg=args.flip_max_deg,
         seed=args.seed,
     )
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
