@@ -202,8 +202,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--from-json", help="take the protocols from an earlier output (no design)")
     ap.add_argument("--readings", action="store_true", help="the bar under each reading")
-    ap.add_argument("--design-readings", action="store_true",
-                    help="also design no-B1 protocols under the other readings")  # fmt: skip
+    ap.add_argument("--design-readings", default="",
+                    help="also design no-B1 protocols under these readings (comma-separated "
+                    f"indices into {list(DESIGN_READINGS)}, or 'all')")  # fmt: skip
     ap.add_argument("--networks", action="store_true")
     ap.add_argument("--net-steps", type=int, default=3000)
     ap.add_argument("--net-batch", type=int, default=256)
@@ -236,6 +237,7 @@ def main() -> None:
     protocols = {f"paper-{k}": pd.paper_protocol(k) for k in (4, 6, 12)}
     learned: dict = {}
     starts: dict = {}
+    designs: list = []
     if a.from_json:
         with open(a.from_json) as f:
             prev = json.load(f)["crlb_independent"]
@@ -250,25 +252,31 @@ def main() -> None:
         learned["best-flip-4"], _ = pd.best_fixed_flip(4, snr=snr, b1_map=True, samples=val)
         designs = [("learned-b1map", True, pd.B1_RANGE, 90.0),
                    ("learned-nob1map", False, pd.B1_RANGE, 90.0)]  # fmt: skip
-        if a.design_readings:
-            designs += [(f"learned-nob1map[{k}]", False, r, f)
-                        for k, (r, f) in DESIGN_READINGS.items()]  # fmt: skip
-        for name, b1_map, b1_range, fmax in designs:
-            cfg = pd.DesignConfig(n_acq=4, b1_map=b1_map, snr=snr, starts=a.starts,
-                                  crlb_steps=a.steps, seed=a.seed, b1_range=b1_range,
-                                  flip_max_deg=fmax)  # fmt: skip
-            t0 = time.perf_counter()
-            p, st = pd.learn_protocol_crlb(cfg)
-            learned[name] = p
-            starts[name] = {
-                "seconds": time.perf_counter() - t0,
-                "val_objective": [s["val_objective"] for s in st],
-                "independent_t1_t2": [
-                    bounds(pd.Protocol.custom(np.radians(s["phase_increment_deg"]).tolist(),
-                           np.radians(s["flip_deg"]).tolist()).record(), snr, b1_map, pts)
-                    for s in st
-                ],
-            }  # fmt: skip
+    if a.design_readings:
+        names = list(DESIGN_READINGS)
+        pick = (
+            names
+            if a.design_readings == "all"
+            else [names[int(i)] for i in a.design_readings.split(",")]
+        )
+        designs += [(f"learned-nob1map[{k}]", False, *DESIGN_READINGS[k]) for k in pick]
+    for name, b1_map, b1_range, fmax in designs:
+        cfg = pd.DesignConfig(n_acq=4, b1_map=b1_map, snr=snr, starts=a.starts,
+                              crlb_steps=a.steps, seed=a.seed, b1_range=b1_range,
+                              flip_max_deg=fmax)  # fmt: skip
+        t0 = time.perf_counter()
+        p, st = pd.learn_protocol_crlb(cfg)
+        learned[name] = p
+        starts[name] = {
+            "seconds": time.perf_counter() - t0,
+            "val_objective": [s["val_objective"] for s in st],
+            "independent_t1_t2": [
+                bounds(pd.Protocol.custom(np.radians(s["phase_increment_deg"]).tolist(),
+                       np.radians(s["flip_deg"]).tolist()).record(), snr, b1_map, pts)
+                for s in st
+            ],
+        }  # fmt: skip
+        print(json.dumps({name: _record(p, b1_map)}), file=sys.stderr, flush=True)
     protocols.update(learned)
     table = {}
     for name, p in protocols.items():

@@ -9,6 +9,7 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +26,13 @@ BAD = [  # (arguments, what the error names)
     (["--objective", "crlb", "--snr", "50", "--tr-ms", "1.5"], "minimum"),
     (["--objective", "crlb", "--snr", "50", "--min-tr-ms", "-2"], "--min-tr-ms"),
     (["--objective", "network", "--snr", "50", "--method", "miracle"], "--method"),
+    (["--objective", "crlb", "--snr", "50", "--b1-range", "1.2", "0.8"], "--b1-range"),
+    (["--objective", "crlb", "--snr", "50", "--flip-max-deg", "200"], "--flip-max-deg"),
+    (["--objective", "network", "--snr", "50", "--net-loss", "l1"], "--net-loss"),
+    (["--objective", "crlb", "--snr", "50", "--device", "tpu"], "--device"),
 ]
+if not torch.cuda.is_available():
+    BAD.append((["--objective", "crlb", "--snr", "50", "--device", "cuda"], "CUDA"))
 
 
 @pytest.mark.parametrize("argv, says", BAD, ids=[" ".join(a[:4]) for a, _ in BAD])

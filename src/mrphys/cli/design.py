@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["unit", "relative"])  # fmt: skip
     arg(q, "--lr-schedule", "constant", "network learning-rate schedule (default constant)",
         choices=["constant", "cosine"])  # fmt: skip
-    # no --device: the design computes on the CPU (small float64 problems)
+    arg(q, "--device", "cpu", "compute device of the CRLB descent and the networks (default cpu: "
+        "small float64 problems; cuda pays off for long network runs)",
+        choices=["auto", "cpu", "cuda"])  # fmt: skip
     _common(q)
     q.set_defaults(func=run_protocol)
 
@@ -77,6 +79,9 @@ def run_protocol(args: argparse.Namespace) -> int:
     check(args.min_tr_ms is None or (math.isfinite(args.min_tr_ms) and args.min_tr_ms > 0),
           f"min_tr_ms must be a positive number of ms; got {args.min_tr_ms}.")  # fmt: skip
     from mrphys.io import output_dir
+    from mrphys.utils import resolve_device
+
+    resolve_device(args.device)  # refused before any output is written
     from mrphys.relax.protocol_design import (
         DesignConfig,
         design_protocol,
@@ -105,6 +110,7 @@ def run_protocol(args: argparse.Namespace) -> int:
         b1_range=tuple(args.b1_range),
         flip_max_deg=args.flip_max_deg,
         seed=args.seed,
+        device=args.device,
     )
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         res = design_protocol(cfg, tmp, progress=True)

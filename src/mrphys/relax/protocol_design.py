@@ -54,7 +54,7 @@ from mrphys.relax.data import (
     sample_parameters,
 )
 from mrphys.train import Trainer, load_checkpoint, plain_config, seed_everything
-from mrphys.utils import check_seed, derived_seed
+from mrphys.utils import check_seed, derived_seed, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,9 @@ class DesignConfig:
     #: samples of the CRLB test set (the validation set and the 1-D flip search use a quarter)
     eval_samples: int = 4096
     seed: int = 0
+    #: compute device of the CRLB descent and the networks: ``cpu``, ``cuda`` or ``auto``
+    #: (random draws stay on the CPU; on a GPU the noise has its own generator there)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check(self.n_acq >= 3, f"acquisitions must be at least 3; got {self.n_acq}.")
@@ -233,6 +236,10 @@ class DesignConfig:
             f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}.",
         )
         check(int(self.net_patience) >= 0, "net_patience must be >= 0.")
+        check(
+            self.device in ("auto", "cpu") or str(self.device).startswith("cuda"),
+            f"device must be one of auto, cpu, cuda; got {self.device!r}.",
+        )
         lo, hi = (float(v) for v in self.b1_range)
         check(
             0 < lo <= hi < 2,
@@ -561,18 +568,19 @@ def learn_protocol_crlb(
         128, derived_seed(cfg.seed, 3, 3), cfg.distribution, b1_range=cfg.b1_range
     )
     ref = reference_bounds(cfg.n_acq, snr=cfg.snr, samples=val, tr=cfg.tr)
+    dev = resolve_device(cfg.device)
     starts: list[dict[str, Any]] = []
     best: tuple[float, Protocol] | None = None
     for s in range(cfg.starts):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(derived_seed(cfg.seed, 1009, s))
-        lp = _screened_start(cfg, g, screen_set, ref)
+        lp = _screened_start(cfg, g, screen_set, ref).to(dev)
         opt = torch.optim.Adam(lp.parameters(), lr=cfg.lr_protocol)
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 7, s))
 
         def step(_: int, lp=lp, opt=opt, gen=gen) -> dict[str, float]:
             smp = sample_parameters(cfg.crlb_batch, cfg.distribution, True, gen, torch.float64)
-            smp = with_b1_range(smp, cfg.b1_range)
+            smp = {k: v.to(dev) for k, v in with_b1_range(smp, cfg.b1_range).items()}
             kw = lp.signal_kwargs()
             r1, r2 = crlb_terms(smp, snr=cfg.snr, b1_map=cfg.b1_map, tr=kw["tr"],
                                 flip=kw["flip"], increments=kw["increments"])  # fmt: skip
@@ -800,9 +808,11 @@ def train_protocol_network(
         p0 = sample_parameters(20_000, cfg.net_distribution, True, g0, torch.float64)
         f0 = model.features(model.simulate(p0, cfg.snr, g0), p0["b1"])
     model.net.set_normalisation(f0.mean(0), f0.std(0))
+    dev = resolve_device(cfg.device)
+    model.to(dev)
     gv = torch.Generator().manual_seed(derived_seed(seed, 5, 1))
-    val_p = sample_parameters(4096, cfg.net_distribution, True, gv, torch.float64)
-    val_noise = torch.Generator().manual_seed(derived_seed(seed, 5, 2))
+    val_p = _to(sample_parameters(4096, cfg.net_distribution, True, gv, torch.float64), dev)
+    val_noise = torch.Generator(device=dev).manual_seed(derived_seed(seed, 5, 2))
     val_state = val_noise.get_state()
     opts: dict[str, torch.optim.Optimizer] = {
         "net": torch.optim.Adam(model.net.parameters(), lr=cfg.lr_net)
@@ -821,6 +831,9 @@ def train_protocol_network(
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * u / n_units))
 
     gen = torch.Generator().manual_seed(derived_seed(seed, 5, 3))
+    # on the CPU one generator draws tissues and noise; on a GPU the noise has its own
+    noise_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
+    gens = {"batches": gen} if dev.type == "cpu" else {"batches": gen, "noise": noise_gen}
     pinn = cfg.method.startswith("pinn")
     per_unit = 100
     config = {
@@ -841,7 +854,7 @@ def train_protocol_network(
         monitor="val_loss",
         patience=int(cfg.net_patience) or None,
         schedule=schedule,
-        generators={"batches": gen},
+        generators=gens,
         progress=progress,
         desc=f"{'joint' if learn else 'fixed'} {cfg.method}",
         unit="x100 it",
@@ -852,8 +865,9 @@ def train_protocol_network(
         tot = 0.0
         for _ in range(per_unit):
             prm = sample_parameters(cfg.net_batch, cfg.net_distribution, True, gen, torch.float64)
+            prm = _to(prm, dev)
             kw = model.protocol.signal_kwargs()
-            sig = model.simulate(prm, cfg.snr, gen)
+            sig = model.simulate(prm, cfg.snr, noise_gen)
             feats = model.features(sig, prm["b1"])
             map_loss = _map_loss(cfg, model, feats, model.target(prm))
             for o in opts.values():
@@ -887,6 +901,10 @@ def train_protocol_network(
     trainer.save()
     model.eval()
     return NetTrainResult(model, trainer.history, stop, time.perf_counter() - t0)
+
+
+def _to(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in params.items()}
 
 
 def load_protocol_network(
@@ -931,7 +949,9 @@ def network_errors(
 ) -> dict[str, torch.Tensor]:
     """Relative errors (%) of T1, T2 (and B1 when estimated) of ``model`` on ``params``
     (``(n,)`` each) at ``snr`` (``inf``: noise-free), with noise drawn from ``seed``."""
-    g = torch.Generator().manual_seed(int(seed))
+    dev = model.net.lo.device
+    params = _to(params, dev)
+    g = torch.Generator(device=dev).manual_seed(int(seed))
     s = model.simulate(params, snr, g)
     pred = model.net(model.features(s, params["b1"])).double()
     out = {
@@ -940,7 +960,7 @@ def network_errors(
     }
     if not model.b1_map:
         out["b1"] = relative_error(pred[:, 3], params["b1"].double())
-    return out
+    return {k: v.cpu() for k, v in out.items()}
 
 
 def _sweep_params(t1: float = 0.939, t2: float = 0.062) -> dict[str, torch.Tensor]:
