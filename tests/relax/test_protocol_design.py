@@ -185,6 +185,20 @@ def test_best_fixed_flip_is_at_least_as_good_as_15_degrees():
     assert best.is_standard and min(abs(math.degrees(best.flip) - f) for f in ref) < 1e-9
 
 
+def test_sequence_has_dummy_repetitions_before_each_acquisition():
+    from mrphys.physics.sequence import Loop
+
+    seq = pd.protocol_sequence(_protocol())  # what design_protocol writes: 200 dummy TRs
+    kinds = ["loop" if isinstance(it, Loop) else "block" for it in seq.items]
+    loops = [it for it in seq.items if isinstance(it, Loop)]
+    assert len(loops) == 4 and all(lp.count == 200 for lp in loops)
+    assert kinds.index("loop") < next(
+        i for i, it in enumerate(seq.items) if not isinstance(it, Loop) and it.adc is not None
+    )
+    incs = [math.degrees(float(lp.phase_increment)) % 360 for lp in loops]
+    assert incs == pytest.approx(list(INCS), abs=1e-4)  # float32 phases
+
+
 def test_sequence_round_trip_keeps_flips_and_increments(tmp_path):
     pytest.importorskip("pypulseq")
     from mrphys.physics.pulseq_io import read_seq, write_seq
