@@ -45,7 +45,8 @@ def test_bad_input_exit_2_nothing_written(argv, says, tmp_path, cli):
 @pytest.mark.slow  # 15-18 s on the shared 2 cores (first bound, figures, Pulseq)
 def test_crlb_run_writes_protocol_sequence_metrics(tmp_path, cli):
     out = tmp_path / "crlb"
-    cli.ok(*P, "--objective", "crlb", "--no-b1-map", "--snr", "50", *TINY, "--out", out)
+    cli.ok(*P, "--objective", "crlb", "--no-b1-map", "--snr", "50", *TINY,
+           "--b1-range", "1", "1", "--flip-max-deg", "120", "--out", out)  # fmt: skip
     names = {p.name for p in out.iterdir()}
     assert {"protocol.json", "sequence.seq", "metrics.json", "protocol.png"} <= names
     assert "network.pt" not in names
@@ -58,6 +59,9 @@ def test_crlb_run_writes_protocol_sequence_metrics(tmp_path, cli):
     assert float(m["crlb"]["paper-4"]["without_b1_map"]["crlb_t1"]) == math.inf  # not identified
     assert math.isfinite(m["crlb"]["learned"]["without_b1_map"]["crlb_t1"])
     assert len(m["starts"]) == 1
+    assert m["config"]["b1_range"] == [1.0, 1.0] and "B1 1-1" in m["crlb_note"]
+    assert max(rec["flip_deg"]) <= 120.0
+    assert m["crlb"]["paper-4"]["relative_sar"] == pytest.approx(1.0)
     # the same command again refuses to overwrite
     cli.fails(*P, "--objective", "crlb", "--snr", "50", *TINY, "--out", out, out=out)
 

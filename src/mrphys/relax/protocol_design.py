@@ -1228,6 +1228,7 @@ def design_protocol(cfg: DesignConfig, out_dir: Path, *, progress: bool = False)
         crlb[name] = {
             "with_b1_map": crlb_summary(p, snr=cfg.snr, b1_map=True, samples=test),
             "without_b1_map": crlb_summary(p, snr=cfg.snr, b1_map=False, samples=test),
+            "relative_sar": relative_sar(p),
         }
     metrics["crlb"] = crlb
     metrics["crlb_note"] = (
