@@ -206,10 +206,10 @@ def main() -> None:
                     help="also design no-B1 protocols under these readings (comma-separated "
                     f"indices into {list(DESIGN_READINGS)}, or 'all')")  # fmt: skip
     ap.add_argument("--networks", action="store_true")
-    ap.add_argument("--net-steps", type=int, default=3000)
-    ap.add_argument("--net-batch", type=int, default=256)
-    ap.add_argument("--net-loss", default="unit", choices=("unit", "relative"))
-    ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    ap.add_argument("--net-steps", type=int, default=8000)
+    ap.add_argument("--net-batch", type=int, default=1024)
+    ap.add_argument("--net-loss", default="relative", choices=("unit", "relative"))
+    ap.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine"))
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--net-seeds", default="0", help="comma-separated network seeds")
     ap.add_argument("--net-rows", default="", help="comma-separated subset of the rows")
@@ -339,7 +339,6 @@ def networks(pd, learned: dict, snr: float, a: argparse.Namespace) -> dict:
             cfg = pd.DesignConfig(n_acq=p.n_cycles, objective="network", b1_map=b1_map, snr=snr,
                                   net_steps=a.net_steps, net_batch=a.net_batch,
                                   net_loss=a.net_loss, lr_schedule=a.lr_schedule,
-                                  net_patience=0 if a.lr_schedule == "cosine" else 10,
                                   hidden=a.hidden, seed=seed)  # fmt: skip
             t0, c0 = time.perf_counter(), time.process_time()
             res = pd.train_protocol_network(cfg, p, learn=learn)

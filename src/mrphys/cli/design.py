@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(q, "--flip-max-deg", 90.0, "largest flip angle in deg (default 90; above it the RF "
         "power of a bSSFP train is the limit: metrics.json gives it relative to the paper's)",
         type=float)  # fmt: skip
-    arg(q, "--net-batch", 256, "network batch size (default 256)", type=positive)
-    arg(q, "--net-loss", "unit", "network loss: unit (output box) or relative (default unit)",
-        choices=["unit", "relative"])  # fmt: skip
-    arg(q, "--lr-schedule", "constant", "network learning-rate schedule (default constant)",
+    arg(q, "--net-batch", 1024, "network batch size (default 1024)", type=positive)
+    arg(q, "--net-loss", "relative", "network loss: relative (relative errors) or unit (output "
+        "box; default relative)", choices=["unit", "relative"])  # fmt: skip
+    arg(q, "--lr-schedule", "cosine", "network learning-rate schedule (default cosine)",
         choices=["constant", "cosine"])  # fmt: skip
     arg(q, "--device", "cpu", "compute device of the CRLB descent and the networks (default cpu: "
         "small float64 problems; cuda pays off for long network runs)",
@@ -106,7 +106,6 @@ def run_protocol(args: argparse.Namespace) -> int:
         net_batch=args.net_batch,
         net_loss=args.net_loss,
         lr_schedule=args.lr_schedule,
-        net_patience=0 if args.lr_schedule == "cosine" else 10,
         b1_range=tuple(args.b1_range),
         flip_max_deg=args.flip_max_deg,
         seed=args.seed,

@@ -176,19 +176,20 @@ class DesignConfig:
     #: network training steps (``network`` objective; also the comparison networks)
     net_steps: int = 3000
     #: network batch size
-    net_batch: int = 256
+    net_batch: int = 1024
     #: network learning rate (Adam)
     lr_net: float = 1e-3
     #: network hidden width
     hidden: int = 256
     #: network loss: ``unit`` (squared error in the output box) or ``relative`` (squared relative
     #: error of T1, T2 and, without a B1 map, B1; theta in the output box)
-    net_loss: str = "unit"
+    net_loss: str = "relative"
     #: learning-rate schedule of the network and the protocol: ``constant`` or ``cosine``
     #: (decay to 1 % over ``net_steps``)
-    lr_schedule: str = "constant"
-    #: early stopping after this many units of 100 steps without a better validation loss
-    #: (0: off; the best unit's weights are kept either way)
+    lr_schedule: str = "cosine"
+    #: with a constant rate, early stopping after this many units of 100 steps without a better
+    #: validation loss (0: off; never with the cosine schedule; the best unit's weights are
+    #: kept either way)
     net_patience: int = 10
     #: distribution the networks train on
     net_distribution: str = "uniform"
@@ -852,7 +853,7 @@ def train_protocol_network(
         units=n_units,
         checkpoint=checkpoint,
         monitor="val_loss",
-        patience=int(cfg.net_patience) or None,
+        patience=(int(cfg.net_patience) or None) if schedule is None else None,
         schedule=schedule,
         generators=gens,
         progress=progress,
