@@ -11,7 +11,15 @@ flip with equal spacing (1-D search). Optionally (``--networks``) trains the com
 jointly with the no-B1 protocol and the same network on the fixed protocols (with a B1 map) and
 reports median errors on an in vivo-like test set drawn apart from training.
 
-Prints one JSON object. ``python benchmarks/protocol.py [--starts 3] [--steps 300] [--networks]``
+``--readings`` adds the no-B1 / with-map ratio under each reading of the bar (B1 = 1, 0.9-1.1,
+0.7-1.3; mean, median, RMS) and where the mean is dominated; ``--design-readings`` also designs
+no-B1 protocols under those readings and with flips up to 150 deg; ``--from-json`` takes the
+protocols of an earlier output instead of designing them; ``--net-seeds`` / ``--net-rows`` pick
+the network runs (one recipe for all rows, the library's defaults: relative-error loss, cosine
+decay, batch 1024, 8,000 steps).
+
+Prints one JSON object (finished network rows also go to stderr as they end).
+``python benchmarks/protocol.py [--starts 3] [--steps 300] [--readings] [--networks]``
 """
 
 from __future__ import annotations

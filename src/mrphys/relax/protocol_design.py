@@ -203,14 +203,14 @@ class DesignConfig:
     def __post_init__(self) -> None:
         check(self.n_acq >= 3, f"acquisitions must be at least 3; got {self.n_acq}.")
         check(self.n_acq <= 64, f"acquisitions must be at most 64; got {self.n_acq}.")
-        check(
-            self.objective in ("crlb", "network"),
-            f"objective must be 'crlb' or 'network'; got {self.objective!r}.",
-        )
-        check(
-            self.method in ("svnn-complex", "pinn-complex"),
-            f"method must be 'svnn-complex' or 'pinn-complex'; got {self.method!r}.",
-        )
+        for name, allowed in (
+            ("objective", ("crlb", "network")),
+            ("method", ("svnn-complex", "pinn-complex")),
+            ("net_loss", ("unit", "relative")),
+            ("lr_schedule", ("constant", "cosine")),
+        ):
+            v = getattr(self, name)
+            check(v in allowed, f"{name} must be {' or '.join(map(repr, allowed))}; got {v!r}.")
         check(
             math.isfinite(self.snr) and self.snr > 0,
             f"snr must be a positive finite number; got {self.snr}.",
@@ -228,14 +228,6 @@ class DesignConfig:
         for name in (*names, "eval_samples"):
             check(int(getattr(self, name)) >= 1, f"{name} must be at least 1.")
         check(self.lr_protocol > 0 and self.lr_net > 0, "learning rates must be positive.")
-        check(
-            self.net_loss in ("unit", "relative"),
-            f"net_loss must be 'unit' or 'relative'; got {self.net_loss!r}.",
-        )
-        check(
-            self.lr_schedule in ("constant", "cosine"),
-            f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}.",
-        )
         check(int(self.net_patience) >= 0, "net_patience must be >= 0.")
         check(
             self.device in ("auto", "cpu") or str(self.device).startswith("cuda"),
