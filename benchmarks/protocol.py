@@ -11,7 +11,15 @@ flip with equal spacing (1-D search). Optionally (``--networks``) trains the com
 jointly with the no-B1 protocol and the same network on the fixed protocols (with a B1 map) and
 reports median errors on an in vivo-like test set drawn apart from training.
 
-Prints one JSON object. ``python benchmarks/protocol.py [--starts 3] [--steps 300] [--networks]``
+``--readings`` adds the no-B1 / with-map ratio under each reading of the bar (B1 = 1, 0.9-1.1,
+0.7-1.3; mean, median, RMS) and where the mean is dominated; ``--design-readings`` also designs
+no-B1 protocols under those readings and with flips up to 150 deg; ``--from-json`` takes the
+protocols of an earlier output instead of designing them; ``--net-seeds`` / ``--net-rows`` pick
+the network runs (one recipe for all rows, the library's defaults: relative-error loss, cosine
+decay, batch 1024, 8,000 steps).
+
+Prints one JSON object (finished network rows also go to stderr as they end).
+``python benchmarks/protocol.py [--starts 3] [--steps 300] [--readings] [--networks]``
 """
 
 from __future__ import annotations
@@ -106,14 +114,113 @@ def bounds(record: dict, snr: float, b1_map: bool, pts) -> dict[str, float]:
     return {"t1": float(np.mean(r1)), "t2": float(np.mean(r2))}
 
 
+#: the readings of "averaged over tissues and off-resonance" (B1 range of the average)
+B1_READINGS = {"b1=1": (1.0, 1.0), "b1 0.9-1.1": (0.9, 1.1), "b1 0.7-1.3": (0.7, 1.3)}
+
+
+def _aggregates(r: np.ndarray) -> dict[str, float]:
+    """Mean, median and RMS of relative bounds (inf where not identified)."""
+    if not np.all(np.isfinite(r)):
+        return {"mean": math.inf, "median": float(np.median(r)), "rms": math.inf}
+    return {
+        "mean": float(np.mean(r)),
+        "median": float(np.median(r)),
+        "rms": float(np.sqrt(np.mean(r**2))),
+    }
+
+
+def readings(records: dict[str, dict], snr: float, n_tissue: int = 96) -> dict:
+    """The no-B1 / with-B1 ratio under each reading of the bar: B1 range x aggregate.
+
+    ``records``: name -> ``protocol.json``-like record (``b1_map`` says the setting). For each
+    B1 reading the independent bound is computed on the same tissues and theta grid (B1 on 5
+    values across the range) and each record's aggregate divided by paper-4's with a B1 map.
+    Also where the mean is dominated: share of the sum from the worst 1 % and 5 % of points and
+    the mean bound per B1 value and per |theta| band (primary reading, no-B1 records).
+    """
+    import torch
+
+    from mrphys.relax.data import sample_parameters
+
+    g = torch.Generator().manual_seed(12345)
+    tis = sample_parameters(n_tissue, "invivo", False, g, torch.float64)
+    t1, t2 = tis["t1"].numpy(), tis["t2"].numpy()
+    theta = (np.arange(24) + 0.5) / 24 * 1.8 * math.pi - 0.9 * math.pi
+    ref_rec = {"tr_ms": 4.8, "te_ms": 2.4, "flip_deg": [15.0] * 4,
+               "phase_increment_deg": [45.0, 135.0, 225.0, 315.0]}  # fmt: skip
+    out: dict = {}
+    for rname, (lo, hi) in B1_READINGS.items():
+        b1v = np.linspace(lo, hi, 5) if hi > lo else np.ones(1)
+        tt, th, bb = np.meshgrid(np.arange(n_tissue), theta, b1v, indexing="ij")
+        pts = (t1[tt.ravel()], t2[tt.ravel()], bb.ravel(), th.ravel())
+        ref = [_aggregates(r) for r in independent_crlb(ref_rec, *pts, snr=snr, b1_map=True)]
+        rows = {}
+        for name, rec in records.items():
+            r1, r2 = independent_crlb(rec, *pts, snr=snr, b1_map=bool(rec["b1_map"]))
+            a1, a2 = _aggregates(r1), _aggregates(r2)
+            row = {
+                f"{t}_{k}_ratio": a[k] / q[k]
+                for t, a, q in (("t1", a1, ref[0]), ("t2", a2, ref[1]))
+                for k in ("mean", "median", "rms")
+            }
+            if rname == "b1 0.7-1.3" and not rec["b1_map"] and np.all(np.isfinite(r1)):
+                srt = np.sort(r1)[::-1]
+                row["t1_share_worst_1pct"] = float(srt[: srt.size // 100].sum() / srt.sum())
+                row["t1_share_worst_5pct"] = float(srt[: srt.size // 20].sum() / srt.sum())
+                row["t1_mean_by_b1"] = {
+                    f"{b:.2f}": float(r1[np.isclose(pts[2], b)].mean()) / ref[0]["mean"]
+                    for b in b1v
+                }
+                band = np.abs(pts[3]) / math.pi
+                row["t1_mean_by_abs_theta_over_pi"] = {
+                    f"{a:.1f}-{a + 0.3:.1f}": float(r1[(band >= a) & (band < a + 0.3)].mean())
+                    / ref[0]["mean"]
+                    for a in (0.0, 0.3, 0.6)
+                }
+                worst = np.argsort(r1)[::-1][: srt.size // 100]
+                row["t1_worst_1pct_points"] = {
+                    "b1_mean": float(pts[2][worst].mean()),
+                    "abs_theta_over_pi_mean": float(np.abs(pts[3][worst]).mean() / math.pi),
+                    "t1_ms_mean": float(1e3 * pts[0][worst].mean()),
+                    "t2_ms_mean": float(1e3 * pts[1][worst].mean()),
+                }
+            rows[name] = row
+        out[rname] = {"paper4_b1map": {"t1": ref[0], "t2": ref[1]}, "protocols": rows}
+    return out
+
+
+def _record(p, b1_map: bool) -> dict:
+    return p.record() | {"b1_map": b1_map}
+
+
+#: no-B1 designs under the other readings of the bar: name -> (B1 range, largest flip in deg)
+DESIGN_READINGS = {
+    "b1=1": ((1.0, 1.0), 90.0),
+    "b1 0.9-1.1": ((0.9, 1.1), 90.0),
+    "b1 0.7-1.3, flips<=150": ((0.7, 1.3), 150.0),
+    "b1=1, flips<=150": ((1.0, 1.0), 150.0),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--starts", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--snr", type=float, default=50.0)
-    ap.add_argument("--networks", action="store_true")
-    ap.add_argument("--net-steps", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-json", help="take the protocols from an earlier output (no design)")
+    ap.add_argument("--readings", action="store_true", help="the bar under each reading")
+    ap.add_argument("--design-readings", default="",
+                    help="also design no-B1 protocols under these readings (comma-separated "
+                    f"indices into {list(DESIGN_READINGS)}, or 'all')")  # fmt: skip
+    ap.add_argument("--networks", action="store_true")
+    ap.add_argument("--net-steps", type=int, default=8000)
+    ap.add_argument("--net-batch", type=int, default=1024)
+    ap.add_argument("--net-loss", default="relative", choices=("unit", "relative"))
+    ap.add_argument("--lr-schedule", default="cosine", choices=("constant", "cosine"))
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--net-seeds", default="0", help="comma-separated network seeds")
+    ap.add_argument("--net-rows", default="", help="comma-separated subset of the rows")
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     import torch
@@ -121,11 +228,12 @@ def main() -> None:
     from mrphys.relax import protocol_design as pd
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    t_all = time.perf_counter()
+    t_all, c_all = time.perf_counter(), time.process_time()
     pts = evaluation_points()
     snr = a.snr
     out: dict = {
         "benchmark": "protocol",
+        "argv": sys.argv[1:],
         "host": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "load_average_start": os.getloadavg(),
@@ -134,18 +242,38 @@ def main() -> None:
         "tr_min_ms": pd.gradient_limited_min_tr() * 1e3,
         "independent_test_points": int(pts[0].size),
     }
-    val = pd.crlb_samples(1024, 777, "invivo")
-    best_flip, _ = pd.best_fixed_flip(4, snr=snr, b1_map=True, samples=val)
     protocols = {f"paper-{k}": pd.paper_protocol(k) for k in (4, 6, 12)}
-    protocols["best-flip-4"] = best_flip
-    learned = {}
-    starts = {}
-    for b1_map in (True, False):
+    learned: dict = {}
+    starts: dict = {}
+    designs: list = []
+    if a.from_json:
+        with open(a.from_json) as f:
+            prev = json.load(f)["crlb_independent"]
+        for name, row in prev.items():
+            if name.startswith(("learned", "best-flip")):
+                learned[name] = pd.Protocol.custom(
+                    np.radians(row["phase_increment_deg"]).tolist(),
+                    np.radians(row["flip_deg"]).tolist(),
+                )
+    else:
+        val = pd.crlb_samples(1024, 777, "invivo")
+        learned["best-flip-4"], _ = pd.best_fixed_flip(4, snr=snr, b1_map=True, samples=val)
+        designs = [("learned-b1map", True, pd.B1_RANGE, 90.0),
+                   ("learned-nob1map", False, pd.B1_RANGE, 90.0)]  # fmt: skip
+    if a.design_readings:
+        names = list(DESIGN_READINGS)
+        pick = (
+            names
+            if a.design_readings == "all"
+            else [names[int(i)] for i in a.design_readings.split(",")]
+        )
+        designs += [(f"learned-nob1map[{k}]", False, *DESIGN_READINGS[k]) for k in pick]
+    for name, b1_map, b1_range, fmax in designs:
         cfg = pd.DesignConfig(n_acq=4, b1_map=b1_map, snr=snr, starts=a.starts,
-                              crlb_steps=a.steps, seed=a.seed)  # fmt: skip
+                              crlb_steps=a.steps, seed=a.seed, b1_range=b1_range,
+                              flip_max_deg=fmax)  # fmt: skip
         t0 = time.perf_counter()
         p, st = pd.learn_protocol_crlb(cfg)
-        name = "learned-b1map" if b1_map else "learned-nob1map"
         learned[name] = p
         starts[name] = {
             "seconds": time.perf_counter() - t0,
@@ -156,6 +284,7 @@ def main() -> None:
                 for s in st
             ],
         }  # fmt: skip
+        print(json.dumps({name: _record(p, b1_map)}), file=sys.stderr, flush=True)
     protocols.update(learned)
     table = {}
     for name, p in protocols.items():
@@ -163,6 +292,7 @@ def main() -> None:
         table[name] = {
             "flip_deg": [round(v, 2) for v in rec["flip_deg"]],
             "phase_increment_deg": [round(v, 2) for v in rec["phase_increment_deg"]],
+            "relative_sar": pd.relative_sar(p),
             "with_b1_map": bounds(rec, snr, True, pts),
             "without_b1_map": bounds(rec, snr, False, pts),
         }
@@ -179,42 +309,71 @@ def main() -> None:
         "b1_gain_t2_pct": 100 * (1 - wb1["t2"] / ref["t2"]),
         "b1_pass_5pct": wb1["t1"] <= 0.95 * ref["t1"] and wb1["t2"] <= 0.95 * ref["t2"],
     }
+    if a.readings:
+        recs = {n: _record(p, not n.startswith("learned-nob1map")) for n, p in learned.items()}
+        out["readings"] = readings(recs, snr)
     if a.networks:
-        out["networks"] = networks(pd, learned["learned-nob1map"], snr, a.net_steps, a.seed)
+        out["networks"] = networks(pd, learned, snr, a)
     out["seconds"] = time.perf_counter() - t_all
+    out["cpu_seconds"] = time.process_time() - c_all
     out["load_average_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
 
-def networks(pd, nob1: object, snr: float, steps: int, seed: int) -> dict:
-    """Median |relative error| (%) on an in vivo-like test set (20,000, drawn apart)."""
+def networks(pd, learned: dict, snr: float, a: argparse.Namespace) -> dict:
+    """Median |relative error| (%) of every protocol and setting, one recipe for all: on an
+    in vivo-like test set (20,000, drawn apart from training) and on the off-resonance sweep of
+    paper 001 Fig. 5 (T1 939 ms, T2 62 ms, B1 1, theta -0.9 pi .. 0.89 pi; 20 noise draws per
+    theta at the same SNR, and noise-free)."""
     import torch
 
     g = torch.Generator().manual_seed(987654)
     test = pd.sample_parameters(20_000, "invivo", True, g, torch.float64)
-    rows = {}
+    sweep = {k: v.repeat(20) for k, v in pd._sweep_params().items()}
     runs = [
-        ("joint-nob1map (from learned CRLB protocol)", nob1, False, True),
-        ("paper-4 with B1", pd.paper_protocol(4), True, False),
-        ("paper-4 without B1", pd.paper_protocol(4), False, False),
-        ("learned-nob1map fixed, without B1", nob1, False, False),
-        ("paper-12 with B1", pd.paper_protocol(12), True, False),
+        ("paper-4, B1 given", pd.paper_protocol(4), True, False),
+        ("best-flip-4, B1 given", learned["best-flip-4"], True, False),
+        ("learned with B1 map (joint), B1 given", learned["learned-b1map"], True, True),
+        ("learned without B1 map (joint), no B1", learned["learned-nob1map"], False, True),
+        ("paper-12, B1 given", pd.paper_protocol(12), True, False),
+        ("paper-4, no B1", pd.paper_protocol(4), False, False),
     ]
-    for name, p, b1_map, learn in runs:
-        cfg = pd.DesignConfig(n_acq=p.n_cycles, objective="network", b1_map=b1_map, snr=snr,
-                              net_steps=steps, seed=seed)  # fmt: skip
-        t0 = time.perf_counter()
-        res = pd.train_protocol_network(cfg, p, learn=learn)
-        e = pd.network_errors(res.model, test, snr, 4242)
-        rec = res.model.protocol.protocol().record()
-        rows[name] = {
-            "t1_median_abs_err_pct": float(e["t1"].abs().median()),
-            "t2_median_abs_err_pct": float(e["t2"].abs().median()),
-            "seconds": time.perf_counter() - t0,
-            "units": len(res.history),
-            "flip_deg": [round(v, 2) for v in rec["flip_deg"]],
-            "phase_increment_deg": [round(v, 2) for v in rec["phase_increment_deg"]],
-        }
+    keep = [r for r in a.net_rows.split(",") if r]
+    if keep:
+        runs = [r for i, r in enumerate(runs) if str(i) in keep]
+    rows: dict = {}
+    for seed in (int(v) for v in a.net_seeds.split(",")):
+        for name, p, b1_map, learn in runs:
+            cfg = pd.DesignConfig(n_acq=p.n_cycles, objective="network", b1_map=b1_map, snr=snr,
+                                  net_steps=a.net_steps, net_batch=a.net_batch,
+                                  net_loss=a.net_loss, lr_schedule=a.lr_schedule,
+                                  hidden=a.hidden, seed=seed)  # fmt: skip
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = pd.train_protocol_network(cfg, p, learn=learn)
+            e = pd.network_errors(res.model, test, snr, 4242)
+            sw = pd.network_errors(res.model, sweep, snr, 4243)
+            sw0 = pd.network_errors(res.model, pd._sweep_params(), math.inf, 0)
+            rec = res.model.protocol.protocol().record()
+            row = {
+                "seed": seed,
+                "t1_median_abs_err_pct": float(e["t1"].abs().median()),
+                "t2_median_abs_err_pct": float(e["t2"].abs().median()),
+                "sweep_t1_median_abs_err_pct": float(sw["t1"].abs().median()),
+                "sweep_t2_median_abs_err_pct": float(sw["t2"].abs().median()),
+                "sweep_noise_free_t1_max_abs_err_pct": float(sw0["t1"].abs().max()),
+                "sweep_noise_free_t2_max_abs_err_pct": float(sw0["t2"].abs().max()),
+                "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0,
+                "steps": 100 * len(res.history),
+                "best_unit": int(min(range(len(res.history)),
+                                     key=lambda i: res.history[i]["val_loss"])) + 1,
+                "flip_deg": [round(v, 2) for v in rec["flip_deg"]],
+                "phase_increment_deg": [round(v, 2) for v in rec["phase_increment_deg"]],
+            }  # fmt: skip
+            if "b1" in e:
+                row["b1_median_abs_err_pct"] = float(e["b1"].abs().median())
+            print(json.dumps({name: row}), file=sys.stderr, flush=True)
+            rows.setdefault(name, []).append(row)
     return rows
 
 

@@ -9,6 +9,7 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +26,13 @@ BAD = [  # (arguments, what the error names)
     (["--objective", "crlb", "--snr", "50", "--tr-ms", "1.5"], "minimum"),
     (["--objective", "crlb", "--snr", "50", "--min-tr-ms", "-2"], "--min-tr-ms"),
     (["--objective", "network", "--snr", "50", "--method", "miracle"], "--method"),
+    (["--objective", "crlb", "--snr", "50", "--b1-range", "1.2", "0.8"], "--b1-range"),
+    (["--objective", "crlb", "--snr", "50", "--flip-max-deg", "200"], "--flip-max-deg"),
+    (["--objective", "network", "--snr", "50", "--net-loss", "l1"], "--net-loss"),
+    (["--objective", "crlb", "--snr", "50", "--device", "tpu"], "--device"),
 ]
+if not torch.cuda.is_available():
+    BAD.append((["--objective", "crlb", "--snr", "50", "--device", "cuda"], "CUDA"))
 
 
 @pytest.mark.parametrize("argv, says", BAD, ids=[" ".join(a[:4]) for a, _ in BAD])
@@ -38,7 +45,8 @@ def test_bad_input_exit_2_nothing_written(argv, says, tmp_path, cli):
 @pytest.mark.slow  # 15-18 s on the shared 2 cores (first bound, figures, Pulseq)
 def test_crlb_run_writes_protocol_sequence_metrics(tmp_path, cli):
     out = tmp_path / "crlb"
-    cli.ok(*P, "--objective", "crlb", "--no-b1-map", "--snr", "50", *TINY, "--out", out)
+    cli.ok(*P, "--objective", "crlb", "--no-b1-map", "--snr", "50", *TINY,
+           "--b1-range", "1", "1", "--flip-max-deg", "120", "--out", out)  # fmt: skip
     names = {p.name for p in out.iterdir()}
     assert {"protocol.json", "sequence.seq", "metrics.json", "protocol.png"} <= names
     assert "network.pt" not in names
@@ -51,6 +59,9 @@ def test_crlb_run_writes_protocol_sequence_metrics(tmp_path, cli):
     assert float(m["crlb"]["paper-4"]["without_b1_map"]["crlb_t1"]) == math.inf  # not identified
     assert math.isfinite(m["crlb"]["learned"]["without_b1_map"]["crlb_t1"])
     assert len(m["starts"]) == 1
+    assert m["config"]["b1_range"] == [1.0, 1.0] and "B1 1-1" in m["crlb_note"]
+    assert max(rec["flip_deg"]) <= 120.0
+    assert m["crlb"]["paper-4"]["relative_sar"] == pytest.approx(1.0)
     # the same command again refuses to overwrite
     cli.fails(*P, "--objective", "crlb", "--snr", "50", *TINY, "--out", out, out=out)
 

@@ -185,6 +185,20 @@ def test_best_fixed_flip_is_at_least_as_good_as_15_degrees():
     assert best.is_standard and min(abs(math.degrees(best.flip) - f) for f in ref) < 1e-9
 
 
+def test_sequence_has_dummy_repetitions_before_each_acquisition():
+    from mrphys.physics.sequence import Loop
+
+    seq = pd.protocol_sequence(_protocol())  # what design_protocol writes: 200 dummy TRs
+    kinds = ["loop" if isinstance(it, Loop) else "block" for it in seq.items]
+    loops = [it for it in seq.items if isinstance(it, Loop)]
+    assert len(loops) == 4 and all(lp.count == 200 for lp in loops)
+    assert kinds.index("loop") < next(
+        i for i, it in enumerate(seq.items) if not isinstance(it, Loop) and it.adc is not None
+    )
+    incs = [math.degrees(float(lp.phase_increment)) % 360 for lp in loops]
+    assert incs == pytest.approx(list(INCS), abs=1e-4)  # float32 phases
+
+
 def test_sequence_round_trip_keeps_flips_and_increments(tmp_path):
     pytest.importorskip("pypulseq")
     from mrphys.physics.pulseq_io import read_seq, write_seq
@@ -248,3 +262,62 @@ def test_config_errors():
         pd.DesignConfig(snr=math.inf)
     with pytest.raises(MrphysError, match="objective"):
         pd.DesignConfig(objective="mse")
+    with pytest.raises(MrphysError, match="net_loss"):
+        pd.DesignConfig(net_loss="l1")
+    with pytest.raises(MrphysError, match="lr_schedule"):
+        pd.DesignConfig(lr_schedule="step")
+    with pytest.raises(MrphysError, match="b1_range"):
+        pd.DesignConfig(b1_range=(1.2, 0.8))
+    with pytest.raises(MrphysError, match="flip_max_deg"):
+        pd.DesignConfig(flip_max_deg=180.0)
+
+
+def test_b1_range_readings_of_the_objective():
+    full = pd.crlb_samples(64, 7)
+    assert full is not None and bool(((full["b1"] >= 0.7) & (full["b1"] <= 1.3)).all())
+    one = pd.crlb_samples(64, 7, b1_range=(1.0, 1.0))
+    torch.testing.assert_close(one["b1"], torch.ones(64, dtype=D))
+    torch.testing.assert_close(one["t1"], full["t1"])  # same tissues, same theta
+    narrow = pd.crlb_samples(64, 7, b1_range=(0.9, 1.1))
+    assert bool(((narrow["b1"] >= 0.9) & (narrow["b1"] <= 1.1)).all())
+    # without a B1 map, B1 stays an unknown at B1 = 1: a flip-varied protocol identifies it
+    p = _protocol()
+    r1, r2 = pd.crlb_terms(
+        one, snr=50, b1_map=False, tr=4.8e-3, flip=p.flip_angles(), increments=p.phases()
+    )
+    assert bool(torch.isfinite(r1).all() and torch.isfinite(r2).all())
+
+
+def test_flips_above_90_only_when_allowed_and_their_rf_power():
+    cfg = pd.DesignConfig(flip_max_deg=150.0)
+    g = torch.Generator().manual_seed(0)
+    tops = [float(pd._random_start(cfg, g).flips().detach().max()) for _ in range(20)]
+    assert max(tops) > math.radians(90) and max(tops) < math.radians(150)
+    lp = pd.LearnableProtocol.from_protocol(_protocol(), tr_min=2.3e-3)
+    assert float(lp.flips().max()) <= math.radians(90)
+    assert pd.relative_sar(pd.paper_protocol(4)) == pytest.approx(1.0)
+    assert pd.relative_sar(pd.paper_protocol(4, flip_deg=30.0)) == pytest.approx(4.0)
+    assert pd.relative_sar(pd.paper_protocol(4, tr=2.4e-3)) == pytest.approx(2.0)
+    big = Protocol.custom([0.1, 1.0, 2.0, 3.0], [math.radians(v) for v in (20, 40, 120, 10)])
+    lp = pd.LearnableProtocol.from_protocol(big, tr_min=2.3e-3)  # its range reaches 121 deg
+    torch.testing.assert_close(lp.flips(), big.flip_angles().double())
+
+
+def test_relative_loss_and_cosine_schedule():
+    cfg = pd.DesignConfig(objective="network", b1_map=True, snr=50, net_steps=300, hidden=16,
+                          net_batch=64, net_loss="relative", lr_schedule="cosine",
+                          net_patience=0)  # fmt: skip
+    res = pd.train_protocol_network(cfg, pd.paper_protocol(4), learn=False)
+    lrs = [h["lr"] for h in res.history]
+    assert len(lrs) == 3 and lrs[0] == pytest.approx(cfg.lr_net)
+    assert lrs[0] > lrs[1] > lrs[2] >= 0.01 * cfg.lr_net
+    assert all(math.isfinite(h["val_loss"]) for h in res.history)
+    feats = torch.zeros(5, 9)
+    target = torch.tensor([[1.0, 0.1, 0.2]] * 5)
+    model = res.model
+    rel = pd._relative_loss(model, feats, target)
+    pred = model.net(feats)
+    want = torch.cat([(pred[:, :2] - target[:, :2]) / target[:, :2],
+                      (model.net.unit_output(feats)[:, 2:] - (target[:, 2:] - model.net.lo[2])
+                       / (model.net.hi[2] - model.net.lo[2]))], dim=1).pow(2).mean()  # fmt: skip
+    torch.testing.assert_close(rel, want)

@@ -42,7 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(q, "--steps", 300, "CRLB optimiser steps per start (default 300)", type=positive)
     arg(q, "--net-steps", 3000, "network training steps (default 3000)", type=positive)
     arg(q, "--eval-samples", 4096, "tissues of the CRLB test set (default 4096)", type=positive)
-    # no --device: the design computes on the CPU (small float64 problems)
+    q.add_argument("--b1-range", nargs=2, type=float, default=[0.7, 1.3], metavar=("LO", "HI"),
+                   help="B1 range the CRLB objective averages over (default 0.7 1.3; 1 1: B1 = 1 "
+                   "only)")  # fmt: skip
+    arg(q, "--flip-max-deg", 90.0, "largest flip angle in deg (default 90; above it the RF "
+        "power of a bSSFP train is the limit: metrics.json gives it relative to the paper's)",
+        type=float)  # fmt: skip
+    arg(q, "--net-batch", 1024, "network batch size (default 1024)", type=positive)
+    arg(q, "--net-loss", "relative", "network loss: relative (relative errors) or unit (output "
+        "box; default relative)", choices=["unit", "relative"])  # fmt: skip
+    arg(q, "--lr-schedule", "cosine", "network learning-rate schedule (default cosine)",
+        choices=["constant", "cosine"])  # fmt: skip
+    arg(q, "--device", "cpu", "compute device of the CRLB descent and the networks (default cpu: "
+        "small float64 problems; cuda pays off for long network runs)",
+        choices=["auto", "cpu", "cuda"])  # fmt: skip
     _common(q)
     q.set_defaults(func=run_protocol)
 
@@ -66,6 +79,9 @@ def run_protocol(args: argparse.Namespace) -> int:
     check(args.min_tr_ms is None or (math.isfinite(args.min_tr_ms) and args.min_tr_ms > 0),
           f"min_tr_ms must be a positive number of ms; got {args.min_tr_ms}.")  # fmt: skip
     from mrphys.io import output_dir
+    from mrphys.utils import resolve_device
+
+    resolve_device(args.device)  # refused before any output is written
     from mrphys.relax.protocol_design import (
         DesignConfig,
         design_protocol,
@@ -87,7 +103,13 @@ def run_protocol(args: argparse.Namespace) -> int:
         crlb_steps=args.steps,
         eval_samples=args.eval_samples,
         net_steps=args.net_steps,
+        net_batch=args.net_batch,
+        net_loss=args.net_loss,
+        lr_schedule=args.lr_schedule,
+        b1_range=tuple(args.b1_range),
+        flip_max_deg=args.flip_max_deg,
         seed=args.seed,
+        device=args.device,
     )
     with output_dir(args.out, overwrite=args.overwrite) as tmp:
         res = design_protocol(cfg, tmp, progress=True)

@@ -54,7 +54,7 @@ from mrphys.relax.data import (
     sample_parameters,
 )
 from mrphys.train import Trainer, load_checkpoint, plain_config, seed_everything
-from mrphys.utils import check_seed, derived_seed
+from mrphys.utils import check_seed, derived_seed, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ __all__ = [
     "gradient_limited_min_tr",
     "paper_protocol",
     "crlb_samples",
+    "with_b1_range",
+    "relative_sar",
     "crlb_terms",
     "crlb_summary",
     "reference_bounds",
@@ -155,6 +157,12 @@ class DesignConfig:
     tr_min: float = field(default_factory=gradient_limited_min_tr)
     #: tissue distribution of the objective (:data:`mrphys.relax.data.DISTRIBUTIONS`)
     distribution: str = "invivo"
+    #: B1 range the CRLB objective averages over (uniform; ``(1, 1)``: B1 = 1 only, still an
+    #: unknown without a B1 map). The primary definition is the networks' range, 0.7-1.3.
+    b1_range: tuple[float, float] = B1_RANGE
+    #: largest flip angle a learned protocol may take (deg; :data:`FLIP_RANGE_DEG` by default,
+    #: above 90 deg see :func:`relative_sar`)
+    flip_max_deg: float = FLIP_RANGE_DEG[1]
     #: random starts of the protocol (the best on the validation set is kept)
     starts: int = 3
     #: random protocols screened per start (the best on 128 fixed samples starts the descent)
@@ -168,28 +176,41 @@ class DesignConfig:
     #: network training steps (``network`` objective; also the comparison networks)
     net_steps: int = 3000
     #: network batch size
-    net_batch: int = 256
+    net_batch: int = 1024
     #: network learning rate (Adam)
     lr_net: float = 1e-3
     #: network hidden width
     hidden: int = 256
+    #: network loss: ``unit`` (squared error in the output box) or ``relative`` (squared relative
+    #: error of T1, T2 and, without a B1 map, B1; theta in the output box)
+    net_loss: str = "relative"
+    #: learning-rate schedule of the network and the protocol: ``constant`` or ``cosine``
+    #: (decay to 1 % over ``net_steps``)
+    lr_schedule: str = "cosine"
+    #: with a constant rate, early stopping after this many units of 100 steps without a better
+    #: validation loss (0: off; never with the cosine schedule; the best unit's weights are
+    #: kept either way)
+    net_patience: int = 10
     #: distribution the networks train on
     net_distribution: str = "uniform"
     #: samples of the CRLB test set (the validation set and the 1-D flip search use a quarter)
     eval_samples: int = 4096
     seed: int = 0
+    #: compute device of the CRLB descent and the networks: ``cpu``, ``cuda`` or ``auto``
+    #: (random draws stay on the CPU; on a GPU the noise has its own generator there)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check(self.n_acq >= 3, f"acquisitions must be at least 3; got {self.n_acq}.")
         check(self.n_acq <= 64, f"acquisitions must be at most 64; got {self.n_acq}.")
-        check(
-            self.objective in ("crlb", "network"),
-            f"objective must be 'crlb' or 'network'; got {self.objective!r}.",
-        )
-        check(
-            self.method in ("svnn-complex", "pinn-complex"),
-            f"method must be 'svnn-complex' or 'pinn-complex'; got {self.method!r}.",
-        )
+        for name, allowed in (
+            ("objective", ("crlb", "network")),
+            ("method", ("svnn-complex", "pinn-complex")),
+            ("net_loss", ("unit", "relative")),
+            ("lr_schedule", ("constant", "cosine")),
+        ):
+            v = getattr(self, name)
+            check(v in allowed, f"{name} must be {' or '.join(map(repr, allowed))}; got {v!r}.")
         check(
             math.isfinite(self.snr) and self.snr > 0,
             f"snr must be a positive finite number; got {self.snr}.",
@@ -207,6 +228,21 @@ class DesignConfig:
         for name in (*names, "eval_samples"):
             check(int(getattr(self, name)) >= 1, f"{name} must be at least 1.")
         check(self.lr_protocol > 0 and self.lr_net > 0, "learning rates must be positive.")
+        check(int(self.net_patience) >= 0, "net_patience must be >= 0.")
+        check(
+            self.device in ("auto", "cpu") or str(self.device).startswith("cuda"),
+            f"device must be one of auto, cpu, cuda; got {self.device!r}.",
+        )
+        lo, hi = (float(v) for v in self.b1_range)
+        check(
+            0 < lo <= hi < 2,
+            f"b1_range must be (lo, hi) with 0 < lo <= hi < 2; got {tuple(self.b1_range)}.",
+        )
+        self.b1_range = (lo, hi)
+        check(
+            FLIP_RANGE_DEG[0] + 5 <= float(self.flip_max_deg) <= 179,
+            f"flip_max_deg must lie in [6, 179]; got {self.flip_max_deg}.",
+        )
         check_seed(self.seed)
 
 
@@ -218,7 +254,8 @@ class DesignConfig:
 class LearnableProtocol(nn.Module):
     """Flip angles, RF phase increments and TR as trainable tensors.
 
-    Flips ``lo + (hi - lo) sigmoid(u_j)`` in :data:`FLIP_RANGE_DEG`; increments free (rad, used
+    Flips ``lo + (hi - lo) sigmoid(u_j)`` in :data:`FLIP_RANGE_DEG` (upper end ``flip_max_deg``);
+    increments free (rad, used
     modulo 2 pi); TR ``tr_min + softplus(v)`` when learned, else a buffer. TE = TR / 2.
 
     Args:
@@ -227,6 +264,7 @@ class LearnableProtocol(nn.Module):
         tr: start TR in s (>= ``tr_min``).
         tr_min: lower bound of TR in s.
         learn_tr: make TR a parameter.
+        flip_max_deg: the largest flip angle (deg).
     """
 
     def __init__(
@@ -237,9 +275,10 @@ class LearnableProtocol(nn.Module):
         *,
         tr_min: float,
         learn_tr: bool = False,
+        flip_max_deg: float = FLIP_RANGE_DEG[1],
     ) -> None:
         super().__init__()
-        lo, hi = (math.radians(v) for v in FLIP_RANGE_DEG)
+        lo, hi = math.radians(FLIP_RANGE_DEG[0]), math.radians(flip_max_deg)
         self.flip_lo, self.flip_hi, self.tr_min = lo, hi, float(tr_min)
         f = flips.detach().double().clamp(lo + 1e-6, hi - 1e-6)
         self.flip_logit = nn.Parameter(torch.logit((f - lo) / (hi - lo)))
@@ -277,23 +316,36 @@ class LearnableProtocol(nn.Module):
 
     @classmethod
     def from_protocol(
-        cls, p: Protocol, *, tr_min: float | None = None, learn_tr: bool = False
+        cls,
+        p: Protocol,
+        *,
+        tr_min: float | None = None,
+        learn_tr: bool = False,
+        flip_max_deg: float | None = None,
     ) -> LearnableProtocol:
+        """``p`` as a learnable protocol; the flip range reaches 90 deg or ``p``'s largest."""
+        if flip_max_deg is None:
+            top = math.degrees(float(p.flip_angles().max()))
+            flip_max_deg = FLIP_RANGE_DEG[1] if top < FLIP_RANGE_DEG[1] else min(top + 1.0, 179.0)
         return cls(
             p.flip_angles(),
             p.phases(),
             p.tr,
             tr_min=min(p.tr, gradient_limited_min_tr()) if tr_min is None else tr_min,
             learn_tr=learn_tr,
+            flip_max_deg=flip_max_deg,
         )
 
 
 def _random_start(cfg: DesignConfig, g: torch.Generator) -> LearnableProtocol:
-    """Flips U(2, 88) deg and increments U(0, 2 pi), one per acquisition."""
+    """Flips U(2, max - 2) deg and increments U(0, 2 pi), one per acquisition."""
     k = cfg.n_acq
-    flips = torch.deg2rad(2 + 86 * torch.rand(k, generator=g, dtype=torch.float64))
+    span = cfg.flip_max_deg - 4.0
+    flips = torch.deg2rad(2 + span * torch.rand(k, generator=g, dtype=torch.float64))
     inc = 2 * math.pi * torch.rand(k, generator=g, dtype=torch.float64)
-    return LearnableProtocol(flips, inc, cfg.tr, tr_min=cfg.tr_min, learn_tr=cfg.learn_tr)
+    return LearnableProtocol(
+        flips, inc, cfg.tr, tr_min=cfg.tr_min, learn_tr=cfg.learn_tr, flip_max_deg=cfg.flip_max_deg
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,12 +354,39 @@ def _random_start(cfg: DesignConfig, g: torch.Generator) -> LearnableProtocol:
 
 
 def crlb_samples(
-    n: int, seed: int, distribution: str = "invivo", dtype: torch.dtype = torch.float64
+    n: int,
+    seed: int,
+    distribution: str = "invivo",
+    dtype: torch.dtype = torch.float64,
+    b1_range: tuple[float, float] = B1_RANGE,
 ) -> dict[str, torch.Tensor]:
     """``n`` tissue / field samples ``{"t1", "t2", "b1", "theta"}`` (each ``(n,)``; s, rad):
-    T1, T2 from ``distribution``, B1 in (0.7, 1.3), theta in (-0.9 pi, 0.9 pi)."""
+    T1, T2 from ``distribution``, B1 in ``b1_range`` (default 0.7-1.3), theta in
+    (-0.9 pi, 0.9 pi)."""
     g = torch.Generator().manual_seed(int(seed))
-    return sample_parameters(int(n), distribution, True, g, dtype=dtype)
+    return with_b1_range(sample_parameters(int(n), distribution, True, g, dtype=dtype), b1_range)
+
+
+def with_b1_range(
+    samples: dict[str, torch.Tensor], b1_range: tuple[float, float]
+) -> dict[str, torch.Tensor]:
+    """``samples`` (B1 uniform in 0.7-1.3) with B1 mapped linearly onto ``b1_range`` (the same
+    draws; the identity for the default range)."""
+    lo, hi = (float(v) for v in b1_range)
+    if (lo, hi) == B1_RANGE:
+        return samples
+    u = (samples["b1"] - B1_RANGE[0]) / (B1_RANGE[1] - B1_RANGE[0])
+    return {**samples, "b1": lo + (hi - lo) * u}
+
+
+def relative_sar(
+    protocol: Protocol, *, ref_flip_deg: float = 15.0, ref_tr: float = 4.8e-3
+) -> float:
+    """RF power of ``protocol`` relative to a bSSFP train of ``ref_flip_deg`` at ``ref_tr``
+    (the paper's protocol), for the same RF pulse shape and duration: SAR scales with the
+    time average of B1^2, i.e. ``mean_j(flip_j^2) / TR``."""
+    f = protocol.flip_angles().double()
+    return float(f.pow(2).mean() / protocol.tr / (math.radians(ref_flip_deg) ** 2 / ref_tr))
 
 
 def crlb_terms(
@@ -473,21 +552,28 @@ def learn_protocol_crlb(
         ``seconds``).
     """
     val = crlb_samples(
-        max(cfg.eval_samples // 4, 16), derived_seed(cfg.seed, 3, 1), cfg.distribution
+        max(cfg.eval_samples // 4, 16),
+        derived_seed(cfg.seed, 3, 1),
+        cfg.distribution,
+        b1_range=cfg.b1_range,
     )
-    screen_set = crlb_samples(128, derived_seed(cfg.seed, 3, 3), cfg.distribution)
+    screen_set = crlb_samples(
+        128, derived_seed(cfg.seed, 3, 3), cfg.distribution, b1_range=cfg.b1_range
+    )
     ref = reference_bounds(cfg.n_acq, snr=cfg.snr, samples=val, tr=cfg.tr)
+    dev = resolve_device(cfg.device)
     starts: list[dict[str, Any]] = []
     best: tuple[float, Protocol] | None = None
     for s in range(cfg.starts):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(derived_seed(cfg.seed, 1009, s))
-        lp = _screened_start(cfg, g, screen_set, ref)
+        lp = _screened_start(cfg, g, screen_set, ref).to(dev)
         opt = torch.optim.Adam(lp.parameters(), lr=cfg.lr_protocol)
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 7, s))
 
         def step(_: int, lp=lp, opt=opt, gen=gen) -> dict[str, float]:
             smp = sample_parameters(cfg.crlb_batch, cfg.distribution, True, gen, torch.float64)
+            smp = {k: v.to(dev) for k, v in with_b1_range(smp, cfg.b1_range).items()}
             kw = lp.signal_kwargs()
             r1, r2 = crlb_terms(smp, snr=cfg.snr, b1_map=cfg.b1_map, tr=kw["tr"],
                                 flip=kw["flip"], increments=kw["increments"])  # fmt: skip
@@ -646,6 +732,29 @@ def _unit_loss(model: ProtocolNetwork, feats: torch.Tensor, target: torch.Tensor
     return torch.mean((net.unit_output(feats) - unit_t) ** 2)
 
 
+def _relative_loss(
+    model: ProtocolNetwork, feats: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared relative error of T1, T2 (and B1 without a map); theta (column 2) in the
+    output box, as it has no scale of its own."""
+    net = model.net
+    unit = net.unit_output(feats)
+    pred = net.scale(unit)
+    rel = (pred - target) / target.abs().clamp_min(1e-6)
+    unit_t = (target - net.lo) / (net.hi - net.lo)
+    rel = torch.cat([rel[:, :2], (unit - unit_t)[:, 2:3], rel[:, 3:]], dim=1)
+    return torch.mean(rel**2)
+
+
+def _map_loss(
+    cfg: DesignConfig, model: ProtocolNetwork, feats: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """The map loss of ``cfg.net_loss``."""
+    if cfg.net_loss == "relative":
+        return _relative_loss(model, feats, target)
+    return _unit_loss(model, feats, target)
+
+
 def _pinn_loss(
     model: ProtocolNetwork, feats: torch.Tensor, b1: torch.Tensor, kw: dict[str, torch.Tensor]
 ) -> torch.Tensor:
@@ -692,9 +801,11 @@ def train_protocol_network(
         p0 = sample_parameters(20_000, cfg.net_distribution, True, g0, torch.float64)
         f0 = model.features(model.simulate(p0, cfg.snr, g0), p0["b1"])
     model.net.set_normalisation(f0.mean(0), f0.std(0))
+    dev = resolve_device(cfg.device)
+    model.to(dev)
     gv = torch.Generator().manual_seed(derived_seed(seed, 5, 1))
-    val_p = sample_parameters(4096, cfg.net_distribution, True, gv, torch.float64)
-    val_noise = torch.Generator().manual_seed(derived_seed(seed, 5, 2))
+    val_p = _to(sample_parameters(4096, cfg.net_distribution, True, gv, torch.float64), dev)
+    val_noise = torch.Generator(device=dev).manual_seed(derived_seed(seed, 5, 2))
     val_state = val_noise.get_state()
     opts: dict[str, torch.optim.Optimizer] = {
         "net": torch.optim.Adam(model.net.parameters(), lr=cfg.lr_net)
@@ -702,7 +813,20 @@ def train_protocol_network(
     proto_params = [p for p in model.protocol.parameters() if p.requires_grad]
     if proto_params:
         opts["protocol"] = torch.optim.Adam(proto_params, lr=cfg.lr_protocol * 0.25)
+    n_units = max(1, cfg.net_steps // 100)
+    schedule = None
+    if cfg.lr_schedule == "cosine":
+        for o in opts.values():  # the schedule multiplies each group's own rate
+            for grp in o.param_groups:
+                grp["lr_scale"] = grp["lr"]
+
+        def schedule(u: int) -> float:
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * u / n_units))
+
     gen = torch.Generator().manual_seed(derived_seed(seed, 5, 3))
+    # on the CPU one generator draws tissues and noise; on a GPU the noise has its own
+    noise_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
+    gens = {"batches": gen} if dev.type == "cpu" else {"batches": gen, "noise": noise_gen}
     pinn = cfg.method.startswith("pinn")
     per_unit = 100
     config = {
@@ -718,11 +842,12 @@ def train_protocol_network(
         model,
         opts,
         config,
-        units=max(1, cfg.net_steps // per_unit),
+        units=n_units,
         checkpoint=checkpoint,
         monitor="val_loss",
-        patience=10,
-        generators={"batches": gen},
+        patience=(int(cfg.net_patience) or None) if schedule is None else None,
+        schedule=schedule,
+        generators=gens,
         progress=progress,
         desc=f"{'joint' if learn else 'fixed'} {cfg.method}",
         unit="x100 it",
@@ -733,10 +858,11 @@ def train_protocol_network(
         tot = 0.0
         for _ in range(per_unit):
             prm = sample_parameters(cfg.net_batch, cfg.net_distribution, True, gen, torch.float64)
+            prm = _to(prm, dev)
             kw = model.protocol.signal_kwargs()
-            sig = model.simulate(prm, cfg.snr, gen)
+            sig = model.simulate(prm, cfg.snr, noise_gen)
             feats = model.features(sig, prm["b1"])
-            map_loss = _unit_loss(model, feats, model.target(prm))
+            map_loss = _map_loss(cfg, model, feats, model.target(prm))
             for o in opts.values():
                 o.zero_grad(set_to_none=True)
             if pinn:
@@ -760,7 +886,7 @@ def train_protocol_network(
         with torch.no_grad():
             val_noise.set_state(val_state)
             fv = model.features(model.simulate(val_p, cfg.snr, val_noise), val_p["b1"])
-            val = float(_unit_loss(model, fv, model.target(val_p)))
+            val = float(_map_loss(cfg, model, fv, model.target(val_p)))
         return {"train_loss": tot / per_unit, "val_loss": val}
 
     stop = trainer.run(unit)
@@ -768,6 +894,10 @@ def train_protocol_network(
     trainer.save()
     model.eval()
     return NetTrainResult(model, trainer.history, stop, time.perf_counter() - t0)
+
+
+def _to(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in params.items()}
 
 
 def load_protocol_network(
@@ -812,7 +942,9 @@ def network_errors(
 ) -> dict[str, torch.Tensor]:
     """Relative errors (%) of T1, T2 (and B1 when estimated) of ``model`` on ``params``
     (``(n,)`` each) at ``snr`` (``inf``: noise-free), with noise drawn from ``seed``."""
-    g = torch.Generator().manual_seed(int(seed))
+    dev = model.net.lo.device
+    params = _to(params, dev)
+    g = torch.Generator(device=dev).manual_seed(int(seed))
     s = model.simulate(params, snr, g)
     pred = model.net(model.features(s, params["b1"])).double()
     out = {
@@ -821,7 +953,7 @@ def network_errors(
     }
     if not model.b1_map:
         out["b1"] = relative_error(pred[:, 3], params["b1"].double())
-    return out
+    return {k: v.cpu() for k, v in out.items()}
 
 
 def _sweep_params(t1: float = 0.939, t2: float = 0.062) -> dict[str, torch.Tensor]:
@@ -1032,9 +1164,14 @@ def design_protocol(cfg: DesignConfig, out_dir: Path, *, progress: bool = False)
     from mrphys.physics.pulseq_io import write_seq
 
     t0 = time.perf_counter()
-    test = crlb_samples(cfg.eval_samples, derived_seed(cfg.seed, 3, 2), cfg.distribution)
+    test = crlb_samples(
+        cfg.eval_samples, derived_seed(cfg.seed, 3, 2), cfg.distribution, b1_range=cfg.b1_range
+    )
     val = crlb_samples(
-        max(cfg.eval_samples // 4, 16), derived_seed(cfg.seed, 3, 1), cfg.distribution
+        max(cfg.eval_samples // 4, 16),
+        derived_seed(cfg.seed, 3, 1),
+        cfg.distribution,
+        b1_range=cfg.b1_range,
     )
     best_flip, curve = best_fixed_flip(cfg.n_acq, snr=cfg.snr, b1_map=True, samples=val, tr=cfg.tr)
     metrics: dict[str, Any] = {
@@ -1051,7 +1188,9 @@ def design_protocol(cfg: DesignConfig, out_dir: Path, *, progress: bool = False)
     else:
         starts = []
         best = None
-        screen_set = crlb_samples(128, derived_seed(cfg.seed, 3, 3), cfg.distribution)
+        screen_set = crlb_samples(
+            128, derived_seed(cfg.seed, 3, 3), cfg.distribution, b1_range=cfg.b1_range
+        )
         ref = reference_bounds(cfg.n_acq, snr=cfg.snr, samples=screen_set, tr=cfg.tr)
         for s in range(cfg.starts):
             g = torch.Generator().manual_seed(derived_seed(cfg.seed, 1009, s))
@@ -1082,11 +1221,13 @@ def design_protocol(cfg: DesignConfig, out_dir: Path, *, progress: bool = False)
         crlb[name] = {
             "with_b1_map": crlb_summary(p, snr=cfg.snr, b1_map=True, samples=test),
             "without_b1_map": crlb_summary(p, snr=cfg.snr, b1_map=False, samples=test),
+            "relative_sar": relative_sar(p),
         }
     metrics["crlb"] = crlb
     metrics["crlb_note"] = (
         "relative Cramer-Rao std of a 1 s scan (std / T * sqrt(N TR)), mean and median over an "
-        f"{cfg.distribution} test set ({cfg.eval_samples} tissues, B1 0.7-1.3, theta "
+        f"{cfg.distribution} test set ({cfg.eval_samples} tissues, B1 {cfg.b1_range[0]:g}-"
+        f"{cfg.b1_range[1]:g}, theta "
         f"-0.9pi..0.9pi) at SNR "
         f"{cfg.snr:g}; inf = not identified"
     )
