@@ -132,7 +132,15 @@ def test_ctrl_c_then_rerun_continues_exactly(tmp_path, cli):
         "OMP_NUM_THREADS": "1",
     }
     cmd = [sys.executable, "-m", "mrphys", "spin", "train", *argv, "--out", str(cut)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a test run started in the background by a shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default disposition
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not running.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
