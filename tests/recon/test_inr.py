@@ -17,6 +17,7 @@ from mrphys.recon.inr import (
     casorati_nuclear,
     fit_inr,
     grid_coordinates,
+    grid_plan,
     reconstruct_inr,
     relative_l2,
     render_inr,
@@ -196,10 +197,11 @@ def test_planned_and_direct_queries_agree():
         and abs(float(coords[0, 0, 1]) - 0.5 / 8) < 1e-7
     )
     assert abs(float(coords[2, 0, 2]) - 2.5 / 8) < 1e-7
-    from mrphys.nets.hash_encoding import InterpolationPlan
-
-    plan = InterpolationPlan(model.encoding, coords[1])
-    torch.testing.assert_close(model.forward_planned(plan), model(coords[1]), atol=1e-5, rtol=1e-4)
+    plan = grid_plan(model.encoding, 3, (8, 6), 8)
+    torch.testing.assert_close(
+        model.forward_grid(plan, [1, 2]), torch.stack([model(coords[1]), model(coords[2])]),
+        atol=1e-5, rtol=1e-4,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
