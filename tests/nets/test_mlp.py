@@ -29,7 +29,7 @@ def test_values_and_gradients_match_sequential_over_chunk_edges():
         out = relu_mlp(x, net, chunk=10)  # 11 chunks, the last one short
         torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
         got = torch.autograd.grad((out * w).sum(), [x, *net.parameters()])
-        for a, b in zip(got, gref):
+        for a, b in zip(got, gref, strict=True):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 

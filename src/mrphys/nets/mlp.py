@@ -105,7 +105,7 @@ class _ChunkedReluMlp(torch.autograd.Function):
         out = x.new_empty(x.shape[0], ws[-1].shape[0])
         for s in range(0, x.shape[0], chunk):
             h = x[s : s + chunk]
-            for i, (w, b) in enumerate(zip(ws, bs)):
+            for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
                 if i == len(ws) - 1:
                     torch.addmm(b, h, w.t(), out=out[s : s + chunk])
                 else:
@@ -123,7 +123,7 @@ class _ChunkedReluMlp(torch.autograd.Function):
         g = g.contiguous()
         for s in range(0, x.shape[0], chunk):
             acts = [x[s : s + chunk]]  # the input of every layer (post-ReLU)
-            for w, b in zip(ws[:-1], bs[:-1]):
+            for w, b in zip(ws[:-1], bs[:-1], strict=True):
                 acts.append(torch.addmm(b, acts[-1], w.t()).relu_())
             gh = g[s : s + chunk]
             for i in range(len(ws) - 1, -1, -1):
@@ -134,7 +134,7 @@ class _ChunkedReluMlp(torch.autograd.Function):
                 elif gx is not None:
                     torch.mm(gh, ws[0], out=gx[s : s + chunk])
         grads: list[torch.Tensor | None] = []
-        for gw, gb in zip(gws, gbs):
+        for gw, gb in zip(gws, gbs, strict=True):
             grads += [gw, gb]
         return (gx, None, *grads)
 
