@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,11 +19,13 @@ from mrphys.recon.inr import (
     fit_inr,
     grid_coordinates,
     grid_plan,
+    learning_rate,
     reconstruct_inr,
     relative_l2,
     render_inr,
     temporal_tv,
 )
+from mrphys.utils import make_generator
 
 # many small ops: one intra-op thread is fastest and avoids oversubscribing a shared CPU
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -278,6 +281,45 @@ def test_reconstruct_inr_signature_passes_options():
     )
     assert out.shape == (5, 24, 24)
     assert torch.isfinite(torch.view_as_real(out)).all()
+
+
+def test_learning_rate_schedules_and_table_rate():
+    cfg = InrConfig(lr=2e-3)
+    assert learning_rate(cfg, 0, 100) == 2e-3 and learning_rate(cfg, 49, 100) == 2e-3
+    assert learning_rate(cfg, 50, 100) == 1e-3
+    cos = InrConfig(lr=2e-3, schedule="cosine")
+    assert learning_rate(cos, 0, 100) == pytest.approx(2e-3)
+    assert learning_rate(cos, 50, 100) == pytest.approx(2e-3 * (0.01 + 0.99 * 0.5))
+    assert learning_rate(cos, 100, 100) == pytest.approx(2e-5)
+    # the tables' rate is table_lr / lr times the MLP's, through the whole run
+    x = _series(4, 16)
+    data = _acquire(x, spokes=4, n_coils=2)
+    tiny = InrConfig(
+        n_levels=2, log2_table_size=10, hidden_width=8, hidden_layers=1, iterations=3,
+        lr=1e-3, table_lr=1e-2, schedule="cosine",
+    )  # fmt: skip
+    seen = []
+
+    def spy(it, model, fit):
+        seen.append(it)
+
+    model, fit = fit_inr(
+        data["kspace"], data["traj"], data["maps"], config=tiny, progress=False,
+        callback=spy, callback_every=1,
+    )  # fmt: skip
+    assert seen == [1, 2, 3] and all(math.isfinite(v) for v in fit.losses)
+    init = SpatiotemporalInr(tiny, generator=make_generator(0)).encoding.table.detach()
+    same = fit_inr(
+        data["kspace"], data["traj"], data["maps"], config=replace(tiny, table_lr=None),
+        progress=False,
+    )[0]  # fmt: skip
+    moved = float((model.encoding.table.detach() - init).abs().max())
+    moved_same = float((same.encoding.table.detach() - init).abs().max())
+    assert moved > 3 * moved_same  # Adam moves each entry by about its learning rate a step
+    with pytest.raises(MrphysError, match="schedule"):
+        InrConfig(schedule="step").validate()
+    with pytest.raises(MrphysError, match="table_lr"):
+        InrConfig(table_lr=0.0).validate()
 
 
 def test_paper_config_is_kept():

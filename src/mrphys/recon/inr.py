@@ -377,6 +377,16 @@ def _intensity_scale(op: SenseOp, kspace: torch.Tensor, dcf: torch.Tensor | None
     return s if s > 0 and math.isfinite(s) else 1.0
 
 
+def learning_rate(config: InrConfig, it: int, n_iter: int) -> float:
+    """Learning rate of the MLP at (0-based) step ``it`` of ``n_iter`` (the tables get
+    ``table_lr / lr`` times it): ``"halve"`` gives ``lr`` then ``lr / 2`` from step
+    ``round(lr_halve_at * n_iter)``; ``"cosine"`` decays from ``lr`` to ``lr / 100``."""
+    if config.schedule == "cosine":
+        return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * it / max(1, n_iter))))
+    halve_at = max(1, int(round(config.lr_halve_at * n_iter)))
+    return config.lr if it < halve_at else config.lr / 2
+
+
 def fit_inr(
     kspace: torch.Tensor,
     traj: torch.Tensor,
@@ -473,12 +483,6 @@ def fit_inr(
         lr=config.lr,
         fused=True,  # one kernel per step (about 4x faster than the multi-tensor update on CPU)
     )
-    halve_at = max(1, int(round(config.lr_halve_at * n_iter)))
-
-    def lr_at(it: int) -> float:
-        if config.schedule == "cosine":
-            return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * it / n_iter)))
-        return config.lr if it < halve_at else config.lr / 2
 
     log.info(
         "INR: %d frames %s, %d coils, %d iterations of %d frames, %d parameters",
@@ -529,7 +533,7 @@ def fit_inr(
         opt,
         {},
         units=n_iter,
-        schedule=lr_at,
+        schedule=lambda it: learning_rate(config, it, n_iter),
         progress=progress,
         desc="INR",
         unit="it",
