@@ -85,7 +85,10 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
     result = reconstruct(cell.split("-")[0], data, **options)
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     rec = result.image
+    import mrphys
+
     return {
+        "mrphys_from": str(Path(mrphys.__file__).parent),
         "cell": cell,
         "code": "baseline" if baseline else "this tree",
         "psnr_db": float(psnr(rec, data.truth).mean()),
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ["--threads", str(args.threads)]
         if args.inr_iterations:
             cmd += ["--inr-iterations", str(args.inr_iterations)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        # this tree's src/ first (an editable install elsewhere must not win), or the baseline's
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT / "src"))
         if cell == "inr-old" and args.baseline_src:
             cmd += ["--baseline-src", args.baseline_src]
             env["PYTHONPATH"] = str(Path(args.baseline_src).resolve())

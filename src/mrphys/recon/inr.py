@@ -18,8 +18,9 @@ level, MLP 5 x 128, 1,600 full-batch iterations) needs a GPU. The defaults here 
 8 levels with 2^17 entries, MLP 2 x 64, stochastic windows of consecutive frames (the data term
 and temporal TV are separable over frames; the nuclear norm is taken on the window), a fixed
 3,000 steps (chosen in advance; the result is the last iterate), temporal-TV weight 0.08 instead
-of 0.02 (both chosen once on PINCAT at 5 spokes, see ``docs/inr.md``), sparse-matrix
-interpolation plans for the fixed pixel grid and a single-threaded finufft NUFFT. The
+of 0.02 (both chosen once on PINCAT at 5 spokes, see ``docs/inr.md``), a separable
+interpolation plan of the fixed pixel grid (:class:`mrphys.nets.hash_encoding.GridPlan`), the
+MLP in cache-sized chunks, a fused Adam step and a single-threaded finufft NUFFT. The
 relative-L2 term is evaluated on k-space normalised to its peak. ``InrConfig.paper()`` restores
 the paper's setting.
 """
