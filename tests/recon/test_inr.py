@@ -326,7 +326,7 @@ def test_paper_config_is_kept():
     p = InrConfig.paper()
     assert (p.n_levels, p.log2_table_size, p.hidden_layers, p.hidden_width) == (16, 24, 5, 128)
     assert p.n_iterations(50) == 1600 and p.frames_per_batch is None
-    assert (p.tv_weight, p.nuclear_weight, p.lr) == (0.02, 2e-4, 1e-3)
+    assert (p.tv_weight, p.nuclear_weight, p.lr, p.table_lr) == (0.02, 2e-4, 1e-3, None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ CPU design (the default :class:`InrConfig`): the paper's setting (16 levels, 2^2
 level, MLP 5 x 128, 1,600 full-batch iterations) needs a GPU. The defaults here fit a 2-core CPU:
 8 levels with 2^17 entries, MLP 2 x 64, stochastic windows of consecutive frames (the data term
 and temporal TV are separable over frames; the nuclear norm is taken on the window), a fixed
-3,000 steps (chosen in advance; the result is the last iterate), temporal-TV weight 0.08 instead
+1,500 steps (chosen in advance; the result is the last iterate) with the hash tables at a 10x
+larger learning rate than the MLP (1e-2, issue 17), temporal-TV weight 0.08 instead
 of 0.02 (both chosen once on PINCAT at 5 spokes, see ``docs/inr.md``), a separable
 interpolation plan of the fixed pixel grid (:class:`mrphys.nets.hash_encoding.GridPlan`), the
 MLP in cache-sized chunks, a fused Adam step and a single-threaded finufft NUFFT. The
@@ -68,11 +69,11 @@ class InrConfig:
         hidden_layers: MLP hidden layers (ReLU after each).
         epochs: passes over all frames; only used when ``iterations`` is None (then one
             iteration = one window of frames).
-        iterations: fixed number of optimisation steps (default 3,000); None derives it from
+        iterations: fixed number of optimisation steps (default 1,500); None derives it from
             ``epochs``.
         frames_per_batch: consecutive frames per step (None: all frames, the paper's full batch).
         lr: Adam learning rate (of the MLP; of the hash tables too unless ``table_lr`` is set).
-        table_lr: Adam learning rate of the hash tables (None: ``lr``).
+        table_lr: Adam learning rate of the hash tables (default 1e-2; None: ``lr``).
         lr_halve_at: fraction of the iterations after which the learning rate is halved
             (``schedule="halve"``).
         schedule: ``"halve"`` (constant, halved after ``lr_halve_at``) or ``"cosine"`` (cosine
@@ -94,10 +95,10 @@ class InrConfig:
     hidden_width: int = 64
     hidden_layers: int = 2
     epochs: int = 100
-    iterations: int | None = 3000
+    iterations: int | None = 1500
     frames_per_batch: int | None = 5
     lr: float = 1e-3
-    table_lr: float | None = None
+    table_lr: float | None = 1e-2
     lr_halve_at: float = 0.5
     schedule: str = "halve"
     coarse_to_fine: bool = True
@@ -120,6 +121,7 @@ class InrConfig:
             hidden_layers=5,
             iterations=1600,
             frames_per_batch=None,
+            table_lr=None,
             tv_weight=0.02,
             nufft_eps=1e-6,
         )
