@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mrphys.nets.hash_encoding import HashEncoding, InterpolationPlan, encode_with_plan
+from mrphys.nets.hash_encoding import GridPlan, HashEncoding, encode_grid
 
 
 def test_dense_level_interpolates_linear_functions_exactly():
@@ -92,27 +92,48 @@ def test_gradcheck_wrt_points_float64():
     assert torch.autograd.gradcheck(enc, (x,), eps=1e-7, atol=1e-5)
 
 
-def test_plan_matches_direct_encoding_with_collisions():
+def test_grid_plan_matches_direct_encoding_with_collisions():
     g = torch.Generator().manual_seed(3)
-    # tiny table: hashed levels with many collisions
+    # tiny table: dense and hashed levels, hashed ones with many collisions
     enc = HashEncoding(
         n_levels=4,
         n_features=2,
         log2_table_size=6,
-        base_resolution=3,
+        base_resolution=2,
         per_level_scale=2.0,
         n_dims=3,
         generator=g,
         init_scale=1.0,
     )
-    x = torch.rand(300, 3, generator=g)
-    plan = InterpolationPlan(enc, x)
-    a = enc(x)
-    b = encode_with_plan(enc, plan)
+    assert bool(enc._dense[0]) and not bool(enc._dense[-1])
+    xs, ys, ts = torch.rand(7, generator=g), torch.rand(5, generator=g), torch.rand(4, generator=g)
+    ts[0] = 1.0  # the upper boundary falls in the last cell
+    plan = GridPlan(enc, xs, ys, ts)
+    frames = [3, 0, 2]
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    pts = [torch.stack([gx.flatten(), gy.flatten(), ts[k].expand(35)], -1) for k in frames]
+    a = torch.stack([enc(p) for p in pts])  # (3, 35, 8)
+    b = encode_grid(enc, plan, frames)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    ga = torch.autograd.grad(a.sin().sum(), enc.table)[0]
-    gb = torch.autograd.grad(b.sin().sum(), enc.table)[0]
+    w = torch.randn(a.shape, generator=g)
+    ga = torch.autograd.grad((a.sin() * w).sum(), enc.table)[0]
+    gb = torch.autograd.grad((b.sin() * w).sum(), enc.table)[0]
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
+    # switched-off levels: zero features, zero gradient (same as the direct encoding)
+    enc.set_active_levels(2)
+    b = encode_grid(enc, plan, frames)
+    assert torch.all(b[..., 4:] == 0) and torch.any(b[..., :4] != 0)
+    gb = torch.autograd.grad(b.sum(), enc.table)[0]
+    assert torch.all(gb[2:] == 0) and torch.any(gb[:2] != 0)
+
+
+def test_grid_plan_gathers_fewer_rows_than_per_point_corners():
+    enc = HashEncoding(8, 2, 17, base_resolution=16, per_level_scale=1.5, n_dims=3)
+    c = (torch.arange(128) + 0.5) / 128
+    plan = GridPlan(enc, c, c, c[:10])
+    # two time slices of the touched vertices against 8 corners of every pixel, per level
+    assert 2 * plan.n_rows < 8 * 128 * 128 * 8 / 3.5
+    assert plan.rows(torch.tensor([1, 2])).shape == (2, plan.n_rows, 2)
 
 
 def test_coarse_to_fine_mask_zeroes_levels_and_their_gradient():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,11 +18,14 @@ from mrphys.recon.inr import (
     casorati_nuclear,
     fit_inr,
     grid_coordinates,
+    grid_plan,
+    learning_rate,
     reconstruct_inr,
     relative_l2,
     render_inr,
     temporal_tv,
 )
+from mrphys.utils import make_generator
 
 # many small ops: one intra-op thread is fastest and avoids oversubscribing a shared CPU
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -196,10 +200,11 @@ def test_planned_and_direct_queries_agree():
         and abs(float(coords[0, 0, 1]) - 0.5 / 8) < 1e-7
     )
     assert abs(float(coords[2, 0, 2]) - 2.5 / 8) < 1e-7
-    from mrphys.nets.hash_encoding import InterpolationPlan
-
-    plan = InterpolationPlan(model.encoding, coords[1])
-    torch.testing.assert_close(model.forward_planned(plan), model(coords[1]), atol=1e-5, rtol=1e-4)
+    plan = grid_plan(model.encoding, 3, (8, 6), 8)
+    torch.testing.assert_close(
+        model.forward_grid(plan, [1, 2]), torch.stack([model(coords[1]), model(coords[2])]),
+        atol=1e-5, rtol=1e-4,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,11 +283,50 @@ def test_reconstruct_inr_signature_passes_options():
     assert torch.isfinite(torch.view_as_real(out)).all()
 
 
+def test_learning_rate_schedules_and_table_rate():
+    cfg = InrConfig(lr=2e-3)
+    assert learning_rate(cfg, 0, 100) == 2e-3 and learning_rate(cfg, 49, 100) == 2e-3
+    assert learning_rate(cfg, 50, 100) == 1e-3
+    cos = InrConfig(lr=2e-3, schedule="cosine")
+    assert learning_rate(cos, 0, 100) == pytest.approx(2e-3)
+    assert learning_rate(cos, 50, 100) == pytest.approx(2e-3 * (0.01 + 0.99 * 0.5))
+    assert learning_rate(cos, 100, 100) == pytest.approx(2e-5)
+    # the tables' rate is table_lr / lr times the MLP's, through the whole run
+    x = _series(4, 16)
+    data = _acquire(x, spokes=4, n_coils=2)
+    tiny = InrConfig(
+        n_levels=2, log2_table_size=10, hidden_width=8, hidden_layers=1, iterations=3,
+        lr=1e-3, table_lr=1e-2, schedule="cosine",
+    )  # fmt: skip
+    seen = []
+
+    def spy(it, model, fit):
+        seen.append(it)
+
+    model, fit = fit_inr(
+        data["kspace"], data["traj"], data["maps"], config=tiny, progress=False,
+        callback=spy, callback_every=1,
+    )  # fmt: skip
+    assert seen == [1, 2, 3] and all(math.isfinite(v) for v in fit.losses)
+    init = SpatiotemporalInr(tiny, generator=make_generator(0)).encoding.table.detach()
+    same = fit_inr(
+        data["kspace"], data["traj"], data["maps"], config=replace(tiny, table_lr=None),
+        progress=False,
+    )[0]  # fmt: skip
+    moved = float((model.encoding.table.detach() - init).abs().max())
+    moved_same = float((same.encoding.table.detach() - init).abs().max())
+    assert moved > 3 * moved_same  # Adam moves each entry by about its learning rate a step
+    with pytest.raises(MrphysError, match="schedule"):
+        InrConfig(schedule="step").validate()
+    with pytest.raises(MrphysError, match="table_lr"):
+        InrConfig(table_lr=0.0).validate()
+
+
 def test_paper_config_is_kept():
     p = InrConfig.paper()
     assert (p.n_levels, p.log2_table_size, p.hidden_layers, p.hidden_width) == (16, 24, 5, 128)
     assert p.n_iterations(50) == 1600 and p.frames_per_batch is None
-    assert (p.tv_weight, p.nuclear_weight, p.lr) == (0.02, 2e-4, 1e-3)
+    assert (p.tv_weight, p.nuclear_weight, p.lr, p.table_lr) == (0.02, 2e-4, 1e-3, None)
 
 
 # --------------------------------------------------------------------------------------------

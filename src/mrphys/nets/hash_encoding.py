@@ -157,11 +157,6 @@ class HashEncoding(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------
-# Precomputed interpolation for a fixed set of points (the pixel grid of a frame)
-# --------------------------------------------------------------------------------------------
-
-
 def _csr(
     rows: torch.Tensor,
     cols: torch.Tensor,
@@ -184,50 +179,185 @@ def _csr(
         )
 
 
-class InterpolationPlan:
-    """The encoding of fixed points as a sparse matrix, built once and applied many times.
+# --------------------------------------------------------------------------------------------
+# Tensor-product grids (the pixel grid of a series of frames): separable interpolation
+# --------------------------------------------------------------------------------------------
 
-    The features of ``P`` fixed points are linear in the table: ``feat = S @ table``, where ``S``
-    has ``L * P`` rows (level-major) and ``2^D`` non-zeros (the corner weights) per row. Sparse
-    matrix products (and the transposed product for the gradient) are several times faster on CPU
-    than gathering and scatter-adding the corner rows. Memory: about ``2 * L * P * 2^D * 8`` bytes.
+
+class _Axis:
+    """Cells of one axis' points on one level: the vertices touched, first-corner positions
+    among them and the upper-corner weights (float32 as in ``vertex_index_and_weight``)."""
+
+    def __init__(self, coords: torch.Tensor, res: int):
+        c = coords.clamp(0.0, 1.0)
+        i0 = torch.floor(c.to(torch.float64) * res).clamp(0, res - 1)
+        self.frac = c * float(res) - i0.to(c.dtype)  # (n,)
+        i0 = i0.long()
+        self.vertices = torch.unique(torch.cat([i0, i0 + 1]))  # sorted, (U,)
+        self.pos = torch.searchsorted(self.vertices, i0)  # (n,); pos + 1 is the upper corner
+
+
+class GridPlan:
+    """Encoding of the tensor-product grid ``(t_k, y_i, x_j)`` precomputed per level.
+
+    On a product grid trilinear interpolation separates into time and space. Per level and
+    frame, the two time slices of the ``U_y x U_x`` vertices the pixels touch are gathered from
+    the table (``2 U_y U_x`` rows instead of ``8 Y X`` corners per point), blended in time, and
+    the blended slices of all levels and frames are interpolated bilinearly to the pixels by one
+    sparse matrix (4 non-zeros per pixel and level) shared by every frame. On a 128 x 128 grid
+    with the default 8 levels this touches about 4x fewer table rows than per-point
+    interpolation, and the gradient flows back the same way (one scatter-add into the table).
+    Same values as :meth:`HashEncoding.forward` on the grid's points (to float rounding).
 
     Args:
-        encoding: the :class:`HashEncoding` whose table this plan indexes.
-        x: ``(P, D)`` points in ``[0, 1]``.
+        encoding: the :class:`HashEncoding` (``n_dims = 3``) whose table this plan indexes.
+        xs: ``(X,)`` x coordinates in ``[0, 1]``.
+        ys: ``(Y,)`` y coordinates.
+        ts: ``(T,)`` time coordinates (one per frame).
     """
 
-    def __init__(self, encoding: HashEncoding, x: torch.Tensor):
-        with torch.no_grad():
-            index, weight = encoding.vertex_index_and_weight(x)
-        n_levels, n_points, n_corners = index.shape
-        self.n_points = n_points
-        self.n_levels = n_levels
-        dtype = encoding.table.dtype
-        rows = torch.arange(n_levels * n_points, device=x.device).repeat_interleave(n_corners)
-        cols = index.reshape(-1)
-        vals = weight.reshape(-1).to(dtype)
-        shape = (n_levels * n_points, n_levels * encoding.table_size)
-        self.matrix = _csr(rows, cols, vals, shape, rows_sorted=True)
-        self.matrix_t = _csr(cols, rows, vals, (shape[1], shape[0]))
+    def __init__(
+        self, encoding: HashEncoding, xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor
+    ):
+        check(encoding.n_dims == 3, f"GridPlan needs a 3-D encoding; got {encoding.n_dims}-D.")
+        dev = encoding.table.device
+        xs, ys, ts = (v.detach().to(dev, torch.float32).reshape(-1) for v in (xs, ys, ts))
+        ny, nx = int(ys.numel()), int(xs.numel())
+        self.size = (ny, nx)
+        self.n_frames = int(ts.numel())
+        self.n_levels = encoding.n_levels
+        self.n_features = encoding.n_features
+        self._mask = encoding.table_size - 1
+        self._levels: list[tuple[torch.Tensor, torch.Tensor, bool, int]] = []
+        wts, rows, cols, vals, level_of_row = [], [], [], [], []
+        start = 0
+        for lv, res in enumerate(encoding.resolutions):
+            ax, ay, at = _Axis(xs, res), _Axis(ys, res), _Axis(ts, res)
+            vx, vy = ax.vertices, ay.vertices
+            t0 = at.vertices[at.pos]  # (T,) lower time vertex of each frame
+            if bool(encoding._dense[lv]):
+                st = [int(v) for v in encoding._strides[lv]]
+                base = (vy[:, None] * st[1] + vx[None, :] * st[0]).reshape(-1)
+                t = torch.stack([t0 * st[2], (t0 + 1) * st[2]], 1)
+            else:
+                pr = [int(v) for v in encoding._primes]
+                base = torch.bitwise_xor(vy[:, None] * pr[1], vx[None, :] * pr[0]).reshape(-1)
+                t = torch.stack([t0 * pr[2], (t0 + 1) * pr[2]], 1)
+            self._levels.append((base, t, bool(encoding._dense[lv]), lv * encoding.table_size))
+            wts.append(at.frac)
+            level_of_row.append(torch.full((base.numel(),), lv, dtype=torch.long, device=dev))
+            # bilinear weights of the 4 corners of every pixel into this level's slice
+            ux = int(vx.numel())
+            for a in (0, 1):
+                for b in (0, 1):
+                    wy = ay.frac if a else 1 - ay.frac
+                    wx = ax.frac if b else 1 - ax.frac
+                    col = (ay.pos[:, None] + a) * ux + (ax.pos[None, :] + b) + start
+                    rows.append(torch.arange(ny * nx, device=dev) * self.n_levels + lv)
+                    cols.append(col.reshape(-1))
+                    vals.append((wy[:, None] * wx[None, :]).reshape(-1))
+            start += base.numel()
+        self.n_rows = start  # blended slice rows of all levels
+        self._wt = torch.stack(wts, 1)  # (T, L) upper time-corner weights
+        self.level_of_row = torch.cat(level_of_row)
+        r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals).to(encoding.table.dtype)
+        shape = (self.n_levels * ny * nx, start)
+        self.matrix = _csr(r, c, v, shape)
+        self.matrix_t = _csr(c, r, v, (shape[1], shape[0]))
+        self._wt_rows = self._wt.index_select(1, self.level_of_row)  # (T, n_rows)
+        # the gathered rows of every frame, kept when they take at most 256 MB
+        self._rows = None
+        if self.n_rows * self.n_frames * 8 <= 2**28:
+            self._rows = self._rows_of(torch.arange(self.n_frames, device=dev))
+
+    def rows(self, frames: torch.Tensor) -> torch.Tensor:
+        """Rows of the flattened table ``(L * 2^T, F)`` to gather: ``(B, n_rows, 2)`` int32."""
+        if self._rows is not None:
+            return self._rows.index_select(0, frames)
+        return self._rows_of(frames)
+
+    def _rows_of(self, frames: torch.Tensor) -> torch.Tensor:
+        out = []
+        for base, t, dense, offset in self._levels:
+            tb = t[frames][:, None]  # (B, 1, 2)
+            b = base[None, :, None]
+            idx = b + tb if dense else torch.bitwise_xor(b, tb) & self._mask
+            out.append((idx + offset).to(torch.int32))
+        return torch.cat(out, dim=1)
+
+    def time_weights(self, frames: torch.Tensor) -> torch.Tensor:
+        """Upper time-corner weight of every frame and slice row, ``(B, n_rows)``."""
+        return self._wt_rows.index_select(0, frames)
 
 
-class _PlannedInterp(torch.autograd.Function):
-    """``table (L*2^T, F) -> S @ table (L*P, F)``; the gradient is ``S^T @ g``."""
+class _GatherBlend(torch.autograd.Function):
+    """``table (R, F), rows (n, B, 2), w (n, B) -> (1 - w) table[rows[..., 0]] + w table[...1]``.
+
+    Output ``(n, B, F)``. The gradient is one ``index_add_`` into the table. With ``F = 2`` the
+    table is viewed as complex (one 8-byte element per row), which makes the gather and the
+    scatter-add about 3x faster on a CPU than on rows of two floats.
+    """
 
     @staticmethod
-    def forward(ctx, table, plan):  # type: ignore[override]
-        ctx.plan = plan
-        return plan.matrix @ table
+    def forward(ctx, table, rows, w):  # type: ignore[override]
+        ctx.save_for_backward(rows, w)
+        ctx.shape = table.shape
+        flat = rows.reshape(-1)
+        if table.shape[1] == 2 and table.dtype in (torch.float32, torch.float64):
+            s = torch.view_as_real(torch.view_as_complex(table).index_select(0, flat))
+        else:
+            s = table.index_select(0, flat)
+        s = s.reshape(*rows.shape, table.shape[1])
+        s0 = s[:, :, 0]
+        return torch.lerp(s0, s[:, :, 1], w[..., None])
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        return ctx.plan.matrix_t @ g.contiguous(), None
+        rows, w = ctx.saved_tensors
+        w = w[..., None]
+        gs = torch.stack([g - g * w, g * w], dim=2)  # (n, B, 2, F)
+        grad = g.new_zeros(ctx.shape)
+        flat = rows.reshape(-1)
+        if ctx.shape[1] == 2 and g.dtype in (torch.float32, torch.float64):
+            torch.view_as_complex(grad).index_add_(
+                0, flat, torch.view_as_complex(gs.reshape(-1, 2).contiguous())
+            )
+        else:
+            grad.index_add_(0, flat, gs.reshape(-1, ctx.shape[1]))
+        return grad, None, None
 
 
-def encode_with_plan(encoding: HashEncoding, plan: InterpolationPlan) -> torch.Tensor:
-    """Features ``(P, L * F)`` of the plan's points; same values as ``encoding(x)``."""
-    flat = encoding.table.reshape(-1, encoding.n_features)
-    out = _PlannedInterp.apply(flat, plan).reshape(plan.n_levels, plan.n_points, -1)
-    out = out * encoding.level_mask[:, None, None].to(out.dtype)
-    return out.permute(1, 0, 2).reshape(plan.n_points, -1)
+class _Interp(torch.autograd.Function):
+    """Blended slices ``(B, n_rows, F)`` -> pixel features ``(B, P * L, F)`` (row ``p * L + l``)
+    by the plan's CSR matrix, frame by frame; the gradient goes back through its transpose."""
+
+    @staticmethod
+    def forward(ctx, x, plan):  # type: ignore[override]
+        ctx.plan = plan
+        return torch.stack([plan.matrix @ xb for xb in x])
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        m_t = ctx.plan.matrix_t
+        return torch.stack([m_t @ gb for gb in g.contiguous()]), None
+
+
+def encode_grid(
+    encoding: HashEncoding, plan: GridPlan, frames: list[int] | torch.Tensor
+) -> torch.Tensor:
+    """Features ``(B, Y * X, L * F)`` of the plan's grid at ``frames`` (``B`` frame indices).
+
+    Same values as ``encoding(points)`` on the grid's points of those frames (pixel ``(i, j)``
+    at row ``i * X + j``).
+    """
+    fr = torch.as_tensor(frames, dtype=torch.long, device=encoding.table.device).reshape(-1)
+    n_b, n_f = int(fr.numel()), encoding.n_features
+    flat = encoding.table.reshape(-1, n_f)
+    rows = plan.rows(fr)  # (B, n_rows, 2)
+    w = plan.time_weights(fr).to(flat.dtype)  # (B, n_rows)
+    blended = _GatherBlend.apply(flat, rows, w)  # (B, n_rows, F)
+    mask = encoding.level_mask
+    if not bool((mask == 1).all()):  # coarse-to-fine: switched-off levels give zeros
+        blended = blended * mask.to(blended.dtype)[plan.level_of_row][:, None]
+    out = _Interp.apply(blended, plan)  # (B, P * L, F)
+    return out.reshape(n_b, -1, plan.n_levels * n_f)

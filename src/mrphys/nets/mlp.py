@@ -91,3 +91,75 @@ def _fused_linear_ok() -> bool:
         except (AttributeError, RuntimeError):
             _FUSED_OK = False
     return _FUSED_OK
+
+
+class _ChunkedReluMlp(torch.autograd.Function):
+    """ReLU MLP evaluated in row chunks that stay in cache; the backward recomputes each chunk's
+    activations instead of keeping ``(N, width)`` tensors in memory."""
+
+    @staticmethod
+    def forward(ctx, x, chunk, *params):  # type: ignore[override]
+        ctx.chunk = chunk
+        ctx.save_for_backward(x, *params)
+        ws, bs = params[0::2], params[1::2]
+        out = x.new_empty(x.shape[0], ws[-1].shape[0])
+        for s in range(0, x.shape[0], chunk):
+            h = x[s : s + chunk]
+            for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+                if i == len(ws) - 1:
+                    torch.addmm(b, h, w.t(), out=out[s : s + chunk])
+                else:
+                    h = torch.addmm(b, h, w.t()).relu_()
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, *params = ctx.saved_tensors
+        ws, bs = params[0::2], params[1::2]
+        chunk = ctx.chunk
+        gws = [torch.zeros_like(w) for w in ws]
+        gbs = [torch.zeros_like(b) for b in bs]
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        g = g.contiguous()
+        for s in range(0, x.shape[0], chunk):
+            acts = [x[s : s + chunk]]  # the input of every layer (post-ReLU)
+            for w, b in zip(ws[:-1], bs[:-1], strict=True):
+                acts.append(torch.addmm(b, acts[-1], w.t()).relu_())
+            gh = g[s : s + chunk]
+            for i in range(len(ws) - 1, -1, -1):
+                gws[i].addmm_(gh.t(), acts[i])
+                gbs[i].add_(gh.sum(0))
+                if i > 0:
+                    gh = torch.ops.aten.threshold_backward(gh @ ws[i], acts[i], 0)
+                elif gx is not None:
+                    torch.mm(gh, ws[0], out=gx[s : s + chunk])
+        grads: list[torch.Tensor | None] = []
+        for gw, gb in zip(gws, gbs, strict=True):
+            grads += [gw, gb]
+        return (gx, None, *grads)
+
+
+def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch.Tensor:
+    """``layers(x)`` for a ``Linear, ReLU, ..., Linear`` stack, faster on a CPU for many rows.
+
+    The rows ``(N, n_in)`` are processed in chunks of ``chunk`` so that the hidden activations
+    stay in cache, and the backward pass recomputes them chunk by chunk (no ``(N, width)``
+    activations are stored). Same values as ``layers(x)`` to float rounding; other stacks,
+    non-float32 or non-CPU tensors fall back to ``layers(x)``.
+    """
+    mods = list(layers)
+    linear = mods[0::2]
+    ok = (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 2
+        and all(isinstance(m, nn.Linear) and m.bias is not None for m in linear)
+        and all(isinstance(m, nn.ReLU) for m in mods[1::2])
+        and len(mods) % 2 == 1
+    )
+    if not ok:
+        return layers(x)
+    params: list[torch.Tensor] = []
+    for m in linear:
+        params += [m.weight, m.bias]
+    return _ChunkedReluMlp.apply(x, int(chunk), *params)

@@ -1,0 +1,42 @@
+"""The chunked ReLU MLP (``mrphys.nets.mlp.relu_mlp``) against ``nn.Sequential``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrphys.nets.mlp import relu_mlp
+
+
+def _stack(layers: int, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    mods: list[nn.Module] = []
+    width = 6
+    for _ in range(layers):
+        mods += [nn.Linear(width, 16), nn.ReLU()]
+        width = 16
+    mods.append(nn.Linear(width, 2))
+    return nn.Sequential(*mods)
+
+
+def test_values_and_gradients_match_sequential_over_chunk_edges():
+    for layers in (0, 1, 2):
+        net = _stack(layers)
+        x = torch.randn(103, 6, requires_grad=True)
+        w = torch.randn(103, 2)
+        ref = net(x)
+        gref = torch.autograd.grad((ref * w).sum(), [x, *net.parameters()])
+        out = relu_mlp(x, net, chunk=10)  # 11 chunks, the last one short
+        torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+        got = torch.autograd.grad((out * w).sum(), [x, *net.parameters()])
+        for a, b in zip(got, gref, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_other_stacks_fall_back_to_the_module():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(relu_mlp(x, net), net(x))
+    x64 = torch.randn(5, 6, dtype=torch.float64)
+    net64 = _stack(1).double()
+    torch.testing.assert_close(relu_mlp(x64, net64), net64(x64))
