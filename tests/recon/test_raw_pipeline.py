@@ -142,9 +142,13 @@ def test_bar_case_rat_cine(tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="bar not met: INR 33.79 vs GRASP 33.47 dB (README, 2026-12-01)")
+@pytest.mark.xfail(
+    reason="at the bar: INR 33.99 vs GRASP 33.47 dB at 2 threads (README, 2026-12-01); the thread "
+    "count moves the INR by up to 0.07 dB, so a run may land either side of +0.5 dB",
+    strict=False,
+)
 def test_bar_inr_ahead_of_grasp(tmp_path) -> None:
-    """Issue 14's bar: the INR at least 0.5 dB above GRASP with estimated maps (not met yet)."""
+    """Issue 14's bar: the INR at least 0.5 dB above GRASP with estimated maps (met by 0.02 dB)."""
     out = _rat_scan(tmp_path)
     grasp = recon_to_folder(tmp_path / "grasp", out, "grasp", {})
     inr = recon_to_folder(tmp_path / "inr", out, "inr", {"device": "cpu"})
