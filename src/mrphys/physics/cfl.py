@@ -119,42 +119,15 @@ def radial_to_cfl(prefix: str | os.PathLike, data: Any) -> list[Path]:
     return out
 
 
-def _squeeze_to(x: np.ndarray, lead: int, what: str, path: Any) -> tuple[np.ndarray, int]:
-    """``x`` of BART dims ``[d0 .. d_{lead-1}, 1 ..., T]`` -> ``(d0, .., d_{lead-1}, T)``."""
-    dims = list(x.shape) + [1] * (TIME_DIM + 1 - x.ndim)
-    middle = dims[lead:TIME_DIM] + dims[TIME_DIM + 1 :]
-    if any(d != 1 for d in middle):
-        raise MrphysError(
-            f"{path}: a BART {what} must have dims [{', '.join(['*'] * lead)}, 1, ..., T (dim "
-            f"{TIME_DIM})]; got {dims}."
-        )
-    t = dims[TIME_DIM]
-    return x.reshape(dims[:lead] + [t], order="F"), t
-
-
 def radial_from_cfl(
     ksp: str | os.PathLike, traj: str | os.PathLike, im_size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read a BART radial k-space ``[1, N, S, C, .., T]`` and trajectory ``[3, N, S, .., T]``
     (1/FOV units of the ``im_size = (Y, X)`` matrix) as mrphys ``kspace (T, C, S, N)`` and
-    ``traj (T, S, N, 2)`` rad/pixel."""
-    k = read_cfl(ksp)
-    k, t = _squeeze_to(k, 4, "k-space", ksp)
-    check(k.shape[0] == 1, f"{ksp}: BART radial k-space has dim 0 of size 1; got {k.shape[0]}.")
-    tr = read_cfl(traj)
-    tr, t2 = _squeeze_to(tr, 3, "trajectory", traj)
-    n, s, c = k.shape[1:4]
-    check(
-        tr.shape[:3] == (3, n, s) and t2 == t,
-        f"{traj}: the trajectory must have dims [3, {n}, {s}, .., {t}] to match {ksp}; got "
-        f"{list(tr.shape)}.",
-    )
-    kspace = torch.from_numpy(np.ascontiguousarray(k[0].transpose(3, 2, 1, 0)))
-    my, mx = int(im_size[0]), int(im_size[1])
-    ky = tr[0].real.transpose(2, 1, 0) * (2 * math.pi / my)
-    kx = tr[1].real.transpose(2, 1, 0) * (2 * math.pi / mx)
-    coords = np.clip(np.stack([ky, kx], -1), -math.pi, math.pi).astype(np.float32)
-    return kspace.to(torch.complex64), torch.from_numpy(coords)
+    ``traj (T, S, N, 2)`` rad/pixel: the arrays of :func:`read_cfl_radial` (the one reader of
+    BART radial files) without its calibration scaffolding."""
+    data, _ = read_cfl_radial(ksp, traj, matrix=(int(im_size[0]), int(im_size[1])))
+    return data.kspace, data.traj
 
 
 def read_maps(path: str | os.PathLike) -> torch.Tensor:
