@@ -297,14 +297,25 @@ def grid_plan(
     frame_positions: torch.Tensor | None = None,
 ) -> GridPlan:
     """The :class:`GridPlan` of the points :func:`grid_coordinates` lists (same arguments)."""
-    dev = encoding.table.device
-    ny, nx = im_size
-    ys = (torch.arange(ny, dtype=torch.float32, device=dev) + 0.5) / ny
-    xs = (torch.arange(nx, dtype=torch.float32, device=dev) + 0.5) / nx
-    if frame_positions is None:
-        frame_positions = torch.arange(n_frames, dtype=torch.float32, device=dev)
-    ts = (frame_positions.to(dev, torch.float32) + 0.5) / n_ref
+    xs, ys, ts = _grid_axes(n_frames, im_size, n_ref, frame_positions, encoding.table.device)
     return GridPlan(encoding, xs, ys, ts)
+
+
+def _grid_axes(
+    n_frames: int,
+    im_size: tuple[int, int],
+    n_ref: int,
+    frame_positions: torch.Tensor | None,
+    device: torch.device | str | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The axes ``(xs, ys, ts)`` of the grid :func:`grid_coordinates` describes."""
+    ny, nx = im_size
+    ys = (torch.arange(ny, dtype=torch.float32, device=device) + 0.5) / ny
+    xs = (torch.arange(nx, dtype=torch.float32, device=device) + 0.5) / nx
+    if frame_positions is None:
+        frame_positions = torch.arange(n_frames, dtype=torch.float32, device=device)
+    ts = (frame_positions.to(device, torch.float32) + 0.5) / n_ref
+    return xs, ys, ts
 
 
 def grid_coordinates(
@@ -321,12 +332,7 @@ def grid_coordinates(
     ``frame_positions`` (in acquired-frame units, frame ``k`` at ``k``) replaces ``k`` for frames
     that were not acquired.
     """
-    ny, nx = im_size
-    ys = (torch.arange(ny, dtype=torch.float32, device=device) + 0.5) / ny
-    xs = (torch.arange(nx, dtype=torch.float32, device=device) + 0.5) / nx
-    if frame_positions is None:
-        frame_positions = torch.arange(n_frames, dtype=torch.float32, device=device)
-    ts = (frame_positions.to(torch.float32) + 0.5) / n_ref
+    xs, ys, ts = _grid_axes(n_frames, im_size, n_ref, frame_positions, device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     sp = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # (Y*X, 2) as (x, y)
     t = ts[:, None, None].expand(-1, sp.shape[0], 1)
