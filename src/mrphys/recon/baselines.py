@@ -243,10 +243,10 @@ def cg_sense_operator(
                 return full(x)
             out = torch.zeros_like(x)
             idx = live.nonzero().flatten().tolist()
-            if idx:
-                sub, xs = frames(idx), x[idx]
-                k = sub.forward(xs)
-                out[idx] = sub.adjoint(k if w_all is None else w_all[idx] * k) + lam * xs
+            if idx:  # the same normal operator, restricted to the live frames
+                w_sub = None if w_all is None else w_all[idx]
+                sub = LeastSquares(frames(idx), y[idx], w_sub).normal + lam * Identity()
+                out[idx] = sub.forward(x[idx])
             return out
 
     return conjugate_gradient(
