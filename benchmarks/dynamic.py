@@ -8,6 +8,8 @@ Usage (prints ONE JSON object on stdout; ``--markdown FILE`` also writes the tab
     .venv/bin/python benchmarks/dynamic.py --only method=inr+ls --threads 1
     .venv/bin/python benchmarks/dynamic.py --protocol honest --only data=rat,spokes=5
     .venv/bin/python benchmarks/dynamic.py --bar                # issue 14's bar case, checked
+    .venv/bin/python benchmarks/dynamic.py --bar --only method=gridding \
+        --gridding-combine interference                         # the other coil combination
 
 Two protocols (``--protocol crime|honest|both``, default both):
 
@@ -27,7 +29,9 @@ simulated by :func:`mrphys.physics.radial.simulate_radial` with 8 birdcage coils
 angle, 2N samples per spoke and complex Gaussian noise at SNR 20 (mean |k-space sample| / noise
 std), seed 0. Every method runs with its frozen defaults (the INR: :class:`InrConfig` defaults,
 seed 0, the last iterate). Metrics as in ``mrphys dynamic recon``: PSNR and SSIM of the magnitude
-per frame (data range max |truth| of the frame), averaged over frames.
+per frame (data range max |truth| of the frame), averaged over frames; ``psnr_object_db`` is the
+same PSNR over the object's support only (time-mean ``|truth|^2`` above 1 % of its peak), which
+separates the object from the dark field of view (``benchmarks/gridding_gap.py``).
 
 Each (data, spokes, method) cell runs in its own subprocess, so ``peak_rss_gb`` is that method's
 own peak resident memory (including the Python/torch runtime and the simulated data).
