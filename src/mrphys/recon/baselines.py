@@ -55,6 +55,7 @@ import torch
 from mrphys.errors import check
 from mrphys.physics.coils import SenseOp
 from mrphys.physics.linop import AxisFFT, FiniteDifference, Identity, Linop, Repeat
+from mrphys.physics.nufft import RadialNUFFT
 from mrphys.physics.radial import RadialData
 from mrphys.recon.solvers import (
     Discrepancy,
@@ -164,9 +165,27 @@ def noise_variance(data: RadialData) -> tuple[float, str]:
 
 
 @torch.no_grad()
-def gridding(data: RadialData, backend: str = "auto") -> torch.Tensor:
-    """Density-compensated NUFFT adjoint, coil-combined: ``A^H D y``, ``(T, Y, X)`` complex64."""
-    return LeastSquares(*_radial(data, backend)).rhs.to(torch.complex64)
+def gridding(data: RadialData, backend: str = "auto", combine: str = "maps") -> torch.Tensor:
+    """Density-compensated NUFFT adjoint, coil-combined, ``(T, Y, X)`` complex64.
+
+    ``combine="maps"`` (default): ``A^H D y``, each frame's coil images combined with the maps
+    (``sum_c conj(S_c) m_c``; the maps have ``sum_c |S_c|^2 = 1``). ``combine="interference"``:
+    the same coil images combined by :func:`mrphys.recon.calib.interference_combine`, the
+    unbiased combination with the least variance against the streaks and noise, their coil
+    covariance estimated from the frames themselves (rat cine, honest raw data, 5 spokes:
+    +5.8 dB over ``"maps"``, ``docs/calibration.md``).
+    """
+    check(
+        combine in ("maps", "interference"),
+        f"combine must be 'maps' or 'interference'; got {combine!r}.",
+    )
+    op, y, w = _radial(data, backend)
+    if combine == "maps":
+        return LeastSquares(op, y, w).rhs.to(torch.complex64)
+    from mrphys.recon.calib import interference_combine
+
+    nufft = RadialNUFFT(data.traj, data.im_size, backend=backend).on_coils(data.n_coils)
+    return interference_combine(nufft.adjoint(y * w), data.maps.to(y.device))
 
 
 def cg_sense_operator(

@@ -47,6 +47,7 @@ __all__ = [
     "fill_dark",
     "gridded_coil_images",
     "inati_maps",
+    "interference_combine",
     "noise_from_outer_kspace",
     "pipe_menon_dcf",
     "prewhiten",
@@ -74,6 +75,13 @@ SMOOTH_ORDER = 2
 SMOOTH_POWER = 2.0
 #: Calibration width of :func:`estimate_maps` with the smooth refit (24 without it).
 SMOOTH_CALIB = 20
+
+#: :func:`interference_combine` defaults: window (pixels) of the local interference covariance
+#: and its diagonal loading (relative to the mean interference power per coil), chosen on
+#: PINCAT and the rat cine with another coil set (seed 1), never on the rat bar case
+#: (``docs/calibration.md``).
+COMBINE_WINDOW = 3
+COMBINE_LOADING = 0.01
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,6 +693,81 @@ def smooth_maps(
     tiny = torch.finfo(norm.dtype).tiny
     out = torch.where(norm > 0, fit / norm.clamp(min=tiny), m.to(dt))
     return out.to(torch.complex64)
+
+
+def interference_combine(
+    coil_images: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    window: int = COMBINE_WINDOW,
+    loading: float = COMBINE_LOADING,
+    chunk_pixels: int = 4096,
+) -> torch.Tensor:
+    """Coil combination of a series that is optimal against its own undersampling interference.
+
+    Roemer et al. (1990) combine coil images ``m = S x + a`` with the weights
+    ``w = R^-1 S / (S^H R^-1 S)`` (``R`` the covariance of ``a``): the unbiased (``w^H S = 1``)
+    linear estimate of ``x`` with the least variance. The plain combination ``S^H m / S^H S``
+    takes ``R = I``, right for prewhitened thermal noise alone. In an undersampled radial frame
+    ``a`` is mostly streaks from the rest of the object, which carry that object's coil
+    signature, not white noise. Their covariance is estimated from the data: the frames'
+    deviations from the time mean ``d_t = m_t - mean_t m`` (streaks move with the spokes of each
+    frame, the object much less), ``R(p) = box_window(sum_t d_t d_t^H) / (T - 1)`` averaged over a
+    ``window x window`` neighbourhood, plus ``loading`` times its mean per-coil power on the
+    diagonal (diagonal loading; it keeps ``R`` invertible and the weights stable). Signal
+    change between frames enters ``R`` in the direction ``S`` and does not bias the estimate
+    (the weights keep ``w^H S = 1``). With one frame, or frames without any change, ``R`` has no
+    interference and the plain combination ``S^H m / S^H S`` is returned.
+
+    Args:
+        coil_images: ``(T, C, Y, X)`` complex, e.g. the density-compensated adjoint NUFFT of each
+            frame's coil data (prewhitened).
+        maps: ``(C, Y, X)`` coil sensitivities in the same coil space; pixels where they are all
+            zero give 0.
+        window: odd neighbourhood width (pixels) of the covariance estimate.
+        loading: diagonal loading ``>= 0`` relative to the mean interference power per coil.
+        chunk_pixels: pixels per batched solve (memory ``O(chunk_pixels C^2)`` beyond the
+            ``(C, C, Y, X)`` covariance).
+
+    Returns:
+        ``(T, Y, X)`` complex64, in the units of ``x`` for ``m = S x``.
+    """
+    m = _complex(coil_images, "coil images")
+    check(m.ndim == 4, f"coil images must be (T, C, Y, X); got {tuple(m.shape)}.")
+    s = _complex(maps, "maps").to(device=m.device, dtype=torch.complex64)
+    check(
+        tuple(s.shape) == tuple(m.shape[1:]),
+        f"maps must have the coil images' shape {tuple(m.shape[1:])}; got {tuple(s.shape)}.",
+    )
+    check(int(window) >= 1 and int(window) % 2 == 1, f"window must be odd; got {window}.")
+    check(
+        float(loading) >= 0 and math.isfinite(float(loading)),
+        f"loading must be finite and >= 0; got {loading}.",
+    )
+    m = m.to(torch.complex64)
+    t, c, ny, nx = m.shape
+    power = (s.abs() ** 2).sum(0)
+    plain = (s.conj()[None] * m).sum(1) / torch.where(power > 0, power, 1.0)
+    if t < 2:
+        return plain
+    dev = m - m.mean(0, keepdim=True)
+    cov = _box(torch.einsum("tcyx,tdyx->cdyx", dev, dev.conj()) / (t - 1), int(window))
+    level = float(torch.einsum("ccyx->yx", cov).real.mean()) / c
+    if not level > 0:
+        return plain
+    cov = cov.permute(2, 3, 0, 1).reshape(ny * nx, c, c)
+    cov = 0.5 * (cov + cov.conj().transpose(-1, -2))
+    eye = torch.eye(c, dtype=cov.dtype, device=cov.device)
+    sv = s.permute(1, 2, 0).reshape(ny * nx, c)
+    weights = torch.empty_like(sv)
+    for p0 in range(0, ny * nx, int(chunk_pixels)):
+        sl = slice(p0, p0 + int(chunk_pixels))
+        r = cov[sl] + (float(loading) * level) * eye
+        ris = torch.linalg.solve(r, sv[sl, :, None])[..., 0]  # R^-1 S
+        den = (sv[sl].conj() * ris).sum(-1).real
+        weights[sl] = ris / torch.where(den > 0, den, 1.0)[:, None]
+    weights = weights.reshape(ny, nx, c).permute(2, 0, 1)
+    return (weights.conj()[None] * m).sum(1)
 
 
 def gridded_coil_images(

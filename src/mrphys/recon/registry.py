@@ -60,7 +60,7 @@ METHODS: dict[str, ReconMethod] = {
             "gridding",
             f"{_BASE}:gridding",
             False,
-            ("backend",),
+            ("backend", "combine"),
             "density-compensated NUFFT adjoint, coil-combined",
         ),
         ReconMethod(
