@@ -92,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(r, "--iterations", None, iterations_help, type=positive)
     arg(r, "--frames-out", None, "frames to render (inr only)", type=positive)
     arg(r, "--matrix-out", None, "matrix to render (inr only)", type=positive)
+    r.add_argument("--combine", default=None, choices=["maps", "interference"], help="coil "
+                   "combination (gridding only; default maps: A^H D y; interference: against "
+                   "the streaks, docs/calibration.md)")  # fmt: skip
     r.add_argument("--maps", default=None, help="coil maps FILE.npy (C, Y, X) or BART .cfl")
     r.add_argument("--truth", default=None, help="(T, Y, X) .npy to score against")
     r.add_argument("--no-prewhiten", action="store_true", help="skip noise prewhitening")
@@ -182,7 +185,7 @@ def _method_options(args: argparse.Namespace, device) -> dict:
     from mrphys.recon import registry
 
     takes = registry.get(args.method).options
-    for name in ("frames_out", "matrix_out", "iterations"):
+    for name in ("frames_out", "matrix_out", "iterations", "combine"):
         if getattr(args, name) is not None and name not in takes:
             others = ", ".join(m for m in registry.names() if name in registry.get(m).options)
             raise MrphysError(
@@ -190,6 +193,8 @@ def _method_options(args: argparse.Namespace, device) -> dict:
                 f"got --method {args.method}."
             )
     given = {k: getattr(args, k) for k in ("iterations", "frames_out", "matrix_out", "seed")}
+    if args.combine is not None:
+        given["combine"] = args.combine
     given |= {"progress": True, "device": device}
     return {k: v for k, v in given.items() if k in takes}
 
