@@ -195,9 +195,9 @@ def per_sample_floor(
     fmax: float,
     snr: float,
     *,
-    candidates: int = 4096,
-    refine: int = 16,
-    steps: int = 200,
+    candidates: int = 2048,
+    refine: int = 8,
+    steps: int = 150,
     seed: int = 2024,
 ) -> dict:
     """A floor under the mean T1 (and T2) bound that any no-B1 protocol can reach.
