@@ -16,7 +16,11 @@ reports median errors on an in vivo-like test set drawn apart from training.
 no-B1 protocols under those readings and with flips up to 150 deg; ``--from-json`` takes the
 protocols of an earlier output instead of designing them; ``--net-seeds`` / ``--net-rows`` pick
 the network runs (one recipe for all rows, the library's defaults: relative-error loss, cosine
-decay, batch 1024, 8,000 steps).
+decay, batch 1024, 8,000 steps; ``--hidden`` the width for every row). ``--global-search N``
+designs no-B1 protocols by the global search (N Sobol candidates, ``--refine`` refined, one per
+cap in ``--global-flip-max``; ``--global-objective t1`` for T1 alone) and scores every refined
+protocol by the independent bound (the landscape); ``--floor N`` computes the per-point floor
+(:func:`per_sample_floor`) on N points.
 
 Prints one JSON object (finished network rows also go to stderr as they end).
 ``python benchmarks/protocol.py [--starts 3] [--steps 300] [--readings] [--networks]``

@@ -12,7 +12,9 @@ output it). Two objectives, both evaluated for every protocol:
   ``(-0.9 pi, 0.9 pi)`` and B1 in ``(0.7, 1.3)``, per unit scan time: the bound of a 1 s scan,
   ``std / T * sqrt(N TR / 1 s)`` (averaging ``1 s / (N TR)`` repetitions divides the variance).
   Minimised by Adam on the protocol from several random starts, exact gradients through the
-  forward-mode Jacobians and the Cholesky inverse of the Fisher matrix.
+  forward-mode Jacobians and the Cholesky inverse of the Fisher matrix; or by a global search
+  (:func:`global_search_crlb`: Sobol candidates scored by one batched bound,
+  :func:`crlb_terms_many`, the best refined together).
 - ``network``: a complex relaxometry network (SVNN: map error; PINN: re-simulated signal error)
   trained together with the protocol, the signals re-simulated at the current protocol in every
   step (the SPIN idea, exact gradients); the protocol always follows the map error (relative
