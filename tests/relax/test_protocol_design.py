@@ -321,3 +321,51 @@ def test_relative_loss_and_cosine_schedule():
                       (model.net.unit_output(feats)[:, 2:] - (target[:, 2:] - model.net.lo[2])
                        / (model.net.hi[2] - model.net.lo[2]))], dim=1).pow(2).mean()  # fmt: skip
     torch.testing.assert_close(rel, want)
+
+
+def test_batched_bound_equals_the_bound_of_each_protocol():
+    smp = pd.crlb_samples(6, 11)
+    flips = torch.deg2rad(torch.tensor([FLIPS, (15.0,) * 4, (80.0, 5.0, 30.0, 45.0)], dtype=D))
+    incs = torch.deg2rad(
+        torch.tensor([INCS, (45.0, 135.0, 225.0, 315.0), (0, 90, 180, 270)], dtype=D)
+    )
+    for b1_map in (True, False):
+        m1, m2 = pd.crlb_terms_many(
+            smp, snr=50, b1_map=b1_map, tr=4.8e-3, flips=flips, increments=incs
+        )
+        assert m1.shape == (3, 6)
+        for c in range(3):
+            r1, r2 = pd.crlb_terms(
+                smp, snr=50, b1_map=b1_map, tr=4.8e-3, flip=flips[c], increments=incs[c]
+            )
+            # one flip for all without a map: T1 not identified in both computations
+            assert torch.equal(torch.isfinite(m1[c]), torch.isfinite(r1))
+            ok = torch.isfinite(r1)
+            assert torch.allclose(m1[c][ok], r1[ok], rtol=1e-9)
+            assert torch.allclose(m2[c], r2, rtol=1e-9)
+    with pytest.raises(MrphysError, match="flips and increments"):
+        pd.crlb_terms_many(smp, snr=50, b1_map=True, tr=4.8e-3, flips=flips[0], increments=incs[0])
+
+
+def test_global_search_is_seeded_respects_the_limits_and_reports_the_landscape():
+    cfg = pd.DesignConfig(
+        b1_map=False, candidates=64, refine=4, crlb_steps=6, crlb_batch=16, eval_samples=64,
+        flip_max_deg=60.0,
+    )  # fmt: skip
+    p, rec = pd.global_search_crlb(cfg)
+    p2, _ = pd.global_search_crlb(cfg)
+    assert p.record() == p2.record()
+    flips = p.record()["flip_deg"]
+    assert all(1.0 <= f <= 60.0 for f in flips) and len(flips) == 4
+    vals = [r["val_objective"] for r in rec["refined"]]
+    assert len(vals) == 4 and vals == sorted(vals)
+    assert rec["within_10pct"] >= 1 and rec["refine"] == 4 and rec["candidates"] == 64
+    # the best refined protocol is the one returned, and it is no worse than the paper's
+    # 15 deg protocol, which without a B1 map cannot identify T1 at all
+    assert rec["refined"][0]["flip_deg"] == pytest.approx(flips)
+    assert math.isfinite(vals[0])
+    # the designer takes the global search when candidates are given
+    q, starts = pd.learn_protocol_crlb(cfg)
+    assert q.record() == p.record() and len(starts) == 4
+    with pytest.raises(MrphysError, match="candidates"):
+        pd.DesignConfig(candidates=-1)

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "2.25 ms for a 128 matrix, 220 mm FOV, 40 mT/m, 200 T/m/s)", type=float)  # fmt: skip
     arg(q, "--starts", 3, "random starts of the protocol (default 3)", type=positive)
     arg(q, "--screen", 32, "random protocols screened per start (default 32)", type=positive)
+    arg(q, "--candidates", 0, "CRLB: global search over this many Sobol protocols scored by one "
+        "batched bound, the best --refine refined together (default 0: --starts x --screen "
+        "descents; 32768 found better no-B1 protocols, see docs/protocol.md)",
+        type=int)  # fmt: skip
+    arg(q, "--refine", 64, "global search: protocols refined by gradient descent (default 64)",
+        type=positive)  # fmt: skip
     arg(q, "--steps", 300, "CRLB optimiser steps per start (default 300)", type=positive)
     arg(q, "--net-steps", 3000, "network training steps (default 3000)", type=positive)
     arg(q, "--eval-samples", 4096, "tissues of the CRLB test set (default 4096)", type=positive)
@@ -100,6 +106,8 @@ def run_protocol(args: argparse.Namespace) -> int:
         tr_min=tr_min,
         starts=args.starts,
         screen=args.screen,
+        candidates=args.candidates,
+        refine=args.refine,
         crlb_steps=args.steps,
         eval_samples=args.eval_samples,
         net_steps=args.net_steps,
