@@ -284,8 +284,11 @@ class SpatiotemporalInr(nn.Module):
         return relu_mlp(self.encoding(x), self.mlp)
 
     def forward_grid(self, plan: GridPlan, frames: list[int] | torch.Tensor) -> torch.Tensor:
-        """Output ``(B, Y * X, 2)`` on the plan's pixel grid at ``B`` of its frames."""
-        feats = encode_grid(self.encoding, plan, frames)  # (B, P, L * F)
+        """Output ``(B, Y * X, 2)`` on the plan's pixel grid at ``B`` of its frames.
+
+        While coarse-to-fine has switched off the finer levels, only the active levels are
+        encoded and only their columns of the first layer are used (the same values)."""
+        feats = encode_grid(self.encoding, plan, frames, active_only=True)  # (B, P, k * F)
         return relu_mlp(feats.reshape(-1, feats.shape[-1]), self.mlp).reshape(*feats.shape[:2], -1)
 
 
