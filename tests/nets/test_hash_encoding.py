@@ -133,9 +133,9 @@ def test_grid_plan_gathers_fewer_rows_than_per_point_corners():
     plan = GridPlan(enc, c, c, c[:10])
     # two time slices of the touched vertices against 8 corners of every pixel, per level
     assert 2 * plan.n_rows < 8 * 128 * 128 * 8 / 3.5
-    assert plan.rows(torch.tensor([1, 2])).shape == (plan.n_rows, 2, 2)
+    assert plan.rows(torch.tensor([1, 2])).shape == (2, plan.n_rows, 2)
     # coarse-to-fine: the coarsest 3 levels touch a prefix of the rows, far fewer
-    assert plan.rows(torch.tensor([1, 2]), 3).shape[0] < plan.n_rows / 20
+    assert plan.rows(torch.tensor([1, 2]), 3).shape[1] < plan.n_rows / 20
 
 
 def test_grid_plan_active_levels_only_same_values_and_gradients():
