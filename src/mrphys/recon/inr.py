@@ -20,8 +20,9 @@ and temporal TV are separable over frames; the nuclear norm is taken on the wind
 1,500 steps (chosen in advance; the result is the last iterate) with the hash tables at a 10x
 larger learning rate than the MLP (1e-2, issue 17), temporal-TV weight 0.08 instead
 of 0.02 (both chosen once on PINCAT at 5 spokes, see ``docs/inr.md``), a separable
-interpolation plan of the fixed pixel grid (:class:`mrphys.nets.hash_encoding.GridPlan`), the
-MLP in cache-sized chunks, a fused Adam step and a single-threaded finufft NUFFT. The
+interpolation plan of the fixed pixel grid (:class:`mrphys.nets.hash_encoding.GridPlan`; while
+coarse-to-fine has the finer levels off, only the active ones are encoded), the MLP in
+cache-sized chunks, a fused Adam step and a single-threaded finufft NUFFT. The
 relative-L2 term is evaluated on k-space normalised to its peak. ``InrConfig.paper()`` restores
 the paper's setting.
 """
