@@ -7,6 +7,8 @@ frame, SNR 20, seed 0 (the issue's case). Cells, each in its own subprocess, one
   rate 1e-3 halved half way, 3,000 steps of 5 frames), run by this tree's code; with
   ``--baseline-src DIR`` (a ``src/`` of the code before the change, e.g. ``git -C /work/main
   archive d89a085 src | tar -x -C /tmp/inr_old``) it runs that tree's ``InrConfig()`` instead;
+- ``inr-prev``: the defaults of the first round of issue 17 (MLP 2 x 64, 1,500 steps, tables at
+  lr 1e-2), run by this tree's code (its per-step speed-ups included);
 - ``inr-new``: this tree's ``InrConfig()``;
 - ``grasp``: temporal TV with its frozen defaults (``registry.reconstruct("grasp")``).
 
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/pincat_128x128x50.mat")
 if (ROOT.parent / "shared" / "data").is_dir():
     DATA = ROOT.parent / "shared" / "data" / "pincat_128x128x50.mat"
-CELLS = ("inr-old", "inr-new", "grasp")
+CELLS = ("inr-old", "inr-prev", "inr-new", "grasp")
 # InrConfig fields that changed in issue 17, at their values before it
 OLD_DEFAULTS = {
     "hidden_layers": 2,
@@ -47,6 +49,8 @@ OLD_DEFAULTS = {
     "table_lr": None,
     "schedule": "halve",
 }
+# the defaults of the first round of issue 17 (before the 1 x 64 MLP)
+PREV_DEFAULTS = {"hidden_layers": 2, "hidden_width": 64, "iterations": 1500, "table_lr": 1e-2}
 
 
 def _cpu() -> float:
@@ -76,6 +80,8 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
         cfg = InrConfig()
         if cell == "inr-old" and not baseline:
             cfg = replace(cfg, **OLD_DEFAULTS)
+        if cell == "inr-prev":
+            cfg = replace(cfg, **PREV_DEFAULTS)
         if iterations:
             cfg = replace(cfg, iterations=int(iterations))
         options = {"config": cfg, "seed": 0, "device": "cpu"}
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     ok = {r["cell"]: r for r in rows if "error" not in r}
     ratios = {}
     if "grasp" in ok:
-        for c in ("inr-old", "inr-new"):
+        for c in ("inr-old", "inr-prev", "inr-new"):
             if c in ok:
                 ratios[c] = {
                     "wall_over_grasp": ok[c]["seconds"] / ok["grasp"]["seconds"],

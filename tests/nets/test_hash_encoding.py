@@ -134,6 +134,28 @@ def test_grid_plan_gathers_fewer_rows_than_per_point_corners():
     # two time slices of the touched vertices against 8 corners of every pixel, per level
     assert 2 * plan.n_rows < 8 * 128 * 128 * 8 / 3.5
     assert plan.rows(torch.tensor([1, 2])).shape == (2, plan.n_rows, 2)
+    # coarse-to-fine: the coarsest 3 levels touch a prefix of the rows, far fewer
+    assert plan.rows(torch.tensor([1, 2]), 3).shape[1] < plan.n_rows / 20
+
+
+def test_grid_plan_active_levels_only_same_values_and_gradients():
+    g = torch.Generator().manual_seed(5)
+    enc = HashEncoding(4, 2, 6, base_resolution=2, per_level_scale=2.0, n_dims=3, generator=g)
+    with torch.no_grad():
+        enc.table.uniform_(-1, 1, generator=g)
+    xs, ys, ts = torch.rand(6, generator=g), torch.rand(5, generator=g), torch.rand(3, generator=g)
+    plan = GridPlan(enc, xs, ys, ts)
+    frames = [2, 0]
+    enc.set_active_levels(2)
+    full = encode_grid(enc, plan, frames)  # (2, 30, 8), levels 2-3 zero
+    short = encode_grid(enc, plan, frames, active_only=True)  # (2, 30, 4)
+    assert short.shape == (2, 30, 4) and torch.all(full[..., 4:] == 0)
+    torch.testing.assert_close(full[..., :4], short)
+    # an arbitrary (non-prefix) mask takes the general path: same as the direct encoding
+    enc.level_mask.copy_(torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    pts = torch.stack([gx.flatten(), gy.flatten(), ts[2].expand(30)], -1)
+    torch.testing.assert_close(encode_grid(enc, plan, [2])[0], enc(pts), atol=1e-6, rtol=1e-5)
 
 
 def test_coarse_to_fine_mask_zeroes_levels_and_their_gradient():

@@ -40,3 +40,20 @@ def test_other_stacks_fall_back_to_the_module():
     x64 = torch.randn(5, 6, dtype=torch.float64)
     net64 = _stack(1).double()
     torch.testing.assert_close(relu_mlp(x64, net64), net64(x64))
+
+
+def test_fewer_inputs_than_the_first_layer_mean_trailing_zeros():
+    net = _stack(2)
+    x = torch.randn(37, 4, requires_grad=True)
+    padded = torch.nn.functional.pad(x, (0, 2))  # the 2 missing inputs are zeros
+    w = torch.randn(37, 2)
+    ref = net(padded)
+    gref = torch.autograd.grad((ref * w).sum(), [x, *net.parameters()])
+    for fn in (lambda: relu_mlp(x, net, chunk=8), lambda: relu_mlp(x.double(), net.double())):
+        out = fn()
+        got = torch.autograd.grad((out * w.to(out.dtype)).sum(), [x, *net.parameters()])
+        torch.testing.assert_close(out.float(), ref, atol=1e-5, rtol=1e-5)
+        for a, b in zip(got, gref, strict=True):
+            torch.testing.assert_close(a.float(), b.float(), atol=1e-5, rtol=1e-5)
+        assert torch.all(got[1][:, 4:] == 0)  # no gradient for the unused columns
+        net.float()

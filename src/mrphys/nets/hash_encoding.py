@@ -204,10 +204,15 @@ class GridPlan:
     frame, the two time slices of the ``U_y x U_x`` vertices the pixels touch are gathered from
     the table (``2 U_y U_x`` rows instead of ``8 Y X`` corners per point), blended in time, and
     the blended slices of all levels and frames are interpolated bilinearly to the pixels by one
-    sparse matrix (4 non-zeros per pixel and level) shared by every frame. On a 128 x 128 grid
-    with the default 8 levels this touches about 4x fewer table rows than per-point
-    interpolation, and the gradient flows back the same way (one scatter-add into the table).
-    Same values as :meth:`HashEncoding.forward` on the grid's points (to float rounding).
+    sparse matrix (4 non-zeros per pixel and level) shared by every frame, applied to all frames
+    of a window in one product. On a 128 x 128 grid with the default 8 levels this touches about
+    4x fewer table rows than per-point interpolation, and the gradient flows back the same way
+    (one scatter-add into the table). Same values as :meth:`HashEncoding.forward` on the grid's
+    points (to float rounding).
+
+    Slice rows and matrix rows are ordered level by level (coarsest first), so that while only
+    the coarsest ``k`` levels are switched on (coarse-to-fine) the work is restricted to them:
+    a prefix of the rows and of the matrix (:meth:`matrices`).
 
     Args:
         encoding: the :class:`HashEncoding` (``n_dims = 3``) whose table this plan indexes.
@@ -223,6 +228,7 @@ class GridPlan:
         dev = encoding.table.device
         xs, ys, ts = (v.detach().to(dev, torch.float32).reshape(-1) for v in (xs, ys, ts))
         ny, nx = int(ys.numel()), int(xs.numel())
+        n_pix = ny * nx
         self.size = (ny, nx)
         self.n_frames = int(ts.numel())
         self.n_levels = encoding.n_levels
@@ -230,6 +236,7 @@ class GridPlan:
         self._mask = encoding.table_size - 1
         self._levels: list[tuple[torch.Tensor, torch.Tensor, bool, int]] = []
         wts, rows, cols, vals, level_of_row = [], [], [], [], []
+        ends = [0]  # slice rows of the coarsest k levels: [0, ends[k])
         start = 0
         for lv, res in enumerate(encoding.resolutions):
             ax, ay, at = _Axis(xs, res), _Axis(ys, res), _Axis(ts, res)
@@ -244,37 +251,44 @@ class GridPlan:
                 base = torch.bitwise_xor(vy[:, None] * pr[1], vx[None, :] * pr[0]).reshape(-1)
                 t = torch.stack([t0 * pr[2], (t0 + 1) * pr[2]], 1)
             self._levels.append((base, t, bool(encoding._dense[lv]), lv * encoding.table_size))
-            wts.append(at.frac)
+            wts.append(at.frac[:, None].expand(-1, base.numel()))
             level_of_row.append(torch.full((base.numel(),), lv, dtype=torch.long, device=dev))
-            # bilinear weights of the 4 corners of every pixel into this level's slice
+            # bilinear weights of the 4 corners of every pixel into this level's slice; matrix
+            # row lv * P + p (level-major)
             ux = int(vx.numel())
             for a in (0, 1):
                 for b in (0, 1):
                     wy = ay.frac if a else 1 - ay.frac
                     wx = ax.frac if b else 1 - ax.frac
                     col = (ay.pos[:, None] + a) * ux + (ax.pos[None, :] + b) + start
-                    rows.append(torch.arange(ny * nx, device=dev) * self.n_levels + lv)
+                    rows.append(torch.arange(n_pix, device=dev) + lv * n_pix)
                     cols.append(col.reshape(-1))
                     vals.append((wy[:, None] * wx[None, :]).reshape(-1))
             start += base.numel()
+            ends.append(start)
         self.n_rows = start  # blended slice rows of all levels
-        self._wt = torch.stack(wts, 1)  # (T, L) upper time-corner weights
+        self._ends = ends
         self.level_of_row = torch.cat(level_of_row)
+        self._wt_rows = torch.cat(wts, 1).contiguous()  # (T, n_rows) upper time weights
         r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals).to(encoding.table.dtype)
-        shape = (self.n_levels * ny * nx, start)
-        self.matrix = _csr(r, c, v, shape)
-        self.matrix_t = _csr(c, r, v, (shape[1], shape[0]))
-        self._wt_rows = self._wt.index_select(1, self.level_of_row)  # (T, n_rows)
+        shape = (self.n_levels * n_pix, start)
+        self.matrix = _csr(r, c, v, shape)  # (L * P, n_rows)
+        self.matrix_t = _csr(c, r, v, (shape[1], shape[0]))  # (n_rows, L * P)
+        self._prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {
+            self.n_levels: (self.matrix, self.matrix_t)
+        }
         # the gathered rows of every frame, kept when they take at most 256 MB
         self._rows = None
         if self.n_rows * self.n_frames * 8 <= 2**28:
             self._rows = self._rows_of(torch.arange(self.n_frames, device=dev))
 
-    def rows(self, frames: torch.Tensor) -> torch.Tensor:
-        """Rows of the flattened table ``(L * 2^T, F)`` to gather: ``(B, n_rows, 2)`` int32."""
+    def rows(self, frames: torch.Tensor, n_active: int | None = None) -> torch.Tensor:
+        """Rows of the flattened table ``(L * 2^T, F)`` to gather for the coarsest
+        ``n_active`` levels (default all): ``(B, n_rows_k, 2)`` int32 (two time corners)."""
+        end = self._ends[self.n_levels if n_active is None else n_active]
         if self._rows is not None:
-            return self._rows.index_select(0, frames)
-        return self._rows_of(frames)
+            return self._rows[:, :end].index_select(0, frames)
+        return self._rows_of(frames)[:, :end]
 
     def _rows_of(self, frames: torch.Tensor) -> torch.Tensor:
         out = []
@@ -285,9 +299,38 @@ class GridPlan:
             out.append((idx + offset).to(torch.int32))
         return torch.cat(out, dim=1)
 
-    def time_weights(self, frames: torch.Tensor) -> torch.Tensor:
-        """Upper time-corner weight of every frame and slice row, ``(B, n_rows)``."""
-        return self._wt_rows.index_select(0, frames)
+    def time_weights(self, frames: torch.Tensor, n_active: int | None = None) -> torch.Tensor:
+        """Upper time-corner weight of every frame and slice row, ``(B, n_rows_k)``."""
+        end = self._ends[self.n_levels if n_active is None else n_active]
+        return self._wt_rows[:, :end].index_select(0, frames)
+
+    def matrices(self, n_active: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interpolation matrix of the coarsest ``n_active`` levels, ``(k P, n_rows_k)``
+        CSR, and its transpose (row prefixes of the full ones, made once and kept)."""
+        if n_active not in self._prefix:
+            m, m_t = self.matrix, self.matrix_t
+            n_pix = self.size[0] * self.size[1]
+            self._prefix[n_active] = (
+                _csr_prefix(m, n_active * n_pix, self._ends[n_active]),
+                _csr_prefix(m_t, self._ends[n_active], n_active * n_pix),
+            )
+        return self._prefix[n_active]
+
+
+def _csr_prefix(m: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    """The first ``n_rows`` rows of CSR ``m`` as an ``(n_rows, n_cols)`` CSR matrix (their
+    columns must all be below ``n_cols``)."""
+    crow = m.crow_indices()[: n_rows + 1]
+    nnz = int(crow[-1])
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow.clone(),
+            m.col_indices()[:nnz].clone(),
+            m.values()[:nnz].clone(),
+            (n_rows, n_cols),
+            check_invariants=False,
+        )
 
 
 class _GatherBlend(torch.autograd.Function):
@@ -300,64 +343,104 @@ class _GatherBlend(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table, rows, w):  # type: ignore[override]
-        ctx.save_for_backward(rows, w)
-        ctx.shape = table.shape
         flat = rows.reshape(-1)
-        if table.shape[1] == 2 and table.dtype in (torch.float32, torch.float64):
+        ctx.save_for_backward(flat, w)
+        ctx.shape = table.shape
+        if _as_complex(table):
             s = torch.view_as_real(torch.view_as_complex(table).index_select(0, flat))
         else:
             s = table.index_select(0, flat)
         s = s.reshape(*rows.shape, table.shape[1])
-        s0 = s[:, :, 0]
-        return torch.lerp(s0, s[:, :, 1], w[..., None])
+        return torch.lerp(s[:, :, 0], s[:, :, 1], w[..., None])
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        rows, w = ctx.saved_tensors
+        flat, w = ctx.saved_tensors
         w = w[..., None]
-        gs = torch.stack([g - g * w, g * w], dim=2)  # (n, B, 2, F)
+        gs = torch.stack([g - g * w, g * w], dim=2)  # (n, B, 2, F), the layout of flat
         grad = g.new_zeros(ctx.shape)
-        flat = rows.reshape(-1)
-        if ctx.shape[1] == 2 and g.dtype in (torch.float32, torch.float64):
+        if _as_complex(grad):
             torch.view_as_complex(grad).index_add_(
-                0, flat, torch.view_as_complex(gs.reshape(-1, 2).contiguous())
+                0, flat, torch.view_as_complex(gs.reshape(-1, 2))
             )
         else:
             grad.index_add_(0, flat, gs.reshape(-1, ctx.shape[1]))
         return grad, None, None
 
 
+def _as_complex(t: torch.Tensor) -> bool:
+    """Whether rows of ``t (R, F)`` can be handled as one complex element (``F = 2``)."""
+    return t.shape[1] == 2 and t.dtype in (torch.float32, torch.float64)
+
+
+def _swap_outer(x: torch.Tensor, f: int) -> torch.Tensor:
+    """``(A, P, B, f)`` -> ``(B, P, A, f)`` contiguous (pairs of floats moved as one complex)."""
+    if f == 2 and x.dtype in (torch.float32, torch.float64):
+        z = torch.view_as_complex(x.contiguous())
+        return torch.view_as_real(z.permute(2, 1, 0).contiguous())
+    return x.permute(2, 1, 0, 3).contiguous()
+
+
 class _Interp(torch.autograd.Function):
-    """Blended slices ``(B, n_rows, F)`` -> pixel features ``(B, P * L, F)`` (row ``p * L + l``)
-    by the plan's CSR matrix, frame by frame; the gradient goes back through its transpose."""
+    """Blended slices ``(n_rows_k, B, F)`` -> pixel features ``(B, P, k F)`` by the plan's CSR
+    matrix of the coarsest ``k`` levels, all frames in one product; the gradient goes back
+    through its transpose."""
 
     @staticmethod
-    def forward(ctx, x, plan):  # type: ignore[override]
-        ctx.plan = plan
-        return torch.stack([plan.matrix @ xb for xb in x])
+    def forward(ctx, x, plan, k):  # type: ignore[override]
+        m, m_t = plan.matrices(k)
+        ctx.m_t = m_t
+        n, b, f = x.shape
+        ctx.shape = (n, b, f)
+        out = m @ x.reshape(n, b * f)  # (k P, B F), row l P + p
+        n_pix = out.shape[0] // k
+        return _swap_outer(out.reshape(k, n_pix, b, f), f).reshape(b, n_pix, k * f)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        m_t = ctx.plan.matrix_t
-        return torch.stack([m_t @ gb for gb in g.contiguous()]), None
+        n, b, f = ctx.shape
+        n_pix = g.shape[1]
+        k = g.shape[2] // f
+        gt = _swap_outer(g.reshape(b, n_pix, k, f), f).reshape(k * n_pix, b * f)
+        return (ctx.m_t @ gt).reshape(n, b, f), None, None
+
+
+def _active_prefix(mask: torch.Tensor) -> int | None:
+    """``k`` when exactly the coarsest ``k`` levels are switched on (mask ``1...10...0``)."""
+    on = mask == 1
+    k = int(on.sum())
+    if k >= 1 and bool(on[:k].all()) and bool((mask[k:] == 0).all()):
+        return k
+    return None
 
 
 def encode_grid(
-    encoding: HashEncoding, plan: GridPlan, frames: list[int] | torch.Tensor
+    encoding: HashEncoding,
+    plan: GridPlan,
+    frames: list[int] | torch.Tensor,
+    active_only: bool = False,
 ) -> torch.Tensor:
     """Features ``(B, Y * X, L * F)`` of the plan's grid at ``frames`` (``B`` frame indices).
 
     Same values as ``encoding(points)`` on the grid's points of those frames (pixel ``(i, j)``
-    at row ``i * X + j``).
+    at row ``i * X + j``). While only the coarsest ``k < L`` levels are switched on, only their
+    rows are gathered and interpolated; the switched-off levels' columns are zeros, or, with
+    ``active_only``, left out (output ``(B, Y * X, k * F)``; a network whose first layer has
+    ``L * F`` inputs then uses only its first ``k * F`` input columns, see
+    :func:`mrphys.nets.mlp.relu_mlp`).
     """
     fr = torch.as_tensor(frames, dtype=torch.long, device=encoding.table.device).reshape(-1)
-    n_b, n_f = int(fr.numel()), encoding.n_features
+    n_f = encoding.n_features
     flat = encoding.table.reshape(-1, n_f)
-    rows = plan.rows(fr)  # (B, n_rows, 2)
-    w = plan.time_weights(fr).to(flat.dtype)  # (B, n_rows)
-    blended = _GatherBlend.apply(flat, rows, w)  # (B, n_rows, F)
     mask = encoding.level_mask
-    if not bool((mask == 1).all()):  # coarse-to-fine: switched-off levels give zeros
-        blended = blended * mask.to(blended.dtype)[plan.level_of_row][:, None]
-    out = _Interp.apply(blended, plan)  # (B, P * L, F)
-    return out.reshape(n_b, -1, plan.n_levels * n_f)
+    k = _active_prefix(mask)
+    n = plan.n_levels if k is None else k
+    rows = plan.rows(fr, n).transpose(0, 1)  # (n_rows_k, B, 2)
+    w = plan.time_weights(fr, n).to(flat.dtype).t()  # (n_rows_k, B)
+    blended = _GatherBlend.apply(flat, rows, w)  # (n_rows_k, B, F)
+    if k is None:  # an arbitrary mask: every level, switched-off ones multiplied by zero
+        blended = blended * mask.to(blended.dtype)[plan.level_of_row][:, None, None]
+    out = _Interp.apply(blended, plan, n)  # (B, P, n F)
+    if n < plan.n_levels and not active_only:
+        out = torch.nn.functional.pad(out, (0, (plan.n_levels - n) * n_f))
+    return out

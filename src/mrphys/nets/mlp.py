@@ -146,9 +146,20 @@ def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch
     stay in cache, and the backward pass recomputes them chunk by chunk (no ``(N, width)``
     activations are stored). Same values as ``layers(x)`` to float rounding; other stacks,
     non-float32 or non-CPU tensors fall back to ``layers(x)``.
+
+    ``x`` may have fewer columns than the first layer has inputs: the missing trailing inputs
+    are zeros (only the first ``n_in`` columns of the first weight are used; the rest get a
+    zero gradient). A coarse-to-fine encoding with its finer levels switched off passes only
+    the active levels' features this way.
     """
     mods = list(layers)
     linear = mods[0::2]
+    n_in = int(x.shape[-1])
+    first = linear[0] if linear else None
+    if isinstance(first, nn.Linear) and n_in < first.in_features:
+        params0 = [first.weight[:, :n_in], first.bias]
+    else:
+        params0 = None
     ok = (
         x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -158,8 +169,13 @@ def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch
         and len(mods) % 2 == 1
     )
     if not ok:
-        return layers(x)
+        if params0 is None:
+            return layers(x)
+        h = nn.functional.linear(x, *params0)
+        return nn.Sequential(*mods[1:])(h) if len(mods) > 1 else h
     params: list[torch.Tensor] = []
     for m in linear:
         params += [m.weight, m.bias]
+    if params0 is not None:
+        params[:2] = params0
     return _ChunkedReluMlp.apply(x, int(chunk), *params)

@@ -20,8 +20,9 @@ and temporal TV are separable over frames; the nuclear norm is taken on the wind
 1,500 steps (chosen in advance; the result is the last iterate) with the hash tables at a 10x
 larger learning rate than the MLP (1e-2, issue 17), temporal-TV weight 0.08 instead
 of 0.02 (both chosen once on PINCAT at 5 spokes, see ``docs/inr.md``), a separable
-interpolation plan of the fixed pixel grid (:class:`mrphys.nets.hash_encoding.GridPlan`), the
-MLP in cache-sized chunks, a fused Adam step and a single-threaded finufft NUFFT. The
+interpolation plan of the fixed pixel grid (:class:`mrphys.nets.hash_encoding.GridPlan`; while
+coarse-to-fine has the finer levels off, only the active ones are encoded), the MLP in
+cache-sized chunks, a fused Adam step and a single-threaded finufft NUFFT. The
 relative-L2 term is evaluated on k-space normalised to its peak. ``InrConfig.paper()`` restores
 the paper's setting.
 """
@@ -284,8 +285,11 @@ class SpatiotemporalInr(nn.Module):
         return relu_mlp(self.encoding(x), self.mlp)
 
     def forward_grid(self, plan: GridPlan, frames: list[int] | torch.Tensor) -> torch.Tensor:
-        """Output ``(B, Y * X, 2)`` on the plan's pixel grid at ``B`` of its frames."""
-        feats = encode_grid(self.encoding, plan, frames)  # (B, P, L * F)
+        """Output ``(B, Y * X, 2)`` on the plan's pixel grid at ``B`` of its frames.
+
+        While coarse-to-fine has switched off the finer levels, only the active levels are
+        encoded and only their columns of the first layer are used (the same values)."""
+        feats = encode_grid(self.encoding, plan, frames, active_only=True)  # (B, P, k * F)
         return relu_mlp(feats.reshape(-1, feats.shape[-1]), self.mlp).reshape(*feats.shape[:2], -1)
 
 
