@@ -8,6 +8,8 @@ frame, SNR 20, seed 0 (the issue's case). Cells, each in its own subprocess, one
   ``--baseline-src DIR`` (a ``src/`` of the code before the change, e.g. ``git -C /work/main
   archive d89a085 src | tar -x -C /tmp/inr_old``) it runs that tree's ``InrConfig()`` instead;
 - ``inr-new``: this tree's ``InrConfig()``;
+- ``inr-fac``: the factorised INR, ``InrConfig()`` with ``FACTORISED`` (its settings frozen on
+  the tuning case PINCAT seed 1 at 8 spokes, see ``docs/inr.md``);
 - ``grasp``: temporal TV with its frozen defaults (``registry.reconstruct("grasp")``).
 
 Per cell: wall seconds of the reconstruction, CPU seconds (user + system of the process during
@@ -37,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/pincat_128x128x50.mat")
 if (ROOT.parent / "shared" / "data").is_dir():
     DATA = ROOT.parent / "shared" / "data" / "pincat_128x128x50.mat"
-CELLS = ("inr-old", "inr-new", "grasp")
+CELLS = ("inr-old", "inr-new", "inr-fac", "grasp")
+# InrConfig fields of the factorised INR (inr-fac)
+FACTORISED = {"rank": 16}
 # InrConfig fields that changed in issue 17, at their values before it
 OLD_DEFAULTS = {
     "hidden_layers": 2,
@@ -76,6 +80,8 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
         cfg = InrConfig()
         if cell == "inr-old" and not baseline:
             cfg = replace(cfg, **OLD_DEFAULTS)
+        if cell == "inr-fac":
+            cfg = replace(cfg, **FACTORISED)
         if iterations:
             cfg = replace(cfg, iterations=int(iterations))
         options = {"config": cfg, "seed": 0, "device": "cpu"}
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     ok = {r["cell"]: r for r in rows if "error" not in r}
     ratios = {}
     if "grasp" in ok:
-        for c in ("inr-old", "inr-new"):
+        for c in ("inr-old", "inr-new", "inr-fac"):
             if c in ok:
                 ratios[c] = {
                     "wall_over_grasp": ok[c]["seconds"] / ok["grasp"]["seconds"],
