@@ -41,7 +41,7 @@ if (ROOT.parent / "shared" / "data").is_dir():
     DATA = ROOT.parent / "shared" / "data" / "pincat_128x128x50.mat"
 CELLS = ("inr-old", "inr-new", "inr-fac", "grasp")
 # InrConfig fields of the factorised INR (inr-fac)
-FACTORISED = {"rank": 16}
+FACTORISED = {"rank": 32, "lr": 3e-3}
 # InrConfig fields that changed in issue 17, at their values before it
 OLD_DEFAULTS = {
     "hidden_layers": 2,
