@@ -21,62 +21,10 @@ import torch
 from torch import nn
 
 from mrphys.errors import check
-from mrphys.nets.hash_encoding import HashEncoding
+from mrphys.nets.hash_encoding import HashEncoding, _GatherBlend
 from mrphys.nets.mlp import relu_mlp
 
 __all__ = ["FactorisedInr", "PixelPlan"]
-
-
-class _Rows(torch.autograd.Function):
-    """``table[rows]`` whose gradient is one ``index_add_`` into a zero table (viewed as complex
-    when ``F = 2``), instead of autograd's full-size zero tensor per slice."""
-
-    @staticmethod
-    def forward(ctx, table, rows):  # type: ignore[override]
-        ctx.save_for_backward(rows)
-        ctx.shape = table.shape
-        return table.index_select(0, rows)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        (rows,) = ctx.saved_tensors
-        grad = g.new_zeros(ctx.shape)
-        if ctx.shape[1] == 2 and g.dtype in (torch.float32, torch.float64):
-            torch.view_as_complex(grad).index_add_(0, rows, torch.view_as_complex(g.contiguous()))
-        else:
-            grad.index_add_(0, rows, g)
-        return grad, None
-
-
-class _Gather(torch.autograd.Function):
-    """``table (R, F), index (L, P, 4), weight (L, P, 4) -> sum_c weight * table[index]``,
-    ``(L, P, F)``. With ``F = 2`` the table is viewed as complex (one 8-byte element per row):
-    the gather and the gradient's ``index_add_`` are several times faster on a CPU than
-    ``embedding`` and its sorting backward."""
-
-    @staticmethod
-    def forward(ctx, table, index, weight):  # type: ignore[override]
-        ctx.save_for_backward(index, weight)
-        ctx.shape = table.shape
-        flat = index.reshape(-1)
-        if table.shape[1] == 2 and table.dtype in (torch.float32, torch.float64):
-            rows = torch.view_as_real(torch.view_as_complex(table).index_select(0, flat))
-        else:
-            rows = table.index_select(0, flat)
-        rows = rows.reshape(*index.shape, table.shape[1])
-        return (rows * weight[..., None]).sum(2)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        index, weight = ctx.saved_tensors
-        gs = (g[:, :, None, :] * weight[..., None]).reshape(-1, ctx.shape[1])
-        grad = g.new_zeros(ctx.shape)
-        flat = index.reshape(-1)
-        if ctx.shape[1] == 2 and g.dtype in (torch.float32, torch.float64):
-            torch.view_as_complex(grad).index_add_(0, flat, torch.view_as_complex(gs.contiguous()))
-        else:
-            grad.index_add_(0, flat, gs)
-        return grad, None, None
 
 
 def _interp_matrix(coords: torch.Tensor, res: int) -> torch.Tensor:
@@ -100,7 +48,7 @@ class PixelPlan:
     table (dense, row-major index ``y (R + 1) + x``) is the matrix product
     ``W_y T W_x^T`` of its ``(R + 1) x (R + 1)`` vertex grid ``T`` with two interpolation
     matrices (a few dense products instead of ``4 Y X`` gathers and a scatter-add); a hashed level
-    keeps the per-pixel gather (``index, weight (Y * X, 4)``).
+    keeps the per-pixel gather (``index, weight (1, Y * X, 4)``).
 
     Args:
         encoding: the 2-D :class:`HashEncoding` the plan indexes.
@@ -130,6 +78,7 @@ class PixelPlan:
             else:
                 self.levels.append(("hash", index[lv : lv + 1], weight[lv : lv + 1]))
         self.rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=dev)
+        self.rows_w = torch.zeros(self.rows.numel(), 1, device=dev)
 
 
 class FactorisedInr(nn.Module):
@@ -212,7 +161,10 @@ class FactorisedInr(nn.Module):
         """Spatial factors ``U (Y * X, K)`` complex on the plan's pixels."""
         enc = self.encoding
         flat = enc.table.reshape(-1, enc.n_features)
-        sub = _Rows.apply(flat, plan.rows) if plan.rows.numel() else flat[:0]
+        sub = flat[:0]
+        if plan.rows.numel():  # the dense levels' vertex rows; the gradient is one index_add_
+            rows = plan.rows[:, None, None].expand(-1, 1, 2)  # both "time corners" the same row
+            sub = _GatherBlend.apply(flat, rows, plan.rows_w)[:, 0]
         mask = enc.level_mask
         ny, nx = plan.size
         out: list[torch.Tensor] = []
@@ -226,7 +178,8 @@ class FactorisedInr(nn.Module):
                 out.append(f.permute(1, 2, 0).reshape(ny * nx, -1))
             else:
                 _, index, weight = spec
-                out.append(_Gather.apply(flat, index, weight.to(flat.dtype))[0])
+                feats = nn.functional.embedding(index[0], flat)  # (P, 4, F)
+                out.append((feats * weight[0, :, :, None].to(flat.dtype)).sum(1))
         feats = torch.stack(out, dim=1).reshape(ny * nx, -1)  # (P, L * F)
         out = relu_mlp(feats, self.mlp)  # (P, 2K)
         return torch.complex(out[:, : self.rank], out[:, self.rank :])
