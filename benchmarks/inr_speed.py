@@ -10,6 +10,8 @@ frame, SNR 20, seed 0 (the issue's case). Cells, each in its own subprocess, one
 - ``inr-prev``: the defaults of the first round of issue 17 (MLP 2 x 64, 1,500 steps, tables at
   lr 1e-2), run by this tree's code (its per-step speed-ups included);
 - ``inr-new``: this tree's ``InrConfig()``;
+- ``inr-fac``: the factorised INR, ``InrConfig()`` with ``FACTORISED`` (its settings frozen on
+  the tuning case PINCAT seed 1 at 8 spokes, see ``docs/inr.md``);
 - ``grasp``: temporal TV with its frozen defaults (``registry.reconstruct("grasp")``).
 
 Per cell: wall seconds of the reconstruction, CPU seconds (user + system of the process during
@@ -39,7 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/pincat_128x128x50.mat")
 if (ROOT.parent / "shared" / "data").is_dir():
     DATA = ROOT.parent / "shared" / "data" / "pincat_128x128x50.mat"
-CELLS = ("inr-old", "inr-prev", "inr-new", "grasp")
+CELLS = ("inr-old", "inr-prev", "inr-new", "inr-fac", "grasp")
+# InrConfig fields of the factorised INR (inr-fac)
+FACTORISED = {"rank": 32, "lr": 3e-3}
 # InrConfig fields that changed in issue 17, at their values before it
 OLD_DEFAULTS = {
     "hidden_layers": 2,
@@ -82,6 +86,8 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
             cfg = replace(cfg, **OLD_DEFAULTS)
         if cell == "inr-prev":
             cfg = replace(cfg, **PREV_DEFAULTS)
+        if cell == "inr-fac":
+            cfg = replace(cfg, **FACTORISED)
         if iterations:
             cfg = replace(cfg, iterations=int(iterations))
         options = {"config": cfg, "seed": 0, "device": "cpu"}
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     ok = {r["cell"]: r for r in rows if "error" not in r}
     ratios = {}
     if "grasp" in ok:
-        for c in ("inr-old", "inr-prev", "inr-new"):
+        for c in ("inr-old", "inr-prev", "inr-new", "inr-fac"):
             if c in ok:
                 ratios[c] = {
                     "wall_over_grasp": ok[c]["seconds"] / ok["grasp"]["seconds"],
