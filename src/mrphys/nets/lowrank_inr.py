@@ -22,7 +22,7 @@ from torch import nn
 
 from mrphys.errors import check
 from mrphys.nets.hash_encoding import HashEncoding, _GatherBlend
-from mrphys.nets.mlp import relu_mlp
+from mrphys.nets.mlp import relu_mlp, relu_sequential
 
 __all__ = ["FactorisedInr", "PixelPlan"]
 
@@ -128,20 +128,9 @@ class FactorisedInr(nn.Module):
             init_scale=init_scale,
             generator=generator,
         )
-        layers: list[nn.Module] = []
-        width = self.encoding.out_features
-        for _ in range(hidden_layers):
-            layers += [nn.Linear(width, hidden_width), nn.ReLU()]
-            width = hidden_width
-        layers.append(nn.Linear(width, 2 * self.rank))
-        self.mlp = nn.Sequential(*layers)
-        if generator is not None:  # seeded MLP initialisation (default torch scheme)
-            for m in self.mlp:
-                if isinstance(m, nn.Linear):
-                    bound = 1.0 / math.sqrt(m.in_features)
-                    with torch.no_grad():
-                        m.weight.uniform_(-bound, bound, generator=generator)
-                        m.bias.uniform_(-bound, bound, generator=generator)
+        self.mlp = relu_sequential(
+            self.encoding.out_features, hidden_width, hidden_layers, 2 * self.rank, generator
+        )
         t = (torch.arange(self.n_frames, dtype=torch.float32) + 0.5) / self.n_frames
         k = torch.arange(self.rank, dtype=torch.float32)
         dct = torch.cos(math.pi * t[:, None] * k[None, :])  # (T, K)

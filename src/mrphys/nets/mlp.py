@@ -8,6 +8,8 @@ builds the paper's networks (sizes, boxes, features) from it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -179,3 +181,33 @@ def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch
     if params0 is not None:
         params[:2] = params0
     return _ChunkedReluMlp.apply(x, int(chunk), *params)
+
+
+def relu_sequential(
+    in_features: int,
+    hidden_width: int,
+    hidden_layers: int,
+    out_features: int,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
+    """``hidden_layers`` x (Linear + ReLU) of ``hidden_width``, then a linear output layer.
+
+    With ``generator``, weights and biases are drawn from it (torch's default scheme, uniform in
+    ``+-1/sqrt(fan_in)``, layer by layer), so the same seed gives the same network; without it,
+    torch's global generator. The layout :func:`relu_mlp` evaluates.
+    """
+    layers: list[nn.Module] = []
+    width = in_features
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(width, hidden_width), nn.ReLU()]
+        width = hidden_width
+    layers.append(nn.Linear(width, out_features))
+    mlp = nn.Sequential(*layers)
+    if generator is not None:
+        for m in mlp:
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.in_features)
+                with torch.no_grad():
+                    m.weight.uniform_(-bound, bound, generator=generator)
+                    m.bias.uniform_(-bound, bound, generator=generator)
+    return mlp

@@ -42,7 +42,7 @@ from torch import nn
 from mrphys.errors import MrphysError, check, check_finite
 from mrphys.nets.hash_encoding import GridPlan, HashEncoding, encode_grid
 from mrphys.nets.lowrank_inr import FactorisedInr, PixelPlan
-from mrphys.nets.mlp import relu_mlp
+from mrphys.nets.mlp import relu_mlp, relu_sequential
 from mrphys.physics.coils import SenseOp
 from mrphys.physics.nufft import RadialNUFFT, radial_dcf
 from mrphys.resources import check_memory
@@ -280,20 +280,9 @@ class SpatiotemporalInr(nn.Module):
             init_scale=config.init_scale,
             generator=generator,
         )
-        layers: list[nn.Module] = []
-        width = self.encoding.out_features
-        for _ in range(config.hidden_layers):
-            layers += [nn.Linear(width, config.hidden_width), nn.ReLU()]
-            width = config.hidden_width
-        layers.append(nn.Linear(width, 2))
-        self.mlp = nn.Sequential(*layers)
-        if generator is not None:  # seeded MLP initialisation (default torch scheme)
-            for m in self.mlp:
-                if isinstance(m, nn.Linear):
-                    bound = 1.0 / math.sqrt(m.in_features)
-                    with torch.no_grad():
-                        m.weight.uniform_(-bound, bound, generator=generator)
-                        m.bias.uniform_(-bound, bound, generator=generator)
+        self.mlp = relu_sequential(
+            self.encoding.out_features, config.hidden_width, config.hidden_layers, 2, generator
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return relu_mlp(self.encoding(x), self.mlp)
