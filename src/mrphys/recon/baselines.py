@@ -55,7 +55,6 @@ import torch
 from mrphys.errors import check
 from mrphys.physics.coils import SenseOp
 from mrphys.physics.linop import AxisFFT, FiniteDifference, Identity, Linop, Repeat
-from mrphys.physics.nufft import RadialNUFFT
 from mrphys.physics.radial import RadialData
 from mrphys.recon.solvers import (
     Discrepancy,
@@ -184,8 +183,8 @@ def gridding(data: RadialData, backend: str = "auto", combine: str = "maps") -> 
         return LeastSquares(op, y, w).rhs.to(torch.complex64)
     from mrphys.recon.calib import interference_combine
 
-    nufft = RadialNUFFT(data.traj, data.im_size, backend=backend).on_coils(data.n_coils)
-    return interference_combine(nufft.adjoint(y * w), data.maps.to(y.device))
+    coil_images = op.encoding.on_coils(data.n_coils).adjoint(y * w)  # the operator's own plan
+    return interference_combine(coil_images, data.maps.to(y.device))
 
 
 def cg_sense_operator(
