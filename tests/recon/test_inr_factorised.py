@@ -12,7 +12,7 @@ from mrphys.metrics import psnr
 from mrphys.nets.lowrank_inr import FactorisedInr
 from mrphys.physics.radial import simulate_radial
 from mrphys.recon.baselines import gridding
-from mrphys.recon.inr import InrConfig, fit_inr, reconstruct_inr, render_inr
+from mrphys.recon.inr import InrConfig, fit_inr, pixel_plan, reconstruct_inr, render_inr
 from mrphys.tissue.dynamic import synthetic_cine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +37,7 @@ def test_planned_spatial_factors_equal_direct_encoding_and_gradients(log2_table)
         hidden_layers=1, init_scale=0.5, generator=g,
     )  # fmt: skip
     model.encoding.set_active_levels(4)  # coarse-to-fine: two levels off
-    plan = model.plan((12, 20))
+    plan = pixel_plan(model, (12, 20))
     assert {s[0] for s in plan.levels} == ({"dense"} if log2_table == 12 else {"dense", "hash"})
     direct = model.mlp(model.encoding(_pixels(12, 20)))
     direct = torch.complex(direct[:, :3], direct[:, 3:])
@@ -54,7 +54,7 @@ def test_series_has_rank_at_most_k_and_v_interpolates_linearly():
     model = FactorisedInr(7, 2, n_levels=4, base_resolution=4.0, hidden_width=16, init_scale=0.5)
     with torch.no_grad():
         model.temporal.normal_(generator=torch.Generator().manual_seed(1))
-    plan = model.plan((10, 10))
+    plan = pixel_plan(model, (10, 10))
     out = model.forward_grid(plan, list(range(7)))  # (T, P, 2)
     assert out.shape == (7, 100, 2)
     x = torch.view_as_complex(out.contiguous())
@@ -67,7 +67,7 @@ def test_series_has_rank_at_most_k_and_v_interpolates_linearly():
     # no extrapolation beyond the first and last frame
     torch.testing.assert_close(model.temporal_at(torch.tensor([-0.4, 6.4])), v[[0, 6]])
     # the rendering of the acquired frames is forward_grid's
-    torch.testing.assert_close(model.render(torch.arange(7.0), (10, 10)).reshape(7, -1), x)
+    torch.testing.assert_close(model.render(torch.arange(7.0), plan).reshape(7, -1), x)
 
 
 _TINY = InrConfig(

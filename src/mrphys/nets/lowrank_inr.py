@@ -137,15 +137,6 @@ class FactorisedInr(nn.Module):
         dct = dct / dct.pow(2).mean(0).sqrt().clamp_min(1e-6)
         self.temporal = nn.Parameter(torch.stack([dct, torch.zeros_like(dct)], dim=-1))  # (T,K,2)
 
-    def plan(self, im_size: tuple[int, int]) -> PixelPlan:
-        """The :class:`PixelPlan` of a ``Y x X`` grid over the unit field of view (pixel centres
-        ``(i + 0.5) / Y``, as :func:`mrphys.recon.inr.grid_coordinates`)."""
-        dev = self.encoding.table.device
-        ny, nx = int(im_size[0]), int(im_size[1])
-        ys = (torch.arange(ny, dtype=torch.float32, device=dev) + 0.5) / ny
-        xs = (torch.arange(nx, dtype=torch.float32, device=dev) + 0.5) / nx
-        return PixelPlan(self.encoding, xs, ys)
-
     def spatial(self, plan: PixelPlan) -> torch.Tensor:
         """Spatial factors ``U (Y * X, K)`` complex on the plan's pixels."""
         enc = self.encoding
@@ -192,8 +183,8 @@ class FactorisedInr(nn.Module):
         return torch.view_as_real(x)
 
     @torch.no_grad()
-    def render(self, positions: torch.Tensor, im_size: tuple[int, int]) -> torch.Tensor:
+    def render(self, positions: torch.Tensor, plan: PixelPlan) -> torch.Tensor:
         """The series ``(B, Y, X)`` complex at frame positions ``(B,)`` (acquired-frame units) on
-        a ``Y x X`` grid over the same field of view."""
-        u = self.spatial(self.plan(im_size))  # (P, K)
-        return (self.temporal_at(positions) @ u.transpose(0, 1)).reshape(-1, *im_size)
+        the plan's pixels."""
+        u = self.spatial(plan)  # (P, K)
+        return (self.temporal_at(positions) @ u.transpose(0, 1)).reshape(-1, *plan.size)

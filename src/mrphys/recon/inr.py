@@ -316,6 +316,13 @@ def factorised_inr(
     )
 
 
+def pixel_plan(model: FactorisedInr, im_size: tuple[int, int]) -> PixelPlan:
+    """The :class:`~mrphys.nets.lowrank_inr.PixelPlan` of the factorised INR's spatial encoding on
+    a ``Y x X`` grid (the pixel axes of :func:`grid_coordinates`)."""
+    xs, ys, _ = _grid_axes(1, im_size, 1, None, model.encoding.table.device)
+    return PixelPlan(model.encoding, xs, ys)
+
+
 def grid_plan(
     encoding: HashEncoding,
     n_frames: int,
@@ -511,7 +518,7 @@ def fit_inr(
     t0 = time.perf_counter()
     plans: GridPlan | PixelPlan
     if isinstance(model, FactorisedInr):
-        plans = model.plan(im_size)
+        plans = pixel_plan(model, im_size)
     else:
         plans = grid_plan(model.encoding, t_frames, im_size, n_ref)
     log.info("INR: interpolation plan of %d frames in %.1f s", t_frames, time.perf_counter() - t0)
@@ -641,7 +648,10 @@ def render_inr(
     check_render_memory(InrConfig(**info.config), t_out, out_size)
     if isinstance(model, FactorisedInr):  # frame positions as below, V interpolated linearly
         pos = (torch.arange(t_out, dtype=torch.float32) + 0.5) * t_frames / t_out - 0.5
-        return (model.render(pos, out_size) * info.scale).to(torch.complex64)
+        plan = info.plans if out_size == im_size else None
+        if not isinstance(plan, PixelPlan):
+            plan = pixel_plan(model, out_size)
+        return (model.render(pos, plan) * info.scale).to(torch.complex64)
     plan = info.plans
     if not (t_out == t_frames and out_size == im_size and plan is not None):
         pos = (torch.arange(t_out, dtype=torch.float32) + 0.5) * t_frames / t_out - 0.5
