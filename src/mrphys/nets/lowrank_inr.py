@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mrphys.errors import check
-from mrphys.nets.hash_encoding import HashEncoding, _GatherBlend
+from mrphys.nets.hash_encoding import HashEncoding, _Axis, _GatherBlend
 from mrphys.nets.mlp import relu_mlp, relu_sequential
 
 __all__ = ["FactorisedInr", "PixelPlan"]
@@ -30,12 +30,10 @@ __all__ = ["FactorisedInr", "PixelPlan"]
 def _interp_matrix(coords: torch.Tensor, res: int) -> torch.Tensor:
     """Linear interpolation weights ``(n, res + 1)`` of points ``coords (n,)`` in ``[0, 1]`` on
     the ``res + 1`` vertices of a grid of ``res`` cells (cells as in :class:`HashEncoding`)."""
-    c = coords.clamp(0.0, 1.0)
-    i0 = torch.floor(c.to(torch.float64) * res).clamp(0, res - 1)
-    frac = c * float(res) - i0.to(c.dtype)
-    i0 = i0.long()
-    w = torch.zeros(c.numel(), res + 1, dtype=c.dtype, device=c.device)
-    rows = torch.arange(c.numel(), device=c.device)
+    axis = _Axis(coords, res)  # the cells of HashEncoding's convention
+    i0, frac = axis.vertices[axis.pos], axis.frac
+    w = torch.zeros(coords.numel(), res + 1, dtype=frac.dtype, device=frac.device)
+    rows = torch.arange(coords.numel(), device=frac.device)
     w[rows, i0] = 1 - frac
     w[rows, i0 + 1] += frac
     return w
