@@ -746,15 +746,18 @@ def interference_combine(
     )
     m = m.to(torch.complex64)
     t, c, ny, nx = m.shape
-    power = (s.abs() ** 2).sum(0)
-    plain = (s.conj()[None] * m).sum(1) / torch.where(power > 0, power, 1.0)
+
+    def plain() -> torch.Tensor:  # S^H m / S^H S: no interference to combine against
+        power = (s.abs() ** 2).sum(0)
+        return (s.conj()[None] * m).sum(1) / torch.where(power > 0, power, 1.0)
+
     if t < 2:
-        return plain
+        return plain()
     dev = m - m.mean(0, keepdim=True)
     cov = _box(torch.einsum("tcyx,tdyx->cdyx", dev, dev.conj()) / (t - 1), int(window))
     level = float(torch.einsum("ccyx->yx", cov).real.mean()) / c
     if not level > 0:
-        return plain
+        return plain()
     cov = cov.permute(2, 3, 0, 1).reshape(ny * nx, c, c)
     cov = 0.5 * (cov + cov.conj().transpose(-1, -2))
     eye = torch.eye(c, dtype=cov.dtype, device=cov.device)
