@@ -109,14 +109,22 @@ def _inr_overrides(spec: str | None) -> dict:
     return out
 
 
-def _honest(name: str, spokes: int, quick: bool, seed: int, true_maps: bool):
+def _honest(
+    name: str,
+    spokes: int,
+    quick: bool,
+    seed: int,
+    true_maps: bool,
+    support_threshold: float | None = None,
+):
     """Simulate raw data honestly, write and read the MRD file, calibrate: (data, intensity,
-    calibration report, truth)."""
+    calibration report, truth). ``support_threshold`` overrides ``CalibrationSteps``' (None: its
+    default; 0: no support)."""
     import tempfile
 
     from mrphys.physics.mrd import read_mrd, write_mrd
     from mrphys.physics.radial import simulate_raw
-    from mrphys.recon.pipeline import calibrate
+    from mrphys.recon.pipeline import CalibrationSteps, calibrate
 
     x = _series(name, quick)
     sim = simulate_raw(
@@ -133,7 +141,10 @@ def _honest(name: str, spokes: int, quick: bool, seed: int, true_maps: bool):
         path = Path(tmp) / "raw.h5"
         write_mrd(path, sim.data, noise=sim.noise)
         raw, info = read_mrd(path)
-    cal = calibrate(raw, info.noise, maps=sim.data.maps if true_maps else None)
+    steps = CalibrationSteps()
+    if support_threshold is not None:
+        steps.support_threshold = float(support_threshold)
+    cal = calibrate(raw, info.noise, steps, maps=sim.data.maps if true_maps else None)
     return cal.data, cal.intensity, cal.report, sim.data.truth
 
 
@@ -147,6 +158,7 @@ def run_cell(
     inr_config: str | None = None,
     protocol: str = "crime",
     gridding_combine: str | None = None,
+    support_threshold: float | None = None,
 ):
     """One table cell in this process: simulate, reconstruct, score."""
     import torch
@@ -161,7 +173,7 @@ def run_cell(
         data = simulate_radial(_series(name, quick), spokes, coils=COILS, snr=SNR, seed=seed)
     else:
         data, intensity, report, truth_h = _honest(
-            name, spokes, quick, seed, protocol == "honest-true-maps"
+            name, spokes, quick, seed, protocol == "honest-true-maps", support_threshold
         )
         data.truth = truth_h
         calib = {
@@ -171,6 +183,7 @@ def run_cell(
                 "ring_components",
                 "coil_map_method",
                 "coil_map_smoothing",
+                "support_fraction",
                 "noise_covariance_condition",
                 "seconds",
             )
@@ -328,6 +341,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="coil combination of gridding (baselines.gridding's combine; default its own)",
     )
+    ap.add_argument(
+        "--support-threshold",
+        type=float,
+        default=None,
+        help="calibrate's support threshold (0: maps over the whole field of view; default: "
+        "CalibrationSteps' default); applied to the estimated and the given (true) maps alike",
+    )
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     ap.add_argument("--no-nufft", action="store_true", help="skip the NUFFT throughput")
     ap.add_argument(
@@ -363,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
             args.inr_config,
             proto,
             args.gridding_combine,
+            args.support_threshold,
         )
         print(json.dumps(row))
         return
@@ -404,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
             cmd += ["--inr-iterations", str(args.inr_iterations)]
         if args.gridding_combine:
             cmd += ["--gridding-combine", args.gridding_combine]
+        if args.support_threshold is not None:
+            cmd += ["--support-threshold", str(args.support_threshold)]
         if args.inr_config:
             _inr_overrides(args.inr_config)  # fail early, in the parent
             cmd += ["--inr-config", args.inr_config]

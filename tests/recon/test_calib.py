@@ -416,3 +416,63 @@ def test_interference_combine_is_unbiased_and_rejects_a_coil_coherent_interferen
         calib.interference_combine(noisy, maps, window=2)
     with pytest.raises(MrphysError, match="shape"):
         calib.interference_combine(noisy, maps[:3])
+
+
+# -------------------------------------------------------------------------------------------
+# support from the data
+# -------------------------------------------------------------------------------------------
+
+
+def _moving_series(frames: int = 8, n: int = N) -> torch.Tensor:
+    """:func:`phantom` plus a bright disc that sits inside it and, in the last frame only, moves
+    out to the edge of the field of view: ``(frames, n, n)`` complex64."""
+    y, x = _grid(n)
+    base = phantom(n)
+    out = []
+    for t in range(frames):
+        cx = 0.2 if t < frames - 1 else 0.85  # one frame of eight at the edge
+        disc = ((y + 0.1) ** 2 + (x - cx) ** 2 < 0.1**2).to(torch.complex64)
+        out.append(base + 1.5 * disc)
+    return torch.stack(out)
+
+
+def test_support_covers_a_moving_object_and_drops_the_empty_background():
+    """The support from the pooled coil images of all frames never cuts the object, including a
+    part that reaches the edge in one frame of eight, and drops most of the empty field."""
+    maps = gaussian_maps()
+    series = _moving_series()
+    t = series.shape[0]
+    traj = golden_angle_radial(t, 13, 2 * N)
+    k = SenseOp(maps, RadialNUFFT(traj, (N, N)))(series)
+    g = torch.Generator().manual_seed(1)
+    k = k + 0.005 * float(k.abs().max()) * torch.randn(k.shape, generator=g, dtype=k.dtype)
+    images = RadialNUFFT(traj, (N, N)).on_coils(C).adjoint(k * radial_dcf(traj, (N, N))[:, None])
+    sup = calib.estimate_support(images)
+    assert sup.shape == (N, N) and sup.dtype == torch.bool
+    obj = series.abs().amax(0) > 0
+    assert bool(sup[obj].all())  # every pixel of every frame's object
+    # the time average alone (frames' threshold out of reach) loses the disc at the edge
+    assert not bool(calib.estimate_support(images, frame_factor=50.0)[obj].all())
+    assert float(sup.float().mean()) < 0.75  # the object is 30-32 % of the field
+    assert not bool(sup[0, 0] or sup[0, -1] or sup[-1, 0] or sup[-1, -1])
+    assert bool(calib.estimate_support(images, threshold=0.0).all())
+
+
+def test_support_fills_holes_and_checks_its_input():
+    """A dark region enclosed by the object (a ring) stays inside the support; the margin
+    grows it; bad options raise."""
+    y, x = _grid(N)
+    r = (y**2 + x**2).sqrt()
+    ring = ((r > 0.3) & (r < 0.5)).to(torch.complex64)
+    images = gaussian_maps() * ring
+    tight = calib.estimate_support(images, margin=0.0)
+    assert bool(tight[r < 0.3].all())  # the hole is filled
+    assert not bool(tight[r > 0.75].any())
+    wide = calib.estimate_support(images, margin=0.1)
+    assert int(wide.sum()) > int(tight.sum()) and bool(wide[tight].all())
+    with pytest.raises(MrphysError, match="threshold"):
+        calib.estimate_support(images, threshold=1.0)
+    with pytest.raises(MrphysError, match="margin"):
+        calib.estimate_support(images, margin=-0.1)
+    with pytest.raises(MrphysError, match="coil images"):
+        calib.estimate_support(images[0])

@@ -44,6 +44,7 @@ __all__ = [
     "coil_compress",
     "espirit_maps",
     "estimate_maps",
+    "estimate_support",
     "fill_dark",
     "gridded_coil_images",
     "inati_maps",
@@ -82,6 +83,19 @@ SMOOTH_CALIB = 20
 #: (``docs/calibration.md``).
 COMBINE_WINDOW = 3
 COMBINE_LOADING = 0.01
+
+#: :func:`estimate_support` defaults: threshold relative to the robust peak (the
+#: ``SUPPORT_QUANTILE`` quantile) of the low-passed (``SUPPORT_CALIB``) time-averaged
+#: coil-combined image, the frames' low-pass and threshold factor (moving parts), and the
+#: dilation margin as a fraction of the image width; chosen on
+#: PINCAT (5 spokes) and the rat cine with another coil set (seed 1), never on the rat bar case
+#: (``docs/calibration.md``).
+SUPPORT_THRESHOLD = 0.1
+SUPPORT_MARGIN = 0.05
+SUPPORT_CALIB = 24
+SUPPORT_FRAME_CALIB = 12
+SUPPORT_FRAME_FACTOR = 2.0
+SUPPORT_QUANTILE = 0.99
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,6 +785,119 @@ def interference_combine(
         weights[sl] = ris / torch.where(den > 0, den, 1.0)[:, None]
     weights = weights.reshape(ny, nx, c).permute(2, 0, 1)
     return (weights.conj()[None] * m).sum(1)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """``(Y, X)`` bool mask dilated by a disc of ``radius`` pixels (zero padding)."""
+    if radius <= 0:
+        return mask
+    r = int(radius)
+    off = torch.arange(-r, r + 1, device=mask.device)
+    disc = (off[:, None] ** 2 + off[None, :] ** 2 <= r * r).to(torch.float32)
+    out = torch.nn.functional.conv2d(
+        mask[None, None].to(torch.float32), disc[None, None], padding=r
+    )
+    return out[0, 0] > 0.5
+
+
+def _fill_holes(mask: torch.Tensor) -> torch.Tensor:
+    """``(Y, X)`` bool mask with its holes filled: every pixel not reachable from the border
+    through pixels outside the mask (4-connected) joins the mask."""
+    free = ~mask
+    reach = torch.zeros_like(mask)
+    reach[[0, -1], :] = free[[0, -1], :]
+    reach[:, [0, -1]] = free[:, [0, -1]]
+    cross = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float32, device=mask.device)
+    for _ in range(mask.numel()):
+        grown = torch.nn.functional.conv2d(reach[None, None].float(), cross[None, None], padding=1)
+        new = (grown[0, 0] > 0.5) & free
+        if bool((new == reach).all()):
+            break
+        reach = new
+    return ~reach
+
+
+def estimate_support(
+    images: torch.Tensor,
+    *,
+    threshold: float = SUPPORT_THRESHOLD,
+    margin: float = SUPPORT_MARGIN,
+    calib: int = SUPPORT_CALIB,
+    frame_calib: int = SUPPORT_FRAME_CALIB,
+    frame_factor: float = SUPPORT_FRAME_FACTOR,
+    quantile: float = SUPPORT_QUANTILE,
+) -> torch.Tensor:
+    """Where the data show an object: a ``(Y, X)`` bool mask from the frames' coil images.
+
+    Like ESPIRiT's eigenvalue crop (Uecker et al. 2014; BART ``ecalib -c``) it marks the pixels
+    the data say hold signal, so that coil maps can be zero elsewhere and no method puts streaks
+    or noise there. ESPIRiT's eigenvalue itself does not separate object from background in
+    undersampled radial calibration data (the streaks lie in the coil subspace: it stays above
+    0.9 over the whole field of view on PINCAT and the rat cine), so the mask is taken from the
+    signal. With ``r`` the root sum of squares over the coils of the time-averaged coil images
+    low-passed to the central ``calib`` of k-space (Hann taper) and ``q`` its ``quantile`` over
+    the field of view (a robust peak: a few bright pixels do not set it), a pixel is in the
+    support where
+
+    - ``r >= threshold * q`` (the time average), or
+    - in any frame, that frame's root sum of squares low-passed to ``frame_calib`` reaches
+      ``frame_factor * threshold`` times the same robust peak of the time average low-passed
+      alike (a moving part that the time average dilutes: bright in a few frames only);
+
+    then the mask is dilated by a disc of ``margin`` times the image width and its holes are
+    filled (dark regions enclosed by the object, such as lungs, stay inside).
+
+    Args:
+        images: ``(T, C, Y, X)`` complex coil images of each frame (the density-compensated
+            adjoint NUFFT of its spokes), prewhitened; ``(C, Y, X)`` is one frame.
+        threshold: in ``[0, 1)``, relative to the robust peak; 0 keeps every pixel.
+        margin: dilation radius as a fraction of ``max(Y, X)`` (``>= 0``).
+        calib: low-pass width of the time average, k-space samples (``>= 2``).
+        frame_calib: low-pass width of each frame (``>= 2``).
+        frame_factor: the frames' threshold over the time average's (``> 0``).
+        quantile: the robust peak's quantile in ``(0, 1]``.
+
+    Returns:
+        ``(Y, X)`` bool, True inside the support.
+    """
+    x = _complex(images, "coil images")
+    if x.ndim == 3:
+        x = x[None]
+    check(x.ndim == 4, f"coil images must be (T, C, Y, X) or (C, Y, X); got {tuple(x.shape)}.")
+    check(0.0 <= float(threshold) < 1.0, f"threshold must lie in [0, 1); got {threshold}.")
+    check(
+        float(margin) >= 0 and math.isfinite(float(margin)),
+        f"margin must be finite and >= 0; got {margin}.",
+    )
+    check(
+        int(calib) >= 2 and int(frame_calib) >= 2,
+        f"calib and frame_calib must be at least 2 k-space samples; got {calib}, {frame_calib}.",
+    )
+    check(float(frame_factor) > 0, f"frame_factor must be positive; got {frame_factor}.")
+    check(0.0 < float(quantile) <= 1.0, f"quantile must lie in (0, 1]; got {quantile}.")
+    t, _, ny, nx = x.shape
+    everything = torch.ones((ny, nx), dtype=torch.bool, device=x.device)
+    if float(threshold) == 0.0:
+        return everything
+    mean = x.mean(0)
+
+    def rss(v: torch.Tensor, width: int) -> torch.Tensor:
+        return _lowpass(v, width).abs().pow(2).sum(-3).sqrt()
+
+    def peak(v: torch.Tensor) -> float:
+        return float(torch.quantile(v.flatten().to(torch.float64), float(quantile)))
+
+    avg = rss(mean, int(calib))
+    q = peak(avg)
+    if not q > 0:
+        return everything
+    mask = avg >= float(threshold) * q
+    if t > 1:
+        q_frame = peak(rss(mean, int(frame_calib)))
+        frames = torch.stack([rss(x[i], int(frame_calib)) for i in range(t)]).amax(0)
+        mask |= frames >= float(frame_factor) * float(threshold) * q_frame
+    mask = _dilate(mask, int(round(float(margin) * max(ny, nx))))
+    return _fill_holes(mask)
 
 
 def gridded_coil_images(

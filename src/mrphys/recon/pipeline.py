@@ -8,8 +8,8 @@ plus ``truth.npy`` and ``maps_true.npy`` kept beside it for evaluation only.
 
 :func:`recon_to_folder` reads ``raw.h5`` (or any MRD file, or a folder of arrays written by
 earlier versions), calibrates from the data alone (:func:`calibrate`: prewhitening, coil
-compression, RING gradient-delay correction, density compensation, coil maps; each step can be
-switched off, and ``maps`` overrides the estimated maps), runs a method of
+compression, RING gradient-delay correction, density compensation, coil maps, the object's
+support; each step can be switched off, and ``maps`` overrides the estimated maps), runs a method of
 :mod:`mrphys.recon.registry`, and writes ``recon.npy``, ``recon.nii.gz``, ``maps.npy``,
 ``metrics.json`` (what was estimated, and :func:`truth_metrics` when a truth is known),
 ``frames.png`` and ``frames.gif``. It reconstructs a single input; batch front ends call it per
@@ -160,6 +160,9 @@ class CalibrationSteps:
         smooth_maps: refit the estimated maps in a smooth low-order basis over the whole field
             of view (:func:`~mrphys.recon.calib.smooth_maps`); off: the per-pixel estimates with
             :func:`~mrphys.recon.calib.fill_dark` in the dark regions.
+        support_threshold: zero the maps (estimated or given) outside the object's support
+            estimated from the data (:func:`~mrphys.recon.calib.estimate_support`, threshold
+            relative to the robust peak of the time-averaged image); 0 turns it off.
     """
 
     prewhiten: bool = True
@@ -169,6 +172,7 @@ class CalibrationSteps:
     dcf: str = "ramp"
     maps_method: str = "auto"
     smooth_maps: bool = True
+    support_threshold: float = 0.0
 
     def validate(self) -> None:
         check(
@@ -182,6 +186,10 @@ class CalibrationSteps:
         check(
             self.maps_method in MAP_METHODS,
             f"maps_method must be one of {', '.join(MAP_METHODS)}; got {self.maps_method!r}.",
+        )
+        check(
+            0.0 <= float(self.support_threshold) < 1.0,
+            f"support_threshold must lie in [0, 1) (0: no support); got {self.support_threshold}.",
         )
 
 
@@ -213,7 +221,8 @@ def calibrate(
     steps: CalibrationSteps | None = None,
     maps: torch.Tensor | None = None,
 ) -> Calibrated:
-    """Calibrate raw radial data from itself: prewhiten -> compress -> RING delay -> DCF -> maps.
+    """Calibrate raw radial data from itself: prewhiten -> compress -> RING delay -> DCF -> maps
+    -> support.
 
     Args:
         data: spokes with the nominal trajectory (e.g. from :func:`mrphys.physics.mrd.read_mrd`;
@@ -235,7 +244,9 @@ def calibrate(
         :class:`Calibrated`; its report holds ``noise_covariance_condition``,
         ``noise_source``, ``compressed_coils``, ``energy_kept``, ``gradient_delay_samples``,
         ``ring_components``, ``dcf``, ``coil_map_method``, ``coil_map_smoothing`` (``"smooth
-        refit"``, ``"fill_dark"``, or None for given maps) and the seconds of each step.
+        refit"``, ``"fill_dark"``, or None for given maps), ``support_fraction`` (the fraction of
+        the field of view inside the data-derived support the maps were cut to; 1 without the
+        step) and the seconds of each step.
     """
     from mrphys.physics.nufft import radial_dcf
     from mrphys.recon import calib
@@ -327,9 +338,21 @@ def calibrate(
         ("smooth refit" if steps.smooth_maps else "fill_dark") if maps is None else None
     )
     est = est * _inverse_rss(est)
+    timed("maps", t0)
+    # 6. support from the data (for given maps too: it is a property of the data)
+    report["support_fraction"] = 1.0
+    if steps.support_threshold > 0:
+        t0 = time.perf_counter()
+        from mrphys.physics.nufft import RadialNUFFT
+
+        nufft = RadialNUFFT(traj_used, data.im_size).on_coils(int(k.shape[1]))
+        images = nufft.adjoint(k * dcf[:, None].to(k.real.dtype))  # (T, C, Y, X), each frame
+        support = calib.estimate_support(images, threshold=steps.support_threshold)
+        est = est * support.to(est.device)
+        report["support_fraction"] = float(support.float().mean())
+        timed("support", t0)
     back = torch.linalg.pinv(mix.to(torch.complex128)).to(torch.complex64)
     intensity = torch.einsum("cd,dyx->cyx", back, est).abs().pow(2).sum(0).sqrt()
-    timed("maps", t0)
     report["n_coils_out"] = int(k.shape[1])
     meta = dict(data.meta)
     meta["calibration"] = {k_: v for k_, v in report.items() if k_ != "seconds"}
@@ -531,6 +554,7 @@ def recon_to_folder(
                     "ring_components",
                     "coil_map_method",
                     "coil_map_smoothing",
+                    "support_fraction",
                     "compressed_coils",
                     "noise_covariance_condition",
                 )
