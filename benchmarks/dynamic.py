@@ -10,6 +10,8 @@ Usage (prints ONE JSON object on stdout; ``--markdown FILE`` also writes the tab
     .venv/bin/python benchmarks/dynamic.py --bar                # issue 14's bar case, checked
     .venv/bin/python benchmarks/dynamic.py --bar --only method=gridding \
         --gridding-combine interference                         # the other coil combination
+    .venv/bin/python benchmarks/dynamic.py --bar --support-threshold 0.1  # maps cut to the
+                                                    # data-derived support (true maps too)
 
 Two protocols (``--protocol crime|honest|both``, default both):
 
