@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     for key, (v, inten) in cases.items():
         cut = RadialData(v.kspace, v.traj, v.maps * sup, v.dcf, truth, v.meta)
         out["data_support"][key] = scores(gridding(cut) * inten * sup)
+        out["data_support"][f"{key}_interference"] = scores(
+            gridding(cut, combine="interference") * inten * sup
+        )
     # the ceiling of any support that never cuts the object: the truth's own (time-max |truth|
     # above 1 % / 5 % of the peak, dilated by 2 pixels), both sets of maps cut to it
     disc = torch.ones(1, 1, 5, 5)
