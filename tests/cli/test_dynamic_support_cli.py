@@ -27,7 +27,7 @@ def scan(tmp_path, cli):
 def test_support_threshold_reaches_the_calibration_and_is_reported(tmp_path, scan, cli):
     rec, off = tmp_path / "rec", tmp_path / "off"
     cli.ok(*RECON, "--input", scan, "--method", "gridding", "--support-threshold", "0.1",
-           "--out", rec)  # fmt: skip
+           "--support-cut", "--out", rec)  # fmt: skip
     m = json.loads((rec / "metrics.json").read_text())
     assert m["calibration"]["steps"]["support_threshold"] == 0.1
     assert 0 < m["support_fraction"] < 1
@@ -36,6 +36,15 @@ def test_support_threshold_reaches_the_calibration_and_is_reported(tmp_path, sca
     cli.ok(*RECON, "--input", scan, "--method", "gridding", "--support-threshold", "0",
            "--out", off)  # fmt: skip
     assert json.loads((off / "metrics.json").read_text())["support_fraction"] == 1.0
+    taper = tmp_path / "taper"
+    cli.ok(*RECON, "--input", scan, "--method", "gridding", "--support-threshold", "0.1",
+           "--out", taper)  # fmt: skip
+    t = json.loads((taper / "metrics.json").read_text())
+    assert t["support_fraction"] == m["support_fraction"] < t["support_mean_weight"] < 1.0
+    assert (
+        t["calibration"]["steps"]["support_taper"]
+        and not m["calibration"]["steps"]["support_taper"]
+    )
     bad = tmp_path / "bad"
     cli.fails(*RECON, "--input", scan, "--method", "gridding", "--support-threshold", "1.5",
               "--out", bad, out=bad, says="--support-threshold")  # fmt: skip

@@ -1,5 +1,5 @@
-"""calibrate's support step (issue 14): the maps are cut to where the data show an object, for
-estimated and given maps alike, and metrics.json says how much of the field of view is kept."""
+"""calibrate's support step (issue 14): the maps are weighted by (or cut to) where the data show
+an object, estimated and given maps alike, and metrics.json says how much of the field is kept."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def scan(tmp_path_factory):
 def test_support_cuts_estimated_and_given_maps_alike_and_keeps_the_object(scan) -> None:
     out, data = scan
     raw, info = read_mrd(out / "raw.h5")
-    steps = CalibrationSteps(support_threshold=0.1)
+    steps = CalibrationSteps(support_threshold=0.1, support_taper=False)
     est = calibrate(raw, info.noise, steps)
     given = calibrate(raw, info.noise, steps, maps=data.maps)
     full = calibrate(raw, info.noise, CalibrationSteps(support_threshold=0.0))
@@ -45,6 +45,14 @@ def test_support_cuts_estimated_and_given_maps_alike_and_keeps_the_object(scan) 
     assert bool(inside[(truth > 0.05 * truth.amax()).any(0)].all())
     # inside, the maps are those of the step without the support
     torch.testing.assert_close(est.data.maps[:, inside], full.data.maps[:, inside])
+    # the taper: the same maps inside, weights in (0, 1) outside, never zero
+    taper = calibrate(raw, info.noise, CalibrationSteps(support_threshold=0.1))
+    assert taper.report["support_fraction"] == frac
+    norm = taper.data.maps.abs().pow(2).sum(0).sqrt()
+    torch.testing.assert_close(taper.data.maps[:, inside], full.data.maps[:, inside])
+    assert float(norm[~inside].max()) < 1.0 and float(norm.min()) > 0.0
+    assert taper.report["support_mean_weight"] == pytest.approx(float(norm.mean()), rel=1e-4)
+    assert frac < taper.report["support_mean_weight"] < 1.0
 
 
 def test_support_is_reported_and_checked(scan, tmp_path) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "prewhiten",
     "ring_delay",
     "smooth_maps",
+    "support_weights",
     "walsh_maps",
 ]
 
@@ -787,17 +788,20 @@ def interference_combine(
     return (weights.conj()[None] * m).sum(1)
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """``(Y, X)`` bool mask dilated by a disc of ``radius`` pixels (zero padding)."""
+def _dilate(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grey dilation of a ``(Y, X)`` map (bool or real) by a disc of ``radius`` pixels: the
+    maximum over the disc around each pixel (zero outside the field of view)."""
     if radius <= 0:
-        return mask
+        return x
     r = int(radius)
-    off = torch.arange(-r, r + 1, device=mask.device)
-    disc = (off[:, None] ** 2 + off[None, :] ** 2 <= r * r).to(torch.float32)
-    out = torch.nn.functional.conv2d(
-        mask[None, None].to(torch.float32), disc[None, None], padding=r
-    )
-    return out[0, 0] > 0.5
+    ny, nx = x.shape
+    pad = torch.nn.functional.pad(x.to(torch.float32)[None, None], (r, r, r, r))[0, 0]
+    out = torch.zeros((ny, nx), dtype=torch.float32, device=x.device)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy * dy + dx * dx <= r * r:
+                out = torch.maximum(out, pad[r + dy : r + dy + ny, r + dx : r + dx + nx])
+    return out > 0.5 if x.dtype == torch.bool else out.to(x.dtype)
 
 
 def _fill_holes(mask: torch.Tensor) -> torch.Tensor:
@@ -817,7 +821,7 @@ def _fill_holes(mask: torch.Tensor) -> torch.Tensor:
     return ~reach
 
 
-def estimate_support(
+def support_weights(
     images: torch.Tensor,
     *,
     threshold: float = SUPPORT_THRESHOLD,
@@ -826,39 +830,41 @@ def estimate_support(
     frame_calib: int = SUPPORT_FRAME_CALIB,
     frame_factor: float = SUPPORT_FRAME_FACTOR,
     quantile: float = SUPPORT_QUANTILE,
+    power: float = 1.0,
 ) -> torch.Tensor:
-    """Where the data show an object: a ``(Y, X)`` bool mask from the frames' coil images.
+    """Where the data show an object, as weights ``(Y, X)`` in ``[0, 1]`` (float32): 1 on the
+    support of :func:`estimate_support`, tapering to 0 where the data show no signal.
 
     Like ESPIRiT's eigenvalue crop (Uecker et al. 2014; BART ``ecalib -c``) it marks the pixels
-    the data say hold signal, so that coil maps can be zero elsewhere and no method puts streaks
-    or noise there. ESPIRiT's eigenvalue itself does not separate object from background in
-    undersampled radial calibration data (the streaks lie in the coil subspace: it stays above
-    0.9 over the whole field of view on PINCAT and the rat cine), so the mask is taken from the
-    signal. With ``r`` the root sum of squares over the coils of the time-averaged coil images
-    low-passed to the central ``calib`` of k-space (Hann taper) and ``q`` its ``quantile`` over
-    the field of view (a robust peak: a few bright pixels do not set it), a pixel is in the
-    support where
+    the data say hold signal, so that coil maps can be zero (or small) elsewhere and no method
+    puts streaks or noise there. ESPIRiT's eigenvalue itself does not separate object from
+    background in undersampled radial calibration data (the streaks lie in the coil subspace:
+    it stays above 0.9 over 97-98 % of the field of view on PINCAT and the rat cine), so the
+    weights come from the signal. With ``r`` the root sum of squares over the coils of the
+    time-averaged coil images low-passed to the central ``calib`` of k-space (Hann taper) and
+    ``q`` its ``quantile`` over the field of view (a robust peak: a few bright pixels do not set
+    it), the level of a pixel is the larger of
 
-    - ``r >= threshold * q`` (the time average), or
-    - in any frame, that frame's root sum of squares low-passed to ``frame_calib`` reaches
-      ``frame_factor * threshold`` times the same robust peak of the time average low-passed
-      alike (a moving part that the time average dilutes: bright in a few frames only);
+    - ``r / (threshold q)`` (the time average), and
+    - the largest over the frames of that frame's root sum of squares low-passed to
+      ``frame_calib``, over ``frame_factor * threshold`` times the same robust peak of the time
+      average low-passed alike (a moving part that the time average dilutes: bright in a few
+      frames only);
 
-    then the mask is dilated by a disc of ``margin`` times the image width and its holes are
-    filled (dark regions enclosed by the object, such as lungs, stay inside).
+    clipped to ``[0, 1]`` and raised to ``power``; then the map is dilated (the maximum over a
+    disc of ``margin`` times the image width) and set to 1 in the holes of its support (dark
+    regions enclosed by the object, such as lungs).
 
     Args:
         images: ``(T, C, Y, X)`` complex coil images of each frame (the density-compensated
             adjoint NUFFT of its spokes), prewhitened; ``(C, Y, X)`` is one frame.
-        threshold: in ``[0, 1)``, relative to the robust peak; 0 keeps every pixel.
+        threshold: in ``[0, 1)``, relative to the robust peak; 0 gives weights 1 everywhere.
         margin: dilation radius as a fraction of ``max(Y, X)`` (``>= 0``).
         calib: low-pass width of the time average, k-space samples (``>= 2``).
         frame_calib: low-pass width of each frame (``>= 2``).
         frame_factor: the frames' threshold over the time average's (``> 0``).
         quantile: the robust peak's quantile in ``(0, 1]``.
-
-    Returns:
-        ``(Y, X)`` bool, True inside the support.
+        power: exponent of the taper (``> 0``).
     """
     x = _complex(images, "coil images")
     if x.ndim == 3:
@@ -875,14 +881,15 @@ def estimate_support(
     )
     check(float(frame_factor) > 0, f"frame_factor must be positive; got {frame_factor}.")
     check(0.0 < float(quantile) <= 1.0, f"quantile must lie in (0, 1]; got {quantile}.")
+    check(float(power) > 0, f"power must be positive; got {power}.")
     t, _, ny, nx = x.shape
-    everything = torch.ones((ny, nx), dtype=torch.bool, device=x.device)
+    ones = torch.ones((ny, nx), dtype=torch.float32, device=x.device)
     if float(threshold) == 0.0:
-        return everything
+        return ones
     mean = x.mean(0)
 
     def rss(v: torch.Tensor, width: int) -> torch.Tensor:
-        return _lowpass(v, width).abs().pow(2).sum(-3).sqrt()
+        return _lowpass(v, width).abs().pow(2).sum(-3).sqrt().to(torch.float32)
 
     def peak(v: torch.Tensor) -> float:
         return float(torch.quantile(v.flatten().to(torch.float64), float(quantile)))
@@ -890,14 +897,23 @@ def estimate_support(
     avg = rss(mean, int(calib))
     q = peak(avg)
     if not q > 0:
-        return everything
-    mask = avg >= float(threshold) * q
+        return ones
+    level = avg / (float(threshold) * q)
     if t > 1:
         q_frame = peak(rss(mean, int(frame_calib)))
         frames = torch.stack([rss(x[i], int(frame_calib)) for i in range(t)]).amax(0)
-        mask |= frames >= float(frame_factor) * float(threshold) * q_frame
-    mask = _dilate(mask, int(round(float(margin) * max(ny, nx))))
-    return _fill_holes(mask)
+        level = torch.maximum(level, frames / (float(frame_factor) * float(threshold) * q_frame))
+    w = level.clamp(0.0, 1.0) ** float(power)
+    w = _dilate(w, int(round(float(margin) * max(ny, nx))))
+    return torch.where(_fill_holes(w >= 1.0), ones, w)
+
+
+def estimate_support(images: torch.Tensor, **options: float) -> torch.Tensor:
+    """Where the data show an object: the ``(Y, X)`` bool mask where :func:`support_weights`
+    (same ``images`` and options) is 1. A pixel is inside where the time average reaches
+    ``threshold`` times its robust peak or a frame reaches ``frame_factor`` times that, or
+    within the margin of such a pixel, or enclosed by the support."""
+    return support_weights(images, **options) >= 1.0
 
 
 def gridded_coil_images(

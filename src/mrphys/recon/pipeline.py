@@ -160,9 +160,12 @@ class CalibrationSteps:
         smooth_maps: refit the estimated maps in a smooth low-order basis over the whole field
             of view (:func:`~mrphys.recon.calib.smooth_maps`); off: the per-pixel estimates with
             :func:`~mrphys.recon.calib.fill_dark` in the dark regions.
-        support_threshold: zero the maps (estimated or given) outside the object's support
-            estimated from the data (:func:`~mrphys.recon.calib.estimate_support`, threshold
-            relative to the robust peak of the time-averaged image); 0 turns it off.
+        support_threshold: weight the maps (estimated or given) by where the data show an
+            object (:func:`~mrphys.recon.calib.support_weights`, threshold relative to the
+            robust peak of the time-averaged image); 0 turns it off.
+        support_taper: the weights taper to 0 where the data show no signal (True), or the
+            maps are cut to the support, where the weights are 1 (False:
+            :func:`~mrphys.recon.calib.estimate_support`).
     """
 
     prewhiten: bool = True
@@ -173,6 +176,7 @@ class CalibrationSteps:
     maps_method: str = "auto"
     smooth_maps: bool = True
     support_threshold: float = 0.0
+    support_taper: bool = True
 
     def validate(self) -> None:
         check(
@@ -245,8 +249,9 @@ def calibrate(
         ``noise_source``, ``compressed_coils``, ``energy_kept``, ``gradient_delay_samples``,
         ``ring_components``, ``dcf``, ``coil_map_method``, ``coil_map_smoothing`` (``"smooth
         refit"``, ``"fill_dark"``, or None for given maps), ``support_fraction`` (the fraction of
-        the field of view inside the data-derived support the maps were cut to; 1 without the
-        step) and the seconds of each step.
+        the field of view inside the data-derived support, where the maps keep their full
+        weight; 1 without the step), ``support_mean_weight`` (the mean weight of the maps over
+        the field of view) and the seconds of each step.
     """
     from mrphys.physics.nufft import radial_dcf
     from mrphys.recon import calib
@@ -341,15 +346,20 @@ def calibrate(
     timed("maps", t0)
     # 6. support from the data (for given maps too: it is a property of the data)
     report["support_fraction"] = 1.0
+    report["support_mean_weight"] = 1.0
     if steps.support_threshold > 0:
         t0 = time.perf_counter()
         from mrphys.physics.nufft import RadialNUFFT
 
         nufft = RadialNUFFT(traj_used, data.im_size).on_coils(int(k.shape[1]))
         images = nufft.adjoint(k * dcf[:, None].to(k.real.dtype))  # (T, C, Y, X), each frame
-        support = calib.estimate_support(images, threshold=steps.support_threshold)
-        est = est * support.to(est.device)
-        report["support_fraction"] = float(support.float().mean())
+        weights = calib.support_weights(images, threshold=steps.support_threshold)
+        inside = weights >= 1.0
+        if not steps.support_taper:
+            weights = inside.to(weights.dtype)
+        est = est * weights.to(est.device)
+        report["support_fraction"] = float(inside.float().mean())
+        report["support_mean_weight"] = float(weights.mean())
         timed("support", t0)
     back = torch.linalg.pinv(mix.to(torch.complex128)).to(torch.complex64)
     intensity = torch.einsum("cd,dyx->cyx", back, est).abs().pow(2).sum(0).sqrt()
@@ -555,6 +565,7 @@ def recon_to_folder(
                     "coil_map_method",
                     "coil_map_smoothing",
                     "support_fraction",
+                    "support_mean_weight",
                     "compressed_coils",
                     "noise_covariance_condition",
                 )
