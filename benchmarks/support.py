@@ -7,12 +7,14 @@ Usage (prints ONE JSON object)::
 
 The case is the honest protocol of ``benchmarks/dynamic.py`` (5 spokes per frame by default),
 calibrated once without the support, with estimated and with true maps. For each
-``threshold:margin`` of ``--grid`` the support is estimated from the data (the frames' coil
-images, as :func:`mrphys.recon.pipeline.calibrate` does), both sets of maps and their
-``intensity`` are cut to it (the same as the support step of ``calibrate``), and every method of
+``threshold:margin`` of ``--grid`` the support weights are estimated from the data (the frames'
+coil images, as :func:`mrphys.recon.pipeline.calibrate` does), both sets of maps and their
+``intensity`` are weighted by them (``--cut``: cut to where they are 1), the same as the
+support step of ``calibrate``, and every method of
 ``--methods`` runs with its frozen defaults. Reported per grid point: the fraction of the field of
-view kept, the object pixels left out (time-max ``|truth|`` above 5 / 2 / 1 % of the peak; the
-truth is used for scoring only) and PSNR (dB) with estimated and true maps. Identical masks are
+view where the weight is 1, the mean weight, the object pixels outside that support (time-max
+``|truth|`` above 5 / 2 / 1 % of the peak; the truth is used for scoring only) and PSNR (dB)
+with estimated and true maps. Identical masks are
 reconstructed once.
 """
 
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--spokes", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="gridding+cg-sense+grasp+ls")
+    ap.add_argument("--cut", action="store_true", help="cut to the support (default: taper)")
     ap.add_argument(
         "--grid",
         default="0:0,0.05:0.05,0.07:0.05,0.1:0.03,0.1:0.05,0.1:0.08,0.15:0.05,0.2:0.05",
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from mrphys.metrics import psnr
     from mrphys.physics.nufft import RadialNUFFT
     from mrphys.physics.radial import RadialData
-    from mrphys.recon.calib import estimate_support
+    from mrphys.recon.calib import support_weights
     from mrphys.recon.registry import reconstruct
 
     torch.set_num_threads(args.threads)
@@ -66,13 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for point in args.grid.split(","):
         thr, margin = (float(v) for v in point.split(":"))
-        if thr > 0:
-            sup = estimate_support(frames, threshold=thr, margin=margin)
-        else:
-            sup = torch.ones_like(tmax, dtype=torch.bool)
-        row: dict = {"threshold": thr, "margin": margin, "fraction": float(sup.float().mean())}
+        sup = support_weights(frames, threshold=thr, margin=margin)
+        inside = sup >= 1.0
+        if args.cut:
+            sup = inside.float()
+        row: dict = {"threshold": thr, "margin": margin, "fraction": float(inside.float().mean())}
+        row["mean_weight"] = float(sup.mean())
         for pct in (5, 2, 1):
-            row[f"object_pixels_left_out_{pct}pct"] = int(((tmax > pct / 100) & ~sup).sum())
+            row[f"object_pixels_left_out_{pct}pct"] = int(((tmax > pct / 100) & ~inside).sum())
         key = sup.numpy().tobytes()
         if key not in done:
             res: dict = {}
