@@ -11,7 +11,7 @@ Usage (prints ONE JSON object on stdout; ``--markdown FILE`` also writes the tab
     .venv/bin/python benchmarks/dynamic.py --bar --only method=gridding \
         --gridding-combine interference                         # the other coil combination
     .venv/bin/python benchmarks/dynamic.py --bar --support-threshold 0.3  # maps weighted by the
-                                   # data-derived support (true maps too; --support-cut: cut)
+                                                    # data-derived support (true maps too)
 
 Two protocols (``--protocol crime|honest|both``, default both):
 
@@ -118,11 +118,10 @@ def _honest(
     seed: int,
     true_maps: bool,
     support_threshold: float | None = None,
-    support_cut: bool = False,
 ):
     """Simulate raw data honestly, write and read the MRD file, calibrate: (data, intensity,
     calibration report, truth). ``support_threshold`` overrides ``CalibrationSteps``' (None: its
-    default; 0: no support); ``support_cut`` cuts the maps instead of tapering them."""
+    default; 0: no support)."""
     import tempfile
 
     from mrphys.physics.mrd import read_mrd, write_mrd
@@ -147,7 +146,6 @@ def _honest(
     steps = CalibrationSteps()
     if support_threshold is not None:
         steps.support_threshold = float(support_threshold)
-    steps.support_taper = not support_cut
     cal = calibrate(raw, info.noise, steps, maps=sim.data.maps if true_maps else None)
     return cal.data, cal.intensity, cal.report, sim.data.truth
 
@@ -163,7 +161,6 @@ def run_cell(
     protocol: str = "crime",
     gridding_combine: str | None = None,
     support_threshold: float | None = None,
-    support_cut: bool = False,
 ):
     """One table cell in this process: simulate, reconstruct, score."""
     import torch
@@ -184,7 +181,6 @@ def run_cell(
             seed,
             protocol == "honest-true-maps",
             support_threshold,
-            support_cut,
         )
         data.truth = truth_h
         calib = {
@@ -360,8 +356,6 @@ def main(argv: list[str] | None = None) -> None:
         help="calibrate's support threshold (0: maps over the whole field of view; default: "
         "CalibrationSteps' default); applied to the estimated and the given (true) maps alike",
     )
-    ap.add_argument("--support-cut", action="store_true", help="cut the maps to the support "
-                    "instead of tapering them")  # fmt: skip
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     ap.add_argument("--no-nufft", action="store_true", help="skip the NUFFT throughput")
     ap.add_argument(
@@ -398,7 +392,6 @@ def main(argv: list[str] | None = None) -> None:
             proto,
             args.gridding_combine,
             args.support_threshold,
-            args.support_cut,
         )
         print(json.dumps(row))
         return
@@ -442,8 +435,6 @@ def main(argv: list[str] | None = None) -> None:
             cmd += ["--gridding-combine", args.gridding_combine]
         if args.support_threshold is not None:
             cmd += ["--support-threshold", str(args.support_threshold)]
-        if args.support_cut:
-            cmd.append("--support-cut")
         if args.inr_config:
             _inr_overrides(args.inr_config)  # fail early, in the parent
             cmd += ["--inr-config", args.inr_config]

@@ -436,9 +436,11 @@ def _moving_series(frames: int = 8, n: int = N) -> torch.Tensor:
     return torch.stack(out)
 
 
-def test_support_covers_a_moving_object_and_drops_the_empty_background():
-    """The support from the pooled coil images of all frames never cuts the object, including a
-    part that reaches the edge in one frame of eight, and drops most of the empty field."""
+def test_support_weights_keep_a_moving_object_and_fall_off_in_the_empty_field():
+    """The weights from each frame's coil images: at least 0.3 on every pixel of every frame's
+    object, including a part that reaches the edge in one frame of eight (the frames' maximum
+    keeps it: the time average alone gives it less), under 0.1 in the empty corners; the binary
+    support at the cut's settings covers the whole object, and the time average alone does not."""
     maps = gaussian_maps()
     series = _moving_series()
     t = series.shape[0]
@@ -447,15 +449,20 @@ def test_support_covers_a_moving_object_and_drops_the_empty_background():
     g = torch.Generator().manual_seed(1)
     k = k + 0.005 * float(k.abs().max()) * torch.randn(k.shape, generator=g, dtype=k.dtype)
     images = RadialNUFFT(traj, (N, N)).on_coils(C).adjoint(k * radial_dcf(traj, (N, N))[:, None])
-    sup = calib.estimate_support(images)
-    assert sup.shape == (N, N) and sup.dtype == torch.bool
+    w = calib.support_weights(images)
+    assert w.shape == (N, N) and w.dtype == torch.float32
+    assert float(w.min()) >= 0.0 and float(w.max()) == 1.0
     obj = series.abs().amax(0) > 0
-    assert bool(sup[obj].all())  # every pixel of every frame's object
-    # the time average alone (frames' threshold out of reach) loses the disc at the edge
-    assert not bool(calib.estimate_support(images, frame_factor=50.0)[obj].all())
+    corners = torch.stack([w[0, 0], w[0, -1], w[-1, 0], w[-1, -1]])
+    assert float(w[obj].min()) >= 0.3 and float(corners.max()) < 0.1
+    assert float(calib.support_weights(images, frame_factor=50.0)[obj].min()) < 0.3
+    assert bool((calib.support_weights(images, threshold=0.0) == 1).all())
+    # the binary support (where the weights are 1) with a margin: never the object
+    sup = calib.estimate_support(images, threshold=0.1, margin=0.05)
+    assert sup.dtype == torch.bool and bool(sup[obj].all())
     assert float(sup.float().mean()) < 0.75  # the object is 30-32 % of the field
-    assert not bool(sup[0, 0] or sup[0, -1] or sup[-1, 0] or sup[-1, -1])
-    assert bool(calib.estimate_support(images, threshold=0.0).all())
+    assert not bool(calib.estimate_support(images, threshold=0.1, margin=0.05,
+                                           frame_factor=50.0)[obj].all())  # fmt: skip
 
 
 def test_support_fills_holes_and_checks_its_input():
@@ -465,10 +472,10 @@ def test_support_fills_holes_and_checks_its_input():
     r = (y**2 + x**2).sqrt()
     ring = ((r > 0.3) & (r < 0.5)).to(torch.complex64)
     images = gaussian_maps() * ring
-    tight = calib.estimate_support(images, margin=0.0)
+    tight = calib.estimate_support(images, threshold=0.1, margin=0.0)
     assert bool(tight[r < 0.3].all())  # the hole is filled
     assert not bool(tight[r > 0.75].any())
-    wide = calib.estimate_support(images, margin=0.1)
+    wide = calib.estimate_support(images, threshold=0.1, margin=0.1)
     assert int(wide.sum()) > int(tight.sum()) and bool(wide[tight].all())
     with pytest.raises(MrphysError, match="threshold"):
         calib.estimate_support(images, threshold=1.0)

@@ -24,43 +24,37 @@ def scan(tmp_path_factory):
     return out, data
 
 
-def test_support_cuts_estimated_and_given_maps_alike_and_keeps_the_object(scan) -> None:
+def test_support_weighs_estimated_and_given_maps_alike_and_keeps_the_object(scan) -> None:
     out, data = scan
     raw, info = read_mrd(out / "raw.h5")
-    steps = CalibrationSteps(support_threshold=0.1, support_taper=False)
+    steps = CalibrationSteps(support_threshold=0.3)
     est = calibrate(raw, info.noise, steps)
     given = calibrate(raw, info.noise, steps, maps=data.maps)
     full = calibrate(raw, info.noise, CalibrationSteps(support_threshold=0.0))
-    frac = est.report["support_fraction"]
-    assert 0.2 < frac < 0.95 and given.report["support_fraction"] == frac
-    assert full.report["support_fraction"] == 1.0
-    inside = est.data.maps.abs().pow(2).sum(0) > 0
-    assert float(inside.float().mean()) == pytest.approx(frac)
-    # the same data-derived mask for the given maps, and the image is zero outside it
-    assert torch.equal(inside, given.data.maps.abs().pow(2).sum(0) > 0)
-    assert float(est.intensity[~inside].abs().max()) == 0.0
-    # never the object: every pixel of every frame above 5 % of the peak is inside (the
-    # truth, Fourier-cropped from the finer grid, rings at up to 3 % around it)
-    truth = data.truth.abs()
-    assert bool(inside[(truth > 0.05 * truth.amax()).any(0)].all())
-    # inside, the maps are those of the step without the support
+    assert full.report["support_fraction"] == full.report["support_mean_weight"] == 1.0
+    # the maps had unit norm: their norm now is the weight, the same for the given maps
+    w = est.data.maps.abs().pow(2).sum(0).sqrt()
+    torch.testing.assert_close(w, given.data.maps.abs().pow(2).sum(0).sqrt())
+    inside = w >= 1 - 1e-5
+    assert est.report["support_fraction"] == pytest.approx(float(inside.float().mean()), abs=1e-3)
+    assert est.report["support_mean_weight"] == pytest.approx(float(w.mean()), rel=1e-4)
+    assert 0.0 < float(w.min()) < 0.5 and 0.1 < est.report["support_fraction"] < 0.9
+    # inside the support the maps are those without the step; the image carries the weight
     torch.testing.assert_close(est.data.maps[:, inside], full.data.maps[:, inside])
-    # the taper: the same maps inside, weights in (0, 1) outside, never zero
-    taper = calibrate(raw, info.noise, CalibrationSteps(support_threshold=0.1))
-    assert taper.report["support_fraction"] == frac
-    norm = taper.data.maps.abs().pow(2).sum(0).sqrt()
-    torch.testing.assert_close(taper.data.maps[:, inside], full.data.maps[:, inside])
-    assert float(norm[~inside].max()) < 1.0 and float(norm.min()) > 0.0
-    assert taper.report["support_mean_weight"] == pytest.approx(float(norm.mean()), rel=1e-4)
-    assert frac < taper.report["support_mean_weight"] < 1.0
+    torch.testing.assert_close(est.intensity, full.intensity * w, rtol=1e-4, atol=1e-6)
+    # never the object: every pixel of every frame above 5 % of the peak keeps 0.3 of its weight
+    # (the truth, Fourier-cropped from the finer grid, rings at up to 3 % around it)
+    truth = data.truth.abs()
+    assert float(w[(truth > 0.05 * truth.amax()).any(0)].min()) >= 0.3
 
 
 def test_support_is_reported_and_checked(scan, tmp_path) -> None:
     out, _ = scan
-    steps = CalibrationSteps(support_threshold=0.1)
+    steps = CalibrationSteps(support_threshold=0.3)
     m = recon_to_folder(tmp_path / "rec", out, "gridding", {}, steps=steps)
     written = json.loads((tmp_path / "rec" / "metrics.json").read_text())
     assert written["support_fraction"] == m["support_fraction"] < 1.0
-    assert written["calibration"]["steps"]["support_threshold"] == 0.1
+    assert m["support_fraction"] < written["support_mean_weight"] < 1.0
+    assert written["calibration"]["steps"]["support_threshold"] == 0.3
     with pytest.raises(MrphysError, match="support_threshold"):
         CalibrationSteps(support_threshold=1.0).validate()

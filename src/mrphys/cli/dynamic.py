@@ -12,8 +12,8 @@ radial k-space: ``--input kspace.cfl --traj traj.cfl [--noise noise.cfl]``, or a
 them; or a simulate folder, or a folder of arrays of earlier versions), calibrates from the data
 (prewhitening, coil compression, RING delay, DCF, coil maps, support; ``--no-prewhiten``,
 ``--coils``/``--coil-energy``, ``--no-delay-correction``, ``--dcf``, ``--maps-method``,
-``--no-smooth-maps``, ``--support-threshold``, ``--support-cut``; ``--maps FILE.npy|.cfl``
-overrides the maps), runs a method of
+``--no-smooth-maps``, ``--support-threshold``; ``--maps FILE.npy|.cfl`` overrides the maps),
+runs a method of
 :mod:`mrphys.recon.registry` (gridding, cg-sense, grasp, ls, inr) and writes ``recon.npy``
 (complex64 ``[T, Y, X]``), ``recon.nii.gz`` (magnitude), ``maps.npy``, ``metrics.json`` (what
 was estimated; PSNR/SSIM against ``truth.npy`` of the folder or ``--truth``), ``frames.png`` and
@@ -117,8 +117,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(r, "--support-threshold", None, "weight the maps (estimated or --maps) by the object's "
         "support found in the data, threshold relative to its robust peak; 0: whole field of "
         "view (default: CalibrationSteps')", type=float)  # fmt: skip
-    r.add_argument("--support-cut", action="store_true", help="cut the maps to the support "
-                   "instead of tapering them")  # fmt: skip
     arg(r, "--spokes-per-frame", None, "rebin the spoke stream into frames of S spokes",
         type=positive)  # fmt: skip
     arg(r, "--frame-step", None, "spokes between rebinned frames (sliding window when < S)",
@@ -226,7 +224,6 @@ def run_recon(args: argparse.Namespace) -> int:
     )
     if args.support_threshold is not None:
         steps.support_threshold = args.support_threshold
-    steps.support_taper = not args.support_cut
     steps.validate()
     read = {
         "spokes_per_frame": args.spokes_per_frame,

@@ -91,8 +91,8 @@ COMBINE_LOADING = 0.01
 #: dilation margin as a fraction of the image width; chosen on
 #: PINCAT (5 spokes) and the rat cine with another coil set (seed 1), never on the rat bar case
 #: (``docs/calibration.md``).
-SUPPORT_THRESHOLD = 0.1
-SUPPORT_MARGIN = 0.05
+SUPPORT_THRESHOLD = 0.3
+SUPPORT_MARGIN = 0.0
 SUPPORT_CALIB = 24
 SUPPORT_FRAME_CALIB = 12
 SUPPORT_FRAME_FACTOR = 2.0

@@ -161,11 +161,9 @@ class CalibrationSteps:
             of view (:func:`~mrphys.recon.calib.smooth_maps`); off: the per-pixel estimates with
             :func:`~mrphys.recon.calib.fill_dark` in the dark regions.
         support_threshold: weight the maps (estimated or given) by where the data show an
-            object (:func:`~mrphys.recon.calib.support_weights`, threshold relative to the
-            robust peak of the time-averaged image); 0 turns it off.
-        support_taper: the weights taper to 0 where the data show no signal (True), or the
-            maps are cut to the support, where the weights are 1 (False:
-            :func:`~mrphys.recon.calib.estimate_support`).
+            object (:func:`~mrphys.recon.calib.support_weights`: 1 on the support, tapering to 0
+            where the data show no signal; threshold relative to the robust peak of the
+            time-averaged image); 0 turns it off.
     """
 
     prewhiten: bool = True
@@ -176,7 +174,6 @@ class CalibrationSteps:
     maps_method: str = "auto"
     smooth_maps: bool = True
     support_threshold: float = 0.0
-    support_taper: bool = True
 
     def validate(self) -> None:
         check(
@@ -355,8 +352,6 @@ def calibrate(
         images = nufft.adjoint(k * dcf[:, None].to(k.real.dtype))  # (T, C, Y, X), each frame
         weights = calib.support_weights(images, threshold=steps.support_threshold)
         inside = weights >= 1.0
-        if not steps.support_taper:
-            weights = inside.to(weights.dtype)
         est = est * weights.to(est.device)
         report["support_fraction"] = float(inside.float().mean())
         report["support_mean_weight"] = float(weights.mean())
