@@ -12,9 +12,9 @@ coil images, as :func:`mrphys.recon.pipeline.calibrate` does), both sets of maps
 ``intensity`` are weighted by them (``--cut``: cut to where they are 1), the same as the
 support step of ``calibrate``, and every method of
 ``--methods`` runs with its frozen defaults. Reported per grid point: the fraction of the field of
-view where the weight is 1, the mean weight, the object pixels outside that support (time-max
-``|truth|`` above 5 / 2 / 1 % of the peak; the truth is used for scoring only) and PSNR (dB)
-with estimated and true maps. Identical masks are
+view where the weight is 1, the mean weight, for the object (time-max ``|truth|`` above 5 % or
+1 % of the peak; the truth is used for scoring only) the pixels outside that support and the
+least and mean weight, and PSNR (dB) with estimated and true maps. Identical masks are
 reconstructed once.
 """
 
@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cut", action="store_true", help="cut to the support (default: taper)")
     ap.add_argument(
         "--grid",
-        default="0:0,0.05:0.05,0.07:0.05,0.1:0.03,0.1:0.05,0.1:0.08,0.15:0.05,0.2:0.05",
+        default="0:0,0.3:0,0.5:0,0.7:0,0.3:0.03",
         help="threshold:margin pairs (0:0 = no support)",
     )
+    ap.add_argument("--power", type=float, default=1.0, help="exponent of the taper")
     args = ap.parse_args(argv)
 
     import torch
@@ -69,14 +70,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for point in args.grid.split(","):
         thr, margin = (float(v) for v in point.split(":"))
-        sup = support_weights(frames, threshold=thr, margin=margin)
+        sup = support_weights(frames, threshold=thr, margin=margin, power=args.power)
         inside = sup >= 1.0
         if args.cut:
             sup = inside.float()
         row: dict = {"threshold": thr, "margin": margin, "fraction": float(inside.float().mean())}
         row["mean_weight"] = float(sup.mean())
-        for pct in (5, 2, 1):
-            row[f"object_pixels_left_out_{pct}pct"] = int(((tmax > pct / 100) & ~inside).sum())
+        for pct in (5, 1):  # the object at that level: outside the support, and its weights
+            obj = tmax > pct / 100
+            row[f"object_pixels_outside_{pct}pct"] = int((obj & ~inside).sum())
+            row[f"object_weight_min_{pct}pct"] = float(sup[obj].min())
+            row[f"object_weight_mean_{pct}pct"] = float(sup[obj].mean())
         key = sup.numpy().tobytes()
         if key not in done:
             res: dict = {}
