@@ -50,8 +50,7 @@ def test_support_weighs_estimated_and_given_maps_alike_and_keeps_the_object(scan
 
 def test_support_is_reported_and_checked(scan, tmp_path) -> None:
     out, _ = scan
-    steps = CalibrationSteps(support_threshold=0.3)
-    m = recon_to_folder(tmp_path / "rec", out, "gridding", {}, steps=steps)
+    m = recon_to_folder(tmp_path / "rec", out, "gridding", {})  # on by default
     written = json.loads((tmp_path / "rec" / "metrics.json").read_text())
     assert written["support_fraction"] == m["support_fraction"] < 1.0
     assert m["support_fraction"] < written["support_mean_weight"] < 1.0

@@ -115,8 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-smooth-maps", action="store_true", help="keep the per-pixel map "
                    "estimates (dark regions filled) instead of the smooth refit")  # fmt: skip
     arg(r, "--support-threshold", None, "weight the maps (estimated or --maps) by the object's "
-        "support found in the data, threshold relative to its robust peak; 0: whole field of "
-        "view (default: CalibrationSteps')", type=float)  # fmt: skip
+        "support found in the data, threshold relative to its robust peak (default 0.3); 0: "
+        "the whole field of view", type=float)  # fmt: skip
     arg(r, "--spokes-per-frame", None, "rebin the spoke stream into frames of S spokes",
         type=positive)  # fmt: skip
     arg(r, "--frame-step", None, "spokes between rebinned frames (sliding window when < S)",

@@ -33,6 +33,7 @@ from mrphys.errors import MrphysError, check
 from mrphys.io import output_dir, save_json, save_nifti
 from mrphys.metrics import psnr, ssim
 from mrphys.physics.radial import RadialData, simulate_raw
+from mrphys.recon.calib import SUPPORT_THRESHOLD
 from mrphys.recon.registry import reconstruct
 from mrphys.tissue.dynamic import load_series, synthetic_cine
 
@@ -163,7 +164,7 @@ class CalibrationSteps:
         support_threshold: weight the maps (estimated or given) by where the data show an
             object (:func:`~mrphys.recon.calib.support_weights`: 1 on the support, tapering to 0
             where the data show no signal; threshold relative to the robust peak of the
-            time-averaged image); 0 turns it off.
+            time-averaged image; default ``calib.SUPPORT_THRESHOLD``, 0.3); 0 turns it off.
     """
 
     prewhiten: bool = True
@@ -173,7 +174,7 @@ class CalibrationSteps:
     dcf: str = "ramp"
     maps_method: str = "auto"
     smooth_maps: bool = True
-    support_threshold: float = 0.0
+    support_threshold: float = SUPPORT_THRESHOLD
 
     def validate(self) -> None:
         check(
