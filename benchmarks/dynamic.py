@@ -22,7 +22,9 @@ SNR 20 with correlation 0.3 and a noise scan, gradient delay 0.3 samples, smooth
 phase, seed 0), written as an MRD file, read back by :func:`mrphys.physics.mrd.read_mrd` and
 calibrated from the data alone (:func:`mrphys.recon.pipeline.calibrate`: prewhitening from the
 noise scan, RING delay, ramp DCF, ESPIRiT maps refitted smoothly over the field of view,
-:func:`mrphys.recon.calib.smooth_maps`); the reconstruction is scored against the
+:func:`mrphys.recon.calib.smooth_maps`, weighted by the support found in the data,
+:func:`mrphys.recon.calib.support_weights`, unless ``--support-threshold 0``); the
+reconstruction is scored against the
 object Fourier-cropped to the reconstruction grid. ``honest-true-maps`` rows are the same with the
 true maps given (the "within 1 dB" reference of the bar).
 
@@ -474,8 +476,8 @@ def main(argv: list[str] | None = None) -> None:
             "and refitted smoothly (smooth_maps)",
             "noise": f"coil-correlated ({CORRELATION}), SNR {SNR}, noise scan 2048 samples",
             "gradient_delay_samples": DELAY,
-            "calibration": "prewhiten (noise scan), RING, ramp DCF, ESPIRiT + smooth refit "
-            "(calibrate())",
+            "calibration": "prewhiten (noise scan), RING, ramp DCF, ESPIRiT + smooth refit, "
+            "support weights (calibrate())",
         }
         result["bar"] = bar_checks(rows)
     if not args.no_nufft:

@@ -205,7 +205,8 @@ class Calibrated:
 
     Attributes:
         data: whitened/compressed k-space, corrected trajectory, DCF, maps with
-            ``sum_c |S_c|^2 = 1`` (where nonzero) in the processed coil space.
+            ``sum_c |S_c|^2 = 1`` (where nonzero) in the processed coil space, times the
+            support weights when that step runs.
         report: what was estimated (see :func:`calibrate`).
         intensity: ``(Y, X)`` float32: multiply a reconstruction by it to get the object in the
             scanner's coil space (``sqrt(sum_c |(W^-1 P^H S)_c|^2)``, ``W`` the whitening, ``P``
@@ -236,7 +237,8 @@ def calibrate(
             them (they get the same whitening and compression as the data).
 
     The maps (estimated or given) are normalised to ``sum_c |S_c|^2 = 1`` in the processed
-    (whitened, compressed) coil space, as every method of :mod:`mrphys.recon.registry` expects,
+    (whitened, compressed) coil space, as every method of :mod:`mrphys.recon.registry` expects
+    (then multiplied by the support weights, :func:`~mrphys.recon.calib.support_weights`),
     so a reconstruction returns the object weighted by the whitened coil gains; the returned
     ``intensity`` map undoes that weighting (it is the norm of the normalised maps taken back to
     the scanner's coils), so ``intensity * reconstruction`` is in the object's units whether the
