@@ -168,7 +168,9 @@ def gridding(data: RadialData, backend: str = "auto", combine: str = "maps") -> 
     """Density-compensated NUFFT adjoint, coil-combined, ``(T, Y, X)`` complex64.
 
     ``combine="maps"`` (default): ``A^H D y``, each frame's coil images combined with the maps
-    (``sum_c conj(S_c) m_c``; the maps have ``sum_c |S_c|^2 = 1``). ``combine="interference"``:
+    (``sum_c conj(S_c) m_c``; the maps have ``sum_c |S_c|^2 = 1``, or the square of the support
+    weight of :func:`mrphys.recon.pipeline.calibrate`, which then dims what the data show
+    little of). ``combine="interference"``:
     the same coil images combined by :func:`mrphys.recon.calib.interference_combine`, the
     unbiased combination with the least variance against the streaks and noise, their coil
     covariance estimated from the frames themselves (rat cine, honest raw data, 5 spokes:
