@@ -8,7 +8,8 @@ Usage (prints ONE JSON object)::
 
 The case is the honest protocol of ``benchmarks/dynamic.py`` (5 spokes per frame, 8 coils,
 correlated noise with a noise scan, delay 0.3 samples, object on a grid twice as fine), calibrated
-twice by :func:`mrphys.recon.pipeline.calibrate`: with estimated maps and with the true maps. The
+twice by :func:`mrphys.recon.pipeline.calibrate` without its support step: with estimated maps
+and with the true maps. The
 object's support (for the per-region numbers only) is where the time-mean ``|truth|^2`` exceeds
 1 % of its maximum; "dark" is the rest of the field of view. Reported, per set of maps:
 
@@ -24,8 +25,9 @@ object's support (for the per-region numbers only) is where the time-mean ``|tru
   and its largest eigenvalue (the worst direction);
 - an oracle: the estimated maps inside the support and the true maps in the dark;
 - gridding with ``combine="interference"`` (:func:`mrphys.recon.calib.interference_combine`);
-- gridding with both sets of maps cut to the support estimated from the data
-  (:func:`mrphys.recon.calib.estimate_support` at ``--support-threshold``, default its own), its
+- gridding with both sets of maps weighted by calibrate's support step
+  (:func:`mrphys.recon.calib.support_weights`, its defaults), and cut to the binary support
+  (:func:`mrphys.recon.calib.estimate_support` at ``--support-threshold``, margin 0.05), its
   fraction of the field of view and the object pixels (time-max ``|truth|`` above 5 % / 1 % of
   the peak) it leaves out; and, as the ceiling of any support that keeps the object, the same
   with the truth's own support (time-max ``|truth|`` above 1 % or 5 % of the peak, dilated by
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spokes", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--support-threshold", type=float, default=None)
+    ap.add_argument("--support-threshold", type=float, default=0.1, help="of the binary cut")
     args = ap.parse_args(argv)
 
     import torch
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     cases = {}
     for key, true_maps in (("estimated", False), ("true", True)):
         data, intensity, _, truth = dynamic._honest(
-            args.data, args.spokes, False, args.seed, true_maps
+            args.data, args.spokes, False, args.seed, true_maps, 0.0
         )
         data.truth = truth
         cases[key] = (data, intensity)
@@ -144,18 +146,21 @@ def main(argv: list[str] | None = None) -> None:
     out["interference"]["oracle_true_maps_in_dark"] = scores(
         gridding(oracle, combine="interference") * est[1]
     )
-    from mrphys.recon.calib import estimate_support
+    from mrphys.recon.calib import estimate_support, support_weights
 
     frames = RadialNUFFT(d.traj, d.im_size).on_coils(d.n_coils).adjoint(d.kspace * d.dcf[:, None])
-    kw = {} if args.support_threshold is None else {"threshold": args.support_threshold}
-    sup = estimate_support(frames, **kw)
+    sup = estimate_support(frames, threshold=args.support_threshold, margin=0.05)
     tmax = truth.abs().amax(0) / truth.abs().max()
     out["data_support"] = {
         "fraction": float(sup.float().mean()),
         "object_pixels_left_out_5pct": int(((tmax > 0.05) & ~sup).sum()),
         "object_pixels_left_out_1pct": int(((tmax > 0.01) & ~sup).sum()),
     }
+    weights = support_weights(frames)  # calibrate's default step, for comparison
+    out["support_weights"] = {"mean": float(weights.mean())}
     for key, (v, inten) in cases.items():
+        soft = RadialData(v.kspace, v.traj, v.maps * weights, v.dcf, truth, v.meta)
+        out["support_weights"][key] = scores(gridding(soft) * inten * weights)
         cut = RadialData(v.kspace, v.traj, v.maps * sup, v.dcf, truth, v.meta)
         out["data_support"][key] = scores(gridding(cut) * inten * sup)
         out["data_support"][f"{key}_interference"] = scores(
@@ -179,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         - out["interference"]["estimated"]["psnr_db"],
         "maps_with_data_support": out["data_support"]["true"]["psnr_db"]
         - out["data_support"]["estimated"]["psnr_db"],
+        "maps_with_support_weights": out["support_weights"]["true"]["psnr_db"]
+        - out["support_weights"]["estimated"]["psnr_db"],
     }
     out["seconds"] = time.perf_counter() - t0
     out["cpu_seconds"] = time.process_time() - cpu0
