@@ -590,10 +590,11 @@ def _espirit(
 
 
 def _lowpass(images: torch.Tensor, width: int) -> torch.Tensor:
-    """Coil images ``(C, Y, X)`` low-passed to the central ``width`` of k-space (Hann taper)."""
+    """Coil images ``(..., C, Y, X)`` low-passed to the central ``width`` of k-space (Hann
+    taper)."""
     from mrphys.physics.fourier import fft2c, ifft2c
 
-    c, ny, nx = images.shape
+    ny, nx = images.shape[-2:]
     ky = torch.arange(ny, device=images.device, dtype=torch.float64) - ny // 2
     kx = torch.arange(nx, device=images.device, dtype=torch.float64) - nx // 2
     hy = torch.where(ky.abs() < width / 2, torch.cos(math.pi * ky / width) ** 2, 0.0)
@@ -901,7 +902,7 @@ def support_weights(
     level = avg / (float(threshold) * q)
     if t > 1:
         q_frame = peak(rss(mean, int(frame_calib)))
-        frames = torch.stack([rss(x[i], int(frame_calib)) for i in range(t)]).amax(0)
+        frames = rss(x, int(frame_calib)).amax(0)
         level = torch.maximum(level, frames / (float(frame_factor) * float(threshold) * q_frame))
     w = level.clamp(0.0, 1.0) ** float(power)
     w = _dilate(w, int(round(float(margin) * max(ny, nx))))
