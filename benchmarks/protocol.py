@@ -228,8 +228,8 @@ def per_sample_floor(
     for i in range(n_points):
         one = {k: v[i : i + 1] for k, v in smp.items()}
         with torch.no_grad():
-            r1, r2 = pd.crlb_terms_many(one, snr=snr, b1_map=False, tr=4.8e-3, flips=flips0,
-                                        increments=incs0)  # fmt: skip
+            r1, r2 = pd.crlb_terms(one, snr=snr, b1_map=False, tr=4.8e-3, flip=flips0[:, None],
+                                   increments=incs0[:, None])  # fmt: skip
         for t, r in (("t1", r1[:, 0]), ("t2", r2[:, 0])):
             top = torch.argsort(torch.nan_to_num(r, nan=math.inf))[:refine]
             f0 = flips0[top].clamp(lo + 1e-6, hi - 1e-6)
@@ -238,9 +238,9 @@ def per_sample_floor(
             opt = torch.optim.Adam([logit, inc], lr=2e-2)
             low = float(r[top[0]])
             for _ in range(steps):
-                a1, a2 = pd.crlb_terms_many(one, snr=snr, b1_map=False, tr=4.8e-3,
-                                            flips=lo + (hi - lo) * torch.sigmoid(logit),
-                                            increments=inc)  # fmt: skip
+                a1, a2 = pd.crlb_terms(one, snr=snr, b1_map=False, tr=4.8e-3,
+                                       flip=(lo + (hi - lo) * torch.sigmoid(logit))[:, None],
+                                       increments=inc[:, None])  # fmt: skip
                 v = (a1 if t == "t1" else a2)[:, 0]
                 v = torch.where(torch.isfinite(v), v, torch.full_like(v, 1e3))
                 low = min(low, float(v.detach().min()))
