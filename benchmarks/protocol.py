@@ -321,6 +321,26 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--net-seeds", default="0", help="comma-separated network seeds")
     ap.add_argument("--net-rows", default="", help="comma-separated subset of the rows")
+    ap.add_argument(
+        "--bayes",
+        action="store_true",
+        help="the posterior estimates on the networks' test set (protocol_bayes.py)",
+    )
+    ap.add_argument("--bayes-test", type=int, default=4000, help="--bayes: test points used")
+    ap.add_argument(
+        "--bayes-priors",
+        default="invivo,uniform",
+        help="--bayes: comma-separated (T1, T2) priors (invivo, uniform)",
+    )
+    ap.add_argument("--bayes-rows", default="", help="--bayes: comma-separated subset of rows")
+    ap.add_argument(
+        "--bayes-scale",
+        type=float,
+        default=1.0,
+        help="--bayes: dictionary and draws times this (convergence check)",
+    )
+    ap.add_argument("--no-design", action="store_true",
+                    help="skip the CRLB designs and table (with --bayes alone)")  # fmt: skip
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     import torch
@@ -329,6 +349,16 @@ def main() -> None:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t_all, c_all = time.perf_counter(), time.process_time()
+    if a.no_design:
+        out = {"benchmark": "protocol", "argv": sys.argv[1:], "threads": torch.get_num_threads(),
+               "load_average_start": os.getloadavg()}  # fmt: skip
+        if a.bayes:
+            out["bayes"] = _bayes(pd, a)
+        out["seconds"] = time.perf_counter() - t_all
+        out["cpu_seconds"] = time.process_time() - c_all
+        out["load_average_end"] = os.getloadavg()
+        print(json.dumps(out, indent=1))
+        return
     pts = evaluation_points()
     snr = a.snr
     out: dict = {
@@ -449,10 +479,23 @@ def main() -> None:
         out["readings"] = readings(recs, snr)
     if a.networks:
         out["networks"] = networks(pd, learned, snr, a)
+    if a.bayes:
+        out["bayes"] = _bayes(pd, a)
     out["seconds"] = time.perf_counter() - t_all
     out["cpu_seconds"] = time.process_time() - c_all
     out["load_average_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
+
+
+def _bayes(pd, a: argparse.Namespace) -> dict:
+    """``--bayes``: :func:`protocol_bayes.bar_rows` with the command's settings."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import protocol_bayes
+
+    rows = [int(v) for v in a.bayes_rows.split(",") if v] or None
+    priors = [v for v in a.bayes_priors.split(",") if v]
+    return protocol_bayes.bar_rows(pd, snr=a.snr, n_test=a.bayes_test, priors=priors, rows=rows,
+                                   scale=a.bayes_scale)  # fmt: skip
 
 
 def networks(pd, learned: dict, snr: float, a: argparse.Namespace) -> dict:
