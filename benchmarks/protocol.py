@@ -20,7 +20,10 @@ decay, batch 1024, 8,000 steps; ``--hidden`` the width for every row). ``--globa
 designs no-B1 protocols by the global search (N Sobol candidates, ``--refine`` refined, one per
 cap in ``--global-flip-max``; ``--global-objective t1`` for T1 alone) and scores every refined
 protocol by the independent bound (the landscape); ``--floor N`` computes the per-point floor
-(:func:`per_sample_floor`) on N points.
+(:func:`per_sample_floor`) on N points. ``--bayes`` runs the best estimator the prior allows
+(``protocol_bayes.py``: the posterior mean, median and least-relative-error estimates under the
+in vivo-like or the uniform prior, complex M0 profiled) on the networks' test set
+(``--bayes-test`` points, ``--bayes-priors``, ``--bayes-rows``; ``--no-design`` skips the rest).
 
 Prints one JSON object (finished network rows also go to stderr as they end).
 ``python benchmarks/protocol.py [--starts 3] [--steps 300] [--readings] [--networks]``
