@@ -256,6 +256,8 @@ NOB1_PROTOCOLS = {
     "3-start descent (round 1)": ((23.54, 29.71, 89.56, 7.35), (68.15, 330.09, 181.02, 209.29)),
     "global, after joint network training (round 3, seed 0)": (
         (90.0, 19.19, 16.38, 41.33), (181.8, 50.48, 283.09, 182.03)),
+    "global search, flips <= 150 (round 3, 25x the RF power)": (
+        (10.663, 16.543, 22.331, 147.697), (238.658, 91.335, 3.005, 178.738)),
 }  # fmt: skip
 
 
