@@ -20,7 +20,10 @@ decay, batch 1024, 8,000 steps; ``--hidden`` the width for every row). ``--globa
 designs no-B1 protocols by the global search (N Sobol candidates, ``--refine`` refined, one per
 cap in ``--global-flip-max``; ``--global-objective t1`` for T1 alone) and scores every refined
 protocol by the independent bound (the landscape); ``--floor N`` computes the per-point floor
-(:func:`per_sample_floor`) on N points.
+(:func:`per_sample_floor`) on N points. ``--bayes`` runs the best estimator the prior allows
+(``protocol_bayes.py``: the posterior mean, median and least-relative-error estimates under the
+in vivo-like or the uniform prior, complex M0 profiled) on the networks' test set
+(``--bayes-test`` points, ``--bayes-priors``, ``--bayes-rows``; ``--no-design`` skips the rest).
 
 Prints one JSON object (finished network rows also go to stderr as they end).
 ``python benchmarks/protocol.py [--starts 3] [--steps 300] [--readings] [--networks]``
@@ -228,8 +231,8 @@ def per_sample_floor(
     for i in range(n_points):
         one = {k: v[i : i + 1] for k, v in smp.items()}
         with torch.no_grad():
-            r1, r2 = pd.crlb_terms_many(one, snr=snr, b1_map=False, tr=4.8e-3, flips=flips0,
-                                        increments=incs0)  # fmt: skip
+            r1, r2 = pd.crlb_terms(one, snr=snr, b1_map=False, tr=4.8e-3, flip=flips0[:, None],
+                                   increments=incs0[:, None])  # fmt: skip
         for t, r in (("t1", r1[:, 0]), ("t2", r2[:, 0])):
             top = torch.argsort(torch.nan_to_num(r, nan=math.inf))[:refine]
             f0 = flips0[top].clamp(lo + 1e-6, hi - 1e-6)
@@ -238,9 +241,9 @@ def per_sample_floor(
             opt = torch.optim.Adam([logit, inc], lr=2e-2)
             low = float(r[top[0]])
             for _ in range(steps):
-                a1, a2 = pd.crlb_terms_many(one, snr=snr, b1_map=False, tr=4.8e-3,
-                                            flips=lo + (hi - lo) * torch.sigmoid(logit),
-                                            increments=inc)  # fmt: skip
+                a1, a2 = pd.crlb_terms(one, snr=snr, b1_map=False, tr=4.8e-3,
+                                       flip=(lo + (hi - lo) * torch.sigmoid(logit))[:, None],
+                                       increments=inc[:, None])  # fmt: skip
                 v = (a1 if t == "t1" else a2)[:, 0]
                 v = torch.where(torch.isfinite(v), v, torch.full_like(v, 1e3))
                 low = min(low, float(v.detach().min()))
@@ -321,6 +324,26 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--net-seeds", default="0", help="comma-separated network seeds")
     ap.add_argument("--net-rows", default="", help="comma-separated subset of the rows")
+    ap.add_argument(
+        "--bayes",
+        action="store_true",
+        help="the posterior estimates on the networks' test set (protocol_bayes.py)",
+    )
+    ap.add_argument("--bayes-test", type=int, default=4000, help="--bayes: test points used")
+    ap.add_argument(
+        "--bayes-priors",
+        default="invivo,uniform",
+        help="--bayes: comma-separated (T1, T2) priors (invivo, uniform)",
+    )
+    ap.add_argument("--bayes-rows", default="", help="--bayes: comma-separated subset of rows")
+    ap.add_argument(
+        "--bayes-scale",
+        type=float,
+        default=1.0,
+        help="--bayes: dictionary and draws times this (convergence check)",
+    )
+    ap.add_argument("--no-design", action="store_true",
+                    help="skip the CRLB designs and table (with --bayes alone)")  # fmt: skip
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
     import torch
@@ -329,6 +352,16 @@ def main() -> None:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t_all, c_all = time.perf_counter(), time.process_time()
+    if a.no_design:
+        out = {"benchmark": "protocol", "argv": sys.argv[1:], "threads": torch.get_num_threads(),
+               "load_average_start": os.getloadavg()}  # fmt: skip
+        if a.bayes:
+            out["bayes"] = _bayes(pd, a)
+        out["seconds"] = time.perf_counter() - t_all
+        out["cpu_seconds"] = time.process_time() - c_all
+        out["load_average_end"] = os.getloadavg()
+        print(json.dumps(out, indent=1))
+        return
     pts = evaluation_points()
     snr = a.snr
     out: dict = {
@@ -449,10 +482,23 @@ def main() -> None:
         out["readings"] = readings(recs, snr)
     if a.networks:
         out["networks"] = networks(pd, learned, snr, a)
+    if a.bayes:
+        out["bayes"] = _bayes(pd, a)
     out["seconds"] = time.perf_counter() - t_all
     out["cpu_seconds"] = time.process_time() - c_all
     out["load_average_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
+
+
+def _bayes(pd, a: argparse.Namespace) -> dict:
+    """``--bayes``: :func:`protocol_bayes.bar_rows` with the command's settings."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import protocol_bayes
+
+    rows = [int(v) for v in a.bayes_rows.split(",") if v] or None
+    priors = [v for v in a.bayes_priors.split(",") if v]
+    return protocol_bayes.bar_rows(pd, snr=a.snr, n_test=a.bayes_test, priors=priors, rows=rows,
+                                   scale=a.bayes_scale)  # fmt: skip
 
 
 def networks(pd, learned: dict, snr: float, a: argparse.Namespace) -> dict:

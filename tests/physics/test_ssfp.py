@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mrphys.errors import MrphysError
 from mrphys.physics.ssfp import (
     configurations,
     pc_bssfp_signal,
@@ -71,6 +72,25 @@ def test_broadcasting_and_dtype() -> None:
     s64 = pc_bssfp_signal(t1.double(), t2.double(), 1.0, 0.0, n_cycles=6, **PROTO)
     assert s64.dtype == torch.complex128
     assert torch.allclose(s.to(torch.complex128), s64, atol=1e-6)
+
+
+def test_a_batch_of_protocols_broadcasts_against_the_tissues() -> None:
+    # C protocols (C, 1, N) against S tissues (S,): row c is protocol c alone, bit for bit
+    g = torch.Generator().manual_seed(3)
+    t1 = 0.4 + 1.6 * torch.rand(5, generator=g, dtype=torch.float64)
+    t2 = 0.02 + 0.1 * torch.rand(5, generator=g, dtype=torch.float64)
+    b1 = 0.7 + 0.6 * torch.rand(5, generator=g, dtype=torch.float64)
+    theta = -2.8 + 5.6 * torch.rand(5, generator=g, dtype=torch.float64)
+    flips = 0.02 + 1.5 * torch.rand(3, 4, generator=g, dtype=torch.float64)
+    incs = 6.28 * torch.rand(3, 4, generator=g, dtype=torch.float64)
+    kw = dict(tr=4.8e-3, te=2.4e-3)
+    s = pc_bssfp_signal(t1, t2, b1, theta, flip=flips[:, None], increments=incs[:, None], **kw)
+    assert s.shape == (3, 5, 4)
+    for c in range(3):
+        one = pc_bssfp_signal(t1, t2, b1, theta, flip=flips[c], increments=incs[c], **kw)
+        assert torch.equal(s[c], one)
+    with pytest.raises(MrphysError, match="4 angles but the protocol has 3 acquisitions"):
+        pc_bssfp_signal(t1, t2, b1, theta, flip=flips[:, None], increments=incs[:, None, :3], **kw)
 
 
 def test_m0_cancels_in_normalised_configurations() -> None:

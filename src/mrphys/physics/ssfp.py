@@ -96,17 +96,19 @@ def pc_bssfp_signal(
         theta: off-resonance phase accumulated per TR in rad, broadcastable.
         tr, te: repetition and echo time in s (floats, or 0-d tensors to differentiate).
         flip: nominal flip angle in rad: one number, or a tensor ``(N,)`` with one flip angle
-            per acquisition (a general protocol).
+            per acquisition (a general protocol), or ``(P..., N)``: a batch of protocols.
         n_cycles: number of phase cycles N, with the increments ``pi (2j-1)/N``; or
-        increments: the RF phase increments ``(N,)`` in rad (a general protocol). Give exactly
-            one of ``n_cycles`` and ``increments``; all of ``flip``, ``increments``, ``tr`` and
-            ``te`` may require gradients (protocol design).
+        increments: the RF phase increments ``(N,)`` in rad (a general protocol), or
+            ``(P..., N)``: a batch of protocols. Give exactly one of ``n_cycles`` and
+            ``increments``; all of ``flip``, ``increments``, ``tr`` and ``te`` may require
+            gradients (protocol design).
         m0: equilibrium magnetisation (broadcastable).
         remove_common_phase: multiply each voxel by ``exp(-i arg(sum_j S_j))``.
 
     Returns:
         complex tensor ``(..., N)`` (complex128 for float64 inputs, else complex64), ``...`` the
-        broadcast shape of the inputs.
+        broadcast shape of the inputs. A batch of protocols broadcasts against the tissues like
+        any other input: protocols ``(C, 1, N)`` and tissues ``(S,)`` give ``(C, S, N)``.
     """
     ref = next((v for v in (t1, t2, b1, theta, m0) if isinstance(v, torch.Tensor)), None)
     t1, t2, b1, theta, m0 = (_as_tensor(v, ref) for v in (t1, t2, b1, theta, m0))
@@ -123,14 +125,17 @@ def pc_bssfp_signal(
     if increments is None:
         phi = phase_increments(n_cycles, dtype=dtype, device=t1.device)
     else:
-        check(increments.dim() == 1, f"increments must be 1-D (N,); got {tuple(increments.shape)}.")
+        check(
+            increments.dim() >= 1,
+            "increments must have the acquisitions on their last axis (N,) or (..., N).",
+        )
         phi = increments.to(dtype=dtype, device=t1.device)
     if isinstance(flip, torch.Tensor):
         flip = flip.to(dtype=dtype, device=t1.device)
     if isinstance(flip, torch.Tensor) and flip.dim() > 0:
         check(
-            flip.shape == phi.shape,
-            f"flip has {flip.numel()} angles but the protocol has {phi.numel()} acquisitions.",
+            flip.shape[-1] == phi.shape[-1],
+            f"flip has {flip.shape[-1]} angles but the protocol has {phi.shape[-1]} acquisitions.",
         )
 
     s = bssfp_closed_form(m0, t1, t2, b1 * flip, theta, phi, tr, te)
@@ -209,12 +214,14 @@ def pc_bssfp_cramer_rao(
         t1, t2, b1, theta: broadcastable real tensors ``(...)``; float64 recommended.
         sigma: number or ``(...)`` tensor.
         tr, te, flip, n_cycles, increments: the protocol, as for :func:`pc_bssfp_signal`
-            (per-acquisition ``flip`` and ``increments`` for a general protocol); tensors may
-            require gradients (the bound is differentiable with respect to the protocol).
+            (per-acquisition ``flip`` and ``increments`` for a general protocol, ``(C, 1, N)``
+            for ``C`` protocols at once against tissues ``(S,)``); tensors may require gradients
+            (the bound is differentiable with respect to the protocol).
         m0: complex equilibrium magnetisation (number or ``(...)`` tensor).
         b1_known: B1 measured separately (a B1 map) or estimated from the data.
     Returns:
-        :class:`~mrphys.physics.crlb.CramerRao` with ``variance`` ``(..., 5)`` or ``(..., 6)``.
+        :class:`~mrphys.physics.crlb.CramerRao` with ``variance`` ``(..., 5)`` or ``(..., 6)``,
+        ``...`` the tissue shape broadcast with the protocols' leading shape (``(C, S)`` above).
     """
     t1, t2, b1, theta = torch.broadcast_tensors(
         *(

@@ -14,7 +14,7 @@ output it). Two objectives, both evaluated for every protocol:
   Minimised by Adam on the protocol from several random starts, exact gradients through the
   forward-mode Jacobians and the Cholesky inverse of the Fisher matrix; or by a global search
   (:func:`global_search_crlb`: Sobol candidates scored by one batched bound,
-  :func:`crlb_terms_many`, the best refined together).
+  :func:`crlb_terms` of ``(C, 1, K)`` protocols, the best refined together).
 - ``network``: a complex relaxometry network (SVNN: map error; PINN: re-simulated signal error)
   trained together with the protocol, the signals re-simulated at the current protocol in every
   step (the SPIN idea, exact gradients); the protocol always follows the map error (relative
@@ -46,9 +46,7 @@ from torch import nn
 from mrphys.errors import MrphysError, check
 from mrphys.metrics import relative_error
 from mrphys.nets.mlp import RelaxNet
-from mrphys.physics.crlb import cramer_rao
 from mrphys.physics.noise import sigma_relax
-from mrphys.physics.signal import bssfp_closed_form
 from mrphys.physics.ssfp import pc_bssfp_cramer_rao, pc_bssfp_signal, remove_common_phase
 from mrphys.relax.data import (
     B1_RANGE,
@@ -79,7 +77,6 @@ __all__ = [
     "reference_bounds",
     "best_fixed_flip",
     "learn_protocol_crlb",
-    "crlb_terms_many",
     "global_search_crlb",
     "protocol_features",
     "train_protocol_network",
@@ -421,8 +418,18 @@ def crlb_terms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scan-time normalised relative bounds ``std / T * sqrt(N TR / 1 s)`` of T1 and T2.
 
-    Returns two ``(n,)`` tensors (``inf`` where the parameter is not identified), differentiable
-    with respect to ``tr``, ``flip`` and ``increments``.
+    Args:
+        samples: ``{"t1", "t2", "b1", "theta"}``, each ``(S,)`` (s, rad), float64.
+        snr: relaxometry SNR (:func:`mrphys.physics.noise.sigma_relax`).
+        b1_map: B1 known (a map) or a nuisance parameter.
+        tr: TR in s (TE = TR / 2).
+        flip: flip angles in rad, one number or ``(N,)``; increments: ``(N,)`` RF phase
+            increments in rad. For ``C`` protocols at once (the global search) give both as
+            ``(C, 1, N)``: one vectorised bound (:func:`mrphys.physics.ssfp.pc_bssfp_cramer_rao`
+            broadcasts protocols against tissues).
+
+    Returns two ``(S,)`` tensors, or ``(C, S)`` for ``C`` protocols (``inf`` where the parameter
+    is not identified), differentiable with respect to ``tr``, ``flip`` and ``increments``.
     """
     sigma = sigma_relax(float(snr), per_channel=True)
     tr_t = tr if isinstance(tr, torch.Tensor) else torch.tensor(float(tr), dtype=torch.float64)
@@ -438,7 +445,7 @@ def crlb_terms(
         increments=increments,
         b1_known=b1_map,
     )
-    scan = torch.sqrt(increments.numel() * tr_t)
+    scan = torch.sqrt(increments.shape[-1] * tr_t)
     r1 = cr.variance[..., 0].sqrt() / samples["t1"] * scan
     r2 = cr.variance[..., 1].sqrt() / samples["t2"] * scan
     return r1, r2
@@ -454,12 +461,12 @@ def _objective(
     """Smooth maximum of ``mean(r1) / ref[0]`` and ``mean(r2) / ref[1]``: the T1 and T2 bounds
     relative to a reference protocol's (the worse of the two maps counts, so the design improves
     both instead of trading one for the other). Infinite terms count as a large constant
-    (no gradient)."""
+    (no gradient). Bounds ``(S,)`` give a number; ``(C, S)`` (``C`` protocols) give ``(C,)``."""
     parts = []
     for r, q in ((r1, ref[0]), (r2, ref[1])):
         r = torch.where(torch.isfinite(r), r, torch.full_like(r, _BIG)).clamp_max(_BIG)
-        parts.append(r.mean() / q)
-    return _SOFTMAX_T * torch.logsumexp(torch.stack(parts) / _SOFTMAX_T, dim=0)
+        parts.append(r.mean(-1) / q)
+    return _SOFTMAX_T * torch.logsumexp(torch.stack(parts, -1) / _SOFTMAX_T, dim=-1)
 
 
 def _criterion(summary: dict[str, float], ref: tuple[float, float]) -> float:
@@ -675,64 +682,6 @@ def _screened_start(
 # ------------------------------------------------------------------------------------------------
 
 
-def crlb_terms_many(
-    samples: dict[str, torch.Tensor],
-    *,
-    snr: float,
-    b1_map: bool,
-    tr: float,
-    flips: torch.Tensor,
-    increments: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`crlb_terms` of ``C`` protocols at once (one vectorised bound).
-
-    Args:
-        samples: ``{"t1", "t2", "b1", "theta"}``, each ``(S,)`` (s, rad), float64.
-        flips: ``(C, K)`` flip angles in rad; increments: ``(C, K)`` RF phase increments in rad
-            (either may require gradients).
-        tr: TR in s (TE = TR / 2).
-    Returns:
-        two ``(C, S)`` tensors: the scan-time normalised relative bounds ``std / T * sqrt(K TR)``
-        of T1 and T2 (``inf`` where not identified). Row ``c`` equals :func:`crlb_terms` of
-        protocol ``c`` (tested). Unknowns as in
-        :func:`mrphys.physics.ssfp.pc_bssfp_cramer_rao` (T1, T2, complex M0, theta[, B1]); the
-        signal is :func:`mrphys.physics.signal.bssfp_closed_form`.
-    """
-    check(
-        flips.dim() == 2 and flips.shape == increments.shape,
-        f"flips and increments must both be (C, K); got {tuple(flips.shape)} and "
-        f"{tuple(increments.shape)}.",
-    )
-    n_cand, k = flips.shape
-    t1, t2, b1, theta = (samples[n].to(torch.float64) for n in ("t1", "t2", "b1", "theta"))
-    n = t1.numel()
-    one, zero = torch.ones_like(t1), torch.zeros_like(t1)
-    cols = [t1, t2, one, zero, theta] + ([] if b1_map else [b1])
-    params = torch.stack(cols, -1)[None].expand(n_cand, n, len(cols)).contiguous()
-    f, ph = flips.to(torch.float64)[:, None, :], increments.to(torch.float64)[:, None, :]
-    b1_col = b1[None, :, None]
-
-    def model(q: torch.Tensor) -> torch.Tensor:
-        b = b1_col if b1_map else q[..., 5:6]
-        m0 = torch.complex(q[..., 2:3], q[..., 3:4])
-        return bssfp_closed_form(m0, q[..., :1], q[..., 1:2], b * f, q[..., 4:5], ph, tr, tr / 2)
-
-    cr = cramer_rao(model, params, sigma_relax(float(snr), per_channel=True))
-    scan = math.sqrt(k * float(tr))
-    return cr.variance[..., 0].sqrt() / t1 * scan, cr.variance[..., 1].sqrt() / t2 * scan
-
-
-def _objective_many(
-    r1: torch.Tensor, r2: torch.Tensor, ref: tuple[float, float] = (1.0, 1.0)
-) -> torch.Tensor:
-    """:func:`_objective` of each row of ``(C, S)`` bounds: ``(C,)``."""
-    parts = []
-    for r, q in ((r1, ref[0]), (r2, ref[1])):
-        r = torch.where(torch.isfinite(r), r, torch.full_like(r, _BIG)).clamp_max(_BIG)
-        parts.append(r.mean(-1) / q)
-    return _SOFTMAX_T * torch.logsumexp(torch.stack(parts, -1) / _SOFTMAX_T, dim=-1)
-
-
 def _flip_bounds(cfg: DesignConfig) -> tuple[float, float]:
     return math.radians(FLIP_RANGE_DEG[0]), math.radians(cfg.flip_max_deg)
 
@@ -751,9 +700,9 @@ def _score_many(
     with torch.no_grad():
         for i in range(0, flips.shape[0], chunk):
             sl = slice(i, i + chunk)
-            r1, r2 = crlb_terms_many(samples, snr=cfg.snr, b1_map=cfg.b1_map, tr=cfg.tr,
-                                     flips=flips[sl], increments=incs[sl])  # fmt: skip
-            obj = _objective_many(r1, r2, ref)
+            r1, r2 = crlb_terms(samples, snr=cfg.snr, b1_map=cfg.b1_map, tr=cfg.tr,
+                                flip=flips[sl, None], increments=incs[sl, None])  # fmt: skip
+            obj = _objective(r1, r2, ref)
             m1 = torch.where(torch.isfinite(r1).all(-1), r1.mean(-1), math.inf)
             m2 = torch.where(torch.isfinite(r2).all(-1), r2.mean(-1), math.inf)
             out.append(torch.stack([obj, m1, m2], -1))
@@ -818,9 +767,9 @@ def global_search_crlb(
         smp = sample_parameters(cfg.crlb_batch, cfg.distribution, True, gen, torch.float64)
         smp = with_b1_range(smp, cfg.b1_range)
         fl = lo + (hi - lo) * torch.sigmoid(logit)
-        r1, r2 = crlb_terms_many(smp, snr=cfg.snr, b1_map=cfg.b1_map, tr=cfg.tr, flips=fl,
-                                 increments=inc)  # fmt: skip
-        loss = _objective_many(r1, r2, ref)
+        r1, r2 = crlb_terms(smp, snr=cfg.snr, b1_map=cfg.b1_map, tr=cfg.tr, flip=fl[:, None],
+                            increments=inc[:, None])  # fmt: skip
+        loss = _objective(r1, r2, ref)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
