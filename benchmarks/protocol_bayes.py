@@ -46,37 +46,8 @@ from mrphys.relax import data as rd
 PROPOSAL_PRIOR_SD = (0.3, 0.03, 1.0, 1.0, 1.6, 0.17)
 
 
-def log_prior_t1_t2(t1: torch.Tensor, t2: torch.Tensor, distribution: str) -> torch.Tensor:
-    """Unnormalised log density of :func:`mrphys.relax.data.sample_parameters`' (T1, T2) in s.
-
-    ``"invivo"``: the sampler's mixture (Gaussian blobs, the ridge from the white- to the
-    grey-matter mean with Gaussian spread, integrated over its position by 64-point
-    Gauss-Legendre, and the uniform floor); ``"uniform"``: flat. Both truncated like the sampler
-    (the box and T1 > T2): ``-inf`` outside. Shapes broadcast; returns their broadcast shape.
-    """
-    (a, b), (c, d) = rd._UNIFORM
-    inside = (t1 >= a) & (t1 <= b) & (t2 >= c) & (t2 <= d) & (t1 > t2)
-    if distribution == "uniform":
-        dens = torch.ones_like(t1 + t2)
-    elif distribution == "invivo":
-
-        def gauss(x: torch.Tensor, m: float, s: float) -> torch.Tensor:
-            return torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
-
-        dens = torch.zeros_like(t1 + t2)
-        for w, m1, s1, m2, s2 in rd._INVIVO_BLOBS:
-            dens = dens + w * gauss(t1, m1, s1) * gauss(t2, m2, s2)
-        wm, gm = rd._INVIVO_BLOBS[0], rd._INVIVO_BLOBS[1]
-        nodes, weights = np.polynomial.legendre.leggauss(64)
-        ridge = torch.zeros_like(dens)
-        for u, w in zip(((nodes + 1) / 2).tolist(), (weights / 2).tolist(), strict=True):
-            ridge = ridge + w * gauss(t1, wm[1] + (gm[1] - wm[1]) * u, rd._RIDGE_SD[0]) * gauss(
-                t2, wm[3] + (gm[3] - wm[3]) * u, rd._RIDGE_SD[1]
-            )
-        dens = dens + rd._RIDGE_W * ridge + rd._FLOOR_W / ((b - a) * (d - c))
-    else:
-        raise ValueError(f"distribution must be invivo or uniform; got {distribution!r}")
-    return torch.where(inside, dens.clamp_min(1e-300).log(), torch.full_like(dens, -math.inf))
+#: the sampler's (T1, T2) log density (one home: :mod:`mrphys.relax.data`)
+log_prior_t1_t2 = rd.t1_t2_log_density
 
 
 def log_prior(x: torch.Tensor, b1_given: bool, distribution: str) -> torch.Tensor:

@@ -83,3 +83,16 @@ def test_without_b1_one_flip_leaves_b1_to_the_prior_and_two_flips_identify_it(pb
         assert est["mean"].shape == (12, 4)
         errs[name] = float(((est["mean"][:, 3] - t["b1"]).abs() / t["b1"]).median())
     assert errs["no-B1"] < 0.03 < errs["one flip"]
+
+
+def test_t1_t2_log_density_lives_with_the_sampler(pb) -> None:
+    """The prior of the Bayes benchmark is the sampler's own density (one home, relax.data);
+    an unknown distribution is refused in one sentence."""
+    from mrphys.errors import MrphysError
+    from mrphys.relax.data import t1_t2_log_density
+
+    assert pb.log_prior_t1_t2 is t1_t2_log_density
+    flat = t1_t2_log_density(torch.tensor([0.8, 1.5]), torch.tensor([0.06, 0.09]), "uniform")
+    assert torch.equal(flat, torch.zeros(2))
+    with pytest.raises(MrphysError, match="invivo or uniform"):
+        t1_t2_log_density(torch.tensor([0.8]), torch.tensor([0.06]), "extended")

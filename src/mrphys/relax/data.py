@@ -55,6 +55,7 @@ __all__ = [
     "THETA_MAX",
     "parameter_box",
     "sample_parameters",
+    "t1_t2_log_density",
     "simulate_signals",
     "add_relax_noise",
     "features",
@@ -324,6 +325,48 @@ def _invivo_draw(n: int, g: torch.Generator, dtype, device) -> tuple[torch.Tenso
     t1[sel] = a + (b - a) * u[sel]
     t2[sel] = c + (d - c) * torch.rand(int(sel.sum()), generator=g, dtype=dtype, device=device)
     return t1, t2
+
+
+def _gauss_legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (float64)."""
+    import numpy as np
+
+    nodes, weights = np.polynomial.legendre.leggauss(int(n))
+    return torch.from_numpy(nodes), torch.from_numpy(weights)
+
+
+def t1_t2_log_density(t1: torch.Tensor, t2: torch.Tensor, distribution: str) -> torch.Tensor:
+    """Unnormalised log density of :func:`sample_parameters`' (T1, T2) in s (a prior for
+    Bayesian estimators; the benchmark ``benchmarks/protocol_bayes.py`` uses it).
+
+    ``"invivo"``: the sampler's mixture (Gaussian blobs, the ridge from the white- to the
+    grey-matter mean with Gaussian spread, integrated over its position by 64-point
+    Gauss-Legendre, and the uniform floor); ``"uniform"``: flat. Both truncated like the sampler
+    (the box and T1 > T2): ``-inf`` outside. Shapes broadcast; returns their broadcast shape.
+    """
+    (a, b), (c, d) = _UNIFORM
+    inside = (t1 >= a) & (t1 <= b) & (t2 >= c) & (t2 <= d) & (t1 > t2)
+    if distribution == "uniform":
+        dens = torch.ones_like(t1 + t2)
+    elif distribution == "invivo":
+
+        def gauss(x: torch.Tensor, m: float, s: float) -> torch.Tensor:
+            return torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+        dens = torch.zeros_like(t1 + t2)
+        for w, m1, s1, m2, s2 in _INVIVO_BLOBS:
+            dens = dens + w * gauss(t1, m1, s1) * gauss(t2, m2, s2)
+        wm, gm = _INVIVO_BLOBS[0], _INVIVO_BLOBS[1]
+        nodes, weights = _gauss_legendre(64)
+        ridge = torch.zeros_like(dens)
+        for u, w in zip(((nodes + 1) / 2).tolist(), (weights / 2).tolist(), strict=True):
+            ridge = ridge + w * gauss(t1, wm[1] + (gm[1] - wm[1]) * u, _RIDGE_SD[0]) * gauss(
+                t2, wm[3] + (gm[3] - wm[3]) * u, _RIDGE_SD[1]
+            )
+        dens = dens + _RIDGE_W * ridge + _FLOOR_W / ((b - a) * (d - c))
+    else:
+        raise MrphysError(f"distribution must be invivo or uniform; got {distribution!r}.")
+    return torch.where(inside, dens.clamp_min(1e-300).log(), torch.full_like(dens, -math.inf))
 
 
 def _draw_t1_t2(n: int, distribution: str, g: torch.Generator, dtype, device):
