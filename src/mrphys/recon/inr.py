@@ -148,6 +148,22 @@ class InrConfig:
             nufft_eps=1e-6,
         )
 
+    @classmethod
+    def fast(cls) -> InrConfig:
+        """The CPU preset for speed (issue 17): the factorised INR (:attr:`rank` 32, MLP lr
+        3e-3, both frozen on PINCAT seed 1 at 8 spokes) with two windows per round in two
+        threads (:attr:`workers` 2, fixed, so the numbers do not depend on the machine).
+        About half the CPU time of the default per step; see ``docs/inr.md``."""
+        return cls(rank=32, lr=3e-3, workers=2)
+
+    @classmethod
+    def preset(cls, name: str) -> InrConfig:
+        """The named configuration: ``"default"`` (``InrConfig()``), ``"fast"``
+        (:meth:`fast`) or ``"paper"`` (:meth:`paper`)."""
+        presets = {"default": cls, "fast": cls.fast, "paper": cls.paper}
+        check(name in presets, f"INR preset must be one of {', '.join(presets)}; got {name!r}.")
+        return presets[name]()
+
     def n_iterations(self, n_frames: int) -> int:
         """Optimisation steps for a series of ``n_frames`` frames."""
         if self.iterations is not None:
