@@ -222,7 +222,8 @@ class InrFit(Record):
         seconds: wall time of the fit in s (interpolation plans included).
         final_loss: loss of the last step (dimensionless).
         config: the :class:`InrConfig` as a dict.
-        losses: loss of every step, ``(iterations,)``.
+        losses: loss of every step, ``(iterations,)``; with ``workers = W > 1`` the mean loss
+            of every round of ``W`` steps, ``(ceil(iterations / W),)``.
         plans: the interpolation plan of the acquired frames' pixel grid (reused by
             :func:`render_inr`; not part of the JSON form).
     """
@@ -639,7 +640,8 @@ def fit_inr(
 
     def round_step(unit: int) -> dict[str, float]:
         """``workers`` windows at the same parameters, one per thread, then one Adam step per
-        window in turn (a trainer unit; the later steps use gradients one step old)."""
+        window in turn (a trainer unit; step ``j`` of the round uses a gradient ``j`` steps
+        old)."""
         s0 = unit * workers
         if config.coarse_to_fine:
             model.encoding.set_active_levels(1 + (s0 * config.n_levels) // n_iter)
