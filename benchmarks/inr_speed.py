@@ -12,6 +12,9 @@ frame, SNR 20, seed 0 (the issue's case). Cells, each in its own subprocess, one
 - ``inr-new``: this tree's ``InrConfig()``;
 - ``inr-fac``: the factorised INR, ``InrConfig()`` with ``FACTORISED`` (its settings frozen on
   the tuning case PINCAT seed 1 at 8 spokes, see ``docs/inr.md``);
+- ``inr-par``: ``InrConfig()`` with ``workers=2`` (two windows per round, one per thread);
+- ``inr-fast``: ``InrConfig.fast()`` (the factorised INR with ``workers=2``; ``mrphys dynamic
+  recon --method inr --inr-preset fast``);
 - ``grasp``: temporal TV with its frozen defaults (``registry.reconstruct("grasp")``).
 
 Per cell: wall seconds of the reconstruction, CPU seconds (user + system of the process during
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/pincat_128x128x50.mat")
 if (ROOT.parent / "shared" / "data").is_dir():
     DATA = ROOT.parent / "shared" / "data" / "pincat_128x128x50.mat"
-CELLS = ("inr-old", "inr-prev", "inr-new", "inr-fac", "grasp")
+CELLS = ("inr-old", "inr-prev", "inr-new", "inr-par", "inr-fac", "inr-fast", "grasp")
 # InrConfig fields of the factorised INR (inr-fac)
 FACTORISED = {"rank": 32, "lr": 3e-3}
 # InrConfig fields that changed in issue 17, at their values before it
@@ -88,6 +91,10 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
             cfg = replace(cfg, **PREV_DEFAULTS)
         if cell == "inr-fac":
             cfg = replace(cfg, **FACTORISED)
+        if cell == "inr-par":
+            cfg = replace(cfg, workers=2)
+        if cell == "inr-fast":
+            cfg = InrConfig.fast()
         if iterations:
             cfg = replace(cfg, iterations=int(iterations))
         options = {"config": cfg, "seed": 0, "device": "cpu"}
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ok = {r["cell"]: r for r in rows if "error" not in r}
     ratios = {}
     if "grasp" in ok:
-        for c in ("inr-old", "inr-prev", "inr-new", "inr-fac"):
+        for c in CELLS[:-1]:
             if c in ok:
                 ratios[c] = {
                     "wall_over_grasp": ok[c]["seconds"] / ok["grasp"]["seconds"],

@@ -132,3 +132,16 @@ def test_bad_rank_raises_mrphys_error():
         InrConfig(rank=4, factor_lr=-1.0).validate()
     with pytest.raises(MrphysError, match="rank"):
         FactorisedInr(4, 0)
+
+
+def test_fast_preset_is_the_factorised_inr_in_two_threads(tmp_path, cli):
+    fast = InrConfig.preset("fast")
+    assert (fast.rank, fast.lr, fast.workers) == (32, 3e-3, 2)
+    assert InrConfig.preset("default") == InrConfig()
+    assert InrConfig.preset("paper") == InrConfig.paper()
+    with pytest.raises(MrphysError, match="preset"):
+        InrConfig.preset("quick")
+    bad = tmp_path / "bad"  # refused before the input is read
+    cli.fails("dynamic", "recon", "--input", tmp_path / "none", "--method", "grasp",
+              "--inr-preset", "fast", "--out", bad, out=bad,
+              says="--inr-preset is only available")  # fmt: skip

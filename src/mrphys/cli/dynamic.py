@@ -93,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     arg(r, "--iterations", None, iterations_help, type=positive)
     arg(r, "--frames-out", None, "frames to render (inr only)", type=positive)
     arg(r, "--matrix-out", None, "matrix to render (inr only)", type=positive)
+    r.add_argument("--inr-preset", default=None, choices=["default", "fast", "paper"],
+                   help="INR configuration (inr only; fast: the factorised INR in two threads, "
+                   "docs/inr.md)")  # fmt: skip
     r.add_argument("--combine", default=None, choices=["maps", "interference"], help="coil "
                    "combination (gridding only; default maps: A^H D y; interference: against "
                    "the streaks, docs/calibration.md)")  # fmt: skip
@@ -199,6 +202,14 @@ def _method_options(args: argparse.Namespace, device) -> dict:
     given = {k: getattr(args, k) for k in ("iterations", "frames_out", "matrix_out", "seed")}
     if args.combine is not None:
         given["combine"] = args.combine
+    if getattr(args, "inr_preset", None) is not None:
+        if args.method != "inr":
+            raise MrphysError(
+                f"--inr-preset is only available with --method inr; got {args.method}."
+            )
+        from mrphys.recon.inr import InrConfig
+
+        given["config"] = InrConfig.preset(args.inr_preset)
     given |= {"progress": True, "device": device}
     return {k: v for k, v in given.items() if k in takes}
 
