@@ -622,32 +622,26 @@ def fit_inr(
             raise MrphysError(f"INR training diverged at iteration {it} (loss {loss_val}).")
         return loss_val
 
-    def step(it: int) -> dict[str, float]:
-        """One optimiser step on one window of frames (a trainer unit)."""
-        if config.coarse_to_fine:
-            model.encoding.set_active_levels(1 + (it * config.n_levels) // n_iter)
-        loss = window_loss(next_window(), nufft)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": checked(float(loss.detach()), it)}
-
     params = [p for g in groups for p in g["params"]]
+    pool: ThreadPoolExecutor | None = None  # set below when workers > 1
 
     def grads_of(idx: list[int], op: RadialNUFFT) -> tuple[float, tuple[torch.Tensor, ...]]:
         loss = window_loss(idx, op)
         return float(loss.detach()), torch.autograd.grad(loss, params)
 
-    def round_step(unit: int) -> dict[str, float]:
-        """``workers`` windows at the same parameters, one per thread, then one Adam step per
-        window in turn (a trainer unit; step ``j`` of the round uses a gradient ``j`` steps
-        old)."""
+    def step(unit: int) -> dict[str, float]:
+        """One trainer unit: ``workers`` windows at the same parameters (one per thread when
+        ``workers > 1``), then one Adam step per window in turn (step ``j`` of the round uses a
+        gradient ``j`` steps old); with one worker, one window and one step."""
         s0 = unit * workers
         if config.coarse_to_fine:
             model.encoding.set_active_levels(1 + (s0 * config.n_levels) // n_iter)
         wins = [next_window() for _ in range(min(workers, n_iter - s0))]
-        futures = [pool.submit(grads_of, w, nuffts[j]) for j, w in enumerate(wins)]
-        results = [fut.result() for fut in futures]  # all done before any update
+        if pool is None:
+            results = [grads_of(w, nuffts[j]) for j, w in enumerate(wins)]
+        else:
+            futures = [pool.submit(grads_of, w, nuffts[j]) for j, w in enumerate(wins)]
+            results = [fut.result() for fut in futures]  # all done before any update
         losses = []
         for j, (loss_val, grads) in enumerate(results):
             losses.append(checked(loss_val, s0 + j))
@@ -687,7 +681,7 @@ def fit_inr(
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="mrphys-inr") as pool:
-                trainer.run(round_step)
+                trainer.run(step)
         finally:
             torch.set_num_threads(threads)
     model.encoding.set_active_levels(config.n_levels)
