@@ -790,36 +790,26 @@ def interference_combine(
 
 
 def _dilate(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grey dilation of a ``(Y, X)`` map (bool or real) by a disc of ``radius`` pixels: the
-    maximum over the disc around each pixel (zero outside the field of view)."""
+    """Grey dilation of a ``(Y, X)`` map of weights ``>= 0`` by a disc of ``radius`` pixels:
+    the maximum over the disc around each pixel (zero outside the field of view)."""
     if radius <= 0:
         return x
+    from scipy import ndimage
+
     r = int(radius)
-    ny, nx = x.shape
-    pad = torch.nn.functional.pad(x.to(torch.float32)[None, None], (r, r, r, r))[0, 0]
-    out = torch.zeros((ny, nx), dtype=torch.float32, device=x.device)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dy * dy + dx * dx <= r * r:
-                out = torch.maximum(out, pad[r + dy : r + dy + ny, r + dx : r + dx + nx])
-    return out > 0.5 if x.dtype == torch.bool else out.to(x.dtype)
+    d = torch.arange(-r, r + 1)
+    disc = (d[:, None] ** 2 + d[None, :] ** 2 <= r * r).numpy()
+    out = ndimage.grey_dilation(x.detach().cpu().numpy(), footprint=disc, mode="constant", cval=0)
+    return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
 
 
 def _fill_holes(mask: torch.Tensor) -> torch.Tensor:
     """``(Y, X)`` bool mask with its holes filled: every pixel not reachable from the border
     through pixels outside the mask (4-connected) joins the mask."""
-    free = ~mask
-    reach = torch.zeros_like(mask)
-    reach[[0, -1], :] = free[[0, -1], :]
-    reach[:, [0, -1]] = free[:, [0, -1]]
-    cross = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float32, device=mask.device)
-    for _ in range(mask.numel()):
-        grown = torch.nn.functional.conv2d(reach[None, None].float(), cross[None, None], padding=1)
-        new = (grown[0, 0] > 0.5) & free
-        if bool((new == reach).all()):
-            break
-        reach = new
-    return ~reach
+    from scipy import ndimage
+
+    filled = ndimage.binary_fill_holes(mask.detach().cpu().numpy())  # 4-connected by default
+    return torch.from_numpy(filled).to(mask.device)
 
 
 def support_weights(
