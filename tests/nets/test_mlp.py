@@ -57,3 +57,18 @@ def test_fewer_inputs_than_the_first_layer_mean_trailing_zeros():
             torch.testing.assert_close(a.float(), b.float(), atol=1e-5, rtol=1e-5)
         assert torch.all(got[1][:, 4:] == 0)  # no gradient for the unused columns
         net.float()
+
+
+def test_kept_and_recomputed_activations_give_the_same_bits(monkeypatch):
+    import mrphys.nets.mlp as mlp
+
+    net = _stack(2)
+    x = torch.randn(103, 6, requires_grad=True)
+    w = torch.randn(103, 2)
+    res = []
+    for limit in (0, mlp.KEEP_BYTES):  # 0: recompute in the backward; default: keep
+        monkeypatch.setattr(mlp, "KEEP_BYTES", limit)
+        out = relu_mlp(x, net, chunk=10)
+        res.append([out, *torch.autograd.grad((out * w).sum(), [x, *net.parameters()])])
+    for a, b in zip(*res, strict=True):
+        assert torch.equal(a, b)
