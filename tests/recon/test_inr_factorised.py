@@ -50,6 +50,40 @@ def test_planned_spatial_factors_equal_direct_encoding_and_gradients(log2_table)
     assert float(ga[4:].abs().max()) == 0.0  # switched-off levels get no gradient
 
 
+@pytest.mark.parametrize("log2_table", [12, 8])
+def test_lifted_rows_give_the_same_factors_and_gradients_and_write_back(log2_table):
+    g = torch.Generator().manual_seed(0)
+    model = FactorisedInr(
+        5, 3, n_levels=6, log2_table_size=log2_table, base_resolution=4.0, hidden_width=16,
+        hidden_layers=1, init_scale=0.5, generator=g,
+    )  # fmt: skip
+    plan = pixel_plan(model, (12, 20))
+    assert plan.hashed == (log2_table == 8)
+    ref = model.spatial(plan)
+    w = torch.randn(ref.shape, dtype=torch.complex64, generator=g)
+    g_table = torch.autograd.grad((ref * w).real.sum(), model.encoding.table)[0]
+    lifted = plan.lift(model.encoding)
+    got = model.spatial(plan)
+    assert torch.equal(got, ref)
+    g_lift, g_rest = torch.autograd.grad(
+        (got * w).real.sum(), [lifted, model.encoding.table], allow_unused=True
+    )
+    flat = g_table.reshape(-1, 2)
+    assert torch.equal(g_lift, flat[plan.rows].t())  # the dense rows' gradient, moved
+    if g_rest is not None:  # hashed levels still read the table; dense rows get nothing there
+        assert float(g_rest.reshape(-1, 2)[plan.rows].abs().max()) == 0.0
+    before = model.encoding.table.detach().clone().reshape(-1, 2)
+    with torch.no_grad():
+        lifted.add_(1.0)
+    new = lifted.detach().t().clone()
+    plan.lower(model.encoding, release=True)
+    assert plan.lifted is None
+    after = model.encoding.table.detach().reshape(-1, 2)
+    assert torch.equal(after[plan.rows], new)
+    after[plan.rows] = before[plan.rows]
+    assert torch.equal(after, before)  # no other row touched
+
+
 def test_series_has_rank_at_most_k_and_v_interpolates_linearly():
     model = FactorisedInr(7, 2, n_levels=4, base_resolution=4.0, hidden_width=16, init_scale=0.5)
     with torch.no_grad():

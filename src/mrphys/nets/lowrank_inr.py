@@ -77,6 +77,35 @@ class PixelPlan:
                 self.levels.append(("hash", index[lv : lv + 1], weight[lv : lv + 1]))
         self.rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=dev)
         self.rows_w = torch.zeros(self.rows.numel(), 1, device=dev)
+        self.hashed = any(spec[0] == "hash" for spec in self.levels)
+        #: the dense levels' vertex rows as their own leaf ``(F, n)`` while lifted (:meth:`lift`)
+        self.lifted: nn.Parameter | None = None
+
+    def lift(self, encoding: HashEncoding) -> nn.Parameter | None:
+        """Copy the dense levels' vertex rows out of the table into a leaf ``(F, n)`` that
+        :meth:`FactorisedInr.spatial` reads instead of the table, and return it (None: no dense
+        level).
+
+        The table's other rows never get a gradient from this plan, so Adam never moves them;
+        optimising the lifted rows (and the table only when a level is hashed) is the same update
+        without a table-sized gradient, zero fill and Adam step (8x the rows here) every step.
+        :meth:`lower` writes them back.
+        """
+        if not self.rows.numel():
+            return None
+        flat = encoding.table.detach().reshape(-1, encoding.n_features)
+        self.lifted = nn.Parameter(flat.index_select(0, self.rows).t().contiguous())
+        return self.lifted
+
+    @torch.no_grad()
+    def lower(self, encoding: HashEncoding, release: bool = False) -> None:
+        """Write the lifted rows back into the table (``release``: and read the table again)."""
+        if self.lifted is None:
+            return
+        flat = encoding.table.data.view(-1, encoding.n_features)
+        flat.index_copy_(0, self.rows, self.lifted.detach().t().to(flat.dtype))
+        if release:
+            self.lifted = None
 
 
 class FactorisedInr(nn.Module):
@@ -139,10 +168,10 @@ class FactorisedInr(nn.Module):
         """Spatial factors ``U (Y * X, K)`` complex on the plan's pixels."""
         enc = self.encoding
         flat = enc.table.reshape(-1, enc.n_features)
-        sub = flat[:0]
-        if plan.rows.numel():  # the dense levels' vertex rows; the gradient is one index_add_
+        sub = plan.lifted  # the dense levels' vertex rows (F, n)
+        if sub is None and plan.rows.numel():  # from the table; the gradient is one index_add_
             rows = plan.rows[:, None, None].expand(-1, 1, 2)  # both "time corners" the same row
-            sub = _GatherBlend.apply(flat, rows, plan.rows_w)[:, 0]
+            sub = _GatherBlend.apply(flat, rows, plan.rows_w)[:, 0].t()
         mask = enc.level_mask
         ny, nx = plan.size
         out: list[torch.Tensor] = []
@@ -151,7 +180,7 @@ class FactorisedInr(nn.Module):
                 out.append(flat.new_zeros(ny * nx, enc.n_features))
             elif spec[0] == "dense":
                 _, start, n, wy, wx_t = spec
-                grid = sub[start : start + n * n].reshape(n, n, -1).permute(2, 0, 1)  # (F, y, x)
+                grid = sub[:, start : start + n * n].reshape(-1, n, n)  # (F, y, x)
                 f = torch.matmul(torch.matmul(wy, grid), wx_t)  # (F, Y, X)
                 out.append(f.permute(1, 2, 0).reshape(ny * nx, -1))
             else:

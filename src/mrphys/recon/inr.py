@@ -564,9 +564,14 @@ def fit_inr(
     n_iter = config.n_iterations(t_frames)
     batch = t_frames if config.frames_per_batch is None else min(config.frames_per_batch, t_frames)
     table_scale = 1.0 if config.table_lr is None else config.table_lr / config.lr
+    tables: list[torch.Tensor] = [model.encoding.table]
+    if isinstance(plans, PixelPlan):  # the dense levels' rows as their own leaf (same steps)
+        lifted = plans.lift(model.encoding)
+        if lifted is not None:
+            tables = [lifted] + ([model.encoding.table] if plans.hashed else [])
     groups = [
         {"params": list(model.mlp.parameters())},
-        {"params": [model.encoding.table], "lr_scale": table_scale},
+        {"params": tables, "lr_scale": table_scale},
     ]
     if isinstance(model, FactorisedInr):
         factor_lr = config.factor_lr or config.table_lr or config.lr
@@ -655,6 +660,8 @@ def fit_inr(
         if callback is not None and (it % callback_every < workers or it == n_iter):
             fit.seconds = time.perf_counter() - t0
             was = model.encoding.level_mask.clone()
+            if isinstance(plans, PixelPlan):
+                plans.lower(model.encoding)  # the table up to date for the callback
             callback(it, model, fit)
             model.encoding.level_mask.copy_(was)
 
@@ -674,16 +681,18 @@ def fit_inr(
         postfix=lambda rec: {"loss": f"{rec['loss']:.3g}"},
         on_unit=after if callback is not None else None,
     )
-    if workers == 1:
-        trainer.run(step)
-    else:  # each worker thread runs its ops on one core (restored afterwards)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+    threads = torch.get_num_threads()
+    try:
+        if workers == 1:
+            trainer.run(step)
+        else:  # each worker thread runs its ops on one core (restored afterwards)
+            torch.set_num_threads(1)
             with ThreadPoolExecutor(workers, thread_name_prefix="mrphys-inr") as pool:
                 trainer.run(step)
-        finally:
-            torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
+        if isinstance(plans, PixelPlan):  # the trained rows back into the table
+            plans.lower(model.encoding, release=True)
     model.encoding.set_active_levels(config.n_levels)
     fit.seconds = time.perf_counter() - t0
     fit.final_loss = trainer.history[-1]["loss"] if trainer.history else float("nan")
