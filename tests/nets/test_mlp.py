@@ -72,3 +72,21 @@ def test_kept_and_recomputed_activations_give_the_same_bits(monkeypatch):
         res.append([out, *torch.autograd.grad((out * w).sum(), [x, *net.parameters()])])
     for a, b in zip(*res, strict=True):
         assert torch.equal(a, b)
+
+
+def test_out_index_reorders_the_outputs_and_their_gradients():
+    net = _stack(2)
+    net[-1] = nn.Linear(16, 4)
+    x = torch.randn(37, 6, requires_grad=True)
+    idx = torch.tensor([0, 2, 1, 3])
+    w = torch.randn(37, 4)
+    ref = net(x)[:, idx]
+    gref = torch.autograd.grad((ref * w).sum(), [x, *net.parameters()])
+    for xx in (x, x.double()):  # the chunked path and the fallback
+        net.to(xx.dtype)
+        out = relu_mlp(xx, net, chunk=8, out_index=idx)
+        got = torch.autograd.grad((out * w.to(out.dtype)).sum(), [x, *net.parameters()])
+        torch.testing.assert_close(out.float(), ref, atol=1e-5, rtol=1e-5)
+        for a, b in zip(got, gref, strict=True):
+            torch.testing.assert_close(a.float(), b.float(), atol=1e-5, rtol=1e-5)
+    net.float()

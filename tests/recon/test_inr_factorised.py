@@ -38,7 +38,7 @@ def test_planned_spatial_factors_equal_direct_encoding_and_gradients(log2_table)
     )  # fmt: skip
     model.encoding.set_active_levels(4)  # coarse-to-fine: two levels off
     plan = pixel_plan(model, (12, 20))
-    assert {s[0] for s in plan.levels} == ({"dense"} if log2_table == 12 else {"dense", "hash"})
+    assert plan.hashed == (log2_table == 8)
     direct = model.mlp(model.encoding(_pixels(12, 20)))
     direct = torch.complex(direct[:, :3], direct[:, 3:])
     planned = model.spatial(plan)
@@ -50,32 +50,39 @@ def test_planned_spatial_factors_equal_direct_encoding_and_gradients(log2_table)
     assert float(ga[4:].abs().max()) == 0.0  # switched-off levels get no gradient
 
 
-@pytest.mark.parametrize("log2_table", [12, 8])
-def test_lifted_rows_give_the_same_factors_and_gradients_and_write_back(log2_table):
+@pytest.mark.parametrize(
+    "log2_table, size, hashed, shared",  # dense; hashed without, and with, shared rows
+    [(12, (12, 20), False, False), (9, (3, 4), True, False), (6, (12, 20), True, True)],
+)
+def test_lifted_rows_give_the_same_factors_and_gradients_and_write_back(
+    log2_table, size, hashed, shared
+):
     g = torch.Generator().manual_seed(0)
     model = FactorisedInr(
         5, 3, n_levels=6, log2_table_size=log2_table, base_resolution=4.0, hidden_width=16,
         hidden_layers=1, init_scale=0.5, generator=g,
     )  # fmt: skip
-    plan = pixel_plan(model, (12, 20))
-    assert plan.hashed == (log2_table == 8)
+    plan = pixel_plan(model, size)
+    assert plan.hashed == hashed
+    assert (torch.unique(plan.rows).numel() < plan.rows.numel()) == shared
     ref = model.spatial(plan)
     w = torch.randn(ref.shape, dtype=torch.complex64, generator=g)
     g_table = torch.autograd.grad((ref * w).real.sum(), model.encoding.table)[0]
     lifted = plan.lift(model.encoding)
+    if shared:  # rows shared by several pixels' vertices: nothing lifted
+        assert lifted is None and plan.lifted is None
+        return
     got = model.spatial(plan)
     assert torch.equal(got, ref)
-    g_lift, g_rest = torch.autograd.grad(
-        (got * w).real.sum(), [lifted, model.encoding.table], allow_unused=True
-    )
-    flat = g_table.reshape(-1, 2)
-    assert torch.equal(g_lift, flat[plan.rows].t())  # the dense rows' gradient, moved
-    if g_rest is not None:  # hashed levels still read the table; dense rows get nothing there
-        assert float(g_rest.reshape(-1, 2)[plan.rows].abs().max()) == 0.0
+    g_lift = torch.autograd.grad((got * w).real.sum(), lifted)[0]
+    assert torch.equal(g_lift, g_table.reshape(-1, 2)[plan.rows])  # the same gradient, moved
+    rest = g_table.reshape(-1, 2).clone()
+    rest[plan.rows] = 0
+    assert float(rest.abs().max()) == 0.0  # the table's other rows get none
     before = model.encoding.table.detach().clone().reshape(-1, 2)
     with torch.no_grad():
         lifted.add_(1.0)
-    new = lifted.detach().t().clone()
+    new = lifted.detach().clone()
     plan.lower(model.encoding, release=True)
     assert plan.lifted is None
     after = model.encoding.table.detach().reshape(-1, 2)

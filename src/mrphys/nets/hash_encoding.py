@@ -214,43 +214,64 @@ class GridPlan:
     the coarsest ``k`` levels are switched on (coarse-to-fine) the work is restricted to them:
     a prefix of the rows and of the matrix (:meth:`matrices`).
 
+    Without ``ts`` the plan is that of a 2-D encoding of the pixels alone: each level's slice is
+    the table rows its pixels touch (:attr:`table_rows`, no time corners), interpolated by the
+    same matrix (:class:`mrphys.nets.lowrank_inr.PixelPlan`).
+
     Args:
-        encoding: the :class:`HashEncoding` (``n_dims = 3``) whose table this plan indexes.
+        encoding: the :class:`HashEncoding` (``n_dims = 3``; 2 without ``ts``) whose table this
+            plan indexes.
         xs: ``(X,)`` x coordinates in ``[0, 1]``.
         ys: ``(Y,)`` y coordinates.
-        ts: ``(T,)`` time coordinates (one per frame).
+        ts: ``(T,)`` time coordinates (one per frame), or None for a 2-D encoding.
     """
 
     def __init__(
-        self, encoding: HashEncoding, xs: torch.Tensor, ys: torch.Tensor, ts: torch.Tensor
+        self,
+        encoding: HashEncoding,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        ts: torch.Tensor | None,
     ):
-        check(encoding.n_dims == 3, f"GridPlan needs a 3-D encoding; got {encoding.n_dims}-D.")
+        two_d = ts is None
+        want = 2 if two_d else 3
+        check(
+            encoding.n_dims == want,
+            f"{type(self).__name__} needs a {want}-D encoding; got {encoding.n_dims}-D.",
+        )
         dev = encoding.table.device
-        xs, ys, ts = (v.detach().to(dev, torch.float32).reshape(-1) for v in (xs, ys, ts))
+        xs, ys = (v.detach().to(dev, torch.float32).reshape(-1) for v in (xs, ys))
         ny, nx = int(ys.numel()), int(xs.numel())
         n_pix = ny * nx
         self.size = (ny, nx)
-        self.n_frames = int(ts.numel())
+        self.n_frames = 0 if ts is None else int(ts.numel())
+        ts = torch.zeros(1, device=dev) if ts is None else ts.detach().to(dev, torch.float32)
+        ts = ts.reshape(-1)
         self.n_levels = encoding.n_levels
         self.n_features = encoding.n_features
         self._mask = encoding.table_size - 1
         self._levels: list[tuple[torch.Tensor, torch.Tensor, bool, int]] = []
-        wts, rows, cols, vals, level_of_row = [], [], [], [], []
+        wts, rows, cols, vals, level_of_row, table_rows = [], [], [], [], [], []
         ends = [0]  # slice rows of the coarsest k levels: [0, ends[k])
         start = 0
         for lv, res in enumerate(encoding.resolutions):
             ax, ay, at = _Axis(xs, res), _Axis(ys, res), _Axis(ts, res)
             vx, vy = ax.vertices, ay.vertices
             t0 = at.vertices[at.pos]  # (T,) lower time vertex of each frame
-            if bool(encoding._dense[lv]):
+            dense_lv = bool(encoding._dense[lv])
+            if dense_lv:
                 st = [int(v) for v in encoding._strides[lv]]
                 base = (vy[:, None] * st[1] + vx[None, :] * st[0]).reshape(-1)
-                t = torch.stack([t0 * st[2], (t0 + 1) * st[2]], 1)
+                step = 0 if two_d else st[2]
             else:
                 pr = [int(v) for v in encoding._primes]
                 base = torch.bitwise_xor(vy[:, None] * pr[1], vx[None, :] * pr[0]).reshape(-1)
-                t = torch.stack([t0 * pr[2], (t0 + 1) * pr[2]], 1)
-            self._levels.append((base, t, bool(encoding._dense[lv]), lv * encoding.table_size))
+                step = 0 if two_d else pr[2]
+            t = torch.stack([t0 * step, (t0 + 1) * step], 1)
+            self._levels.append((base, t, dense_lv, lv * encoding.table_size))
+            if two_d:  # the table rows themselves (no time corners)
+                rows_lv = base if dense_lv else base & self._mask
+                table_rows.append(rows_lv + lv * encoding.table_size)
             wts.append(at.frac[:, None].expand(-1, base.numel()))
             level_of_row.append(torch.full((base.numel(),), lv, dtype=torch.long, device=dev))
             # bilinear weights of the 4 corners of every pixel into this level's slice; matrix
@@ -267,6 +288,8 @@ class GridPlan:
             start += base.numel()
             ends.append(start)
         self.n_rows = start  # blended slice rows of all levels
+        #: 2-D plans: the table row of every slice row ``(n_rows,)`` (level by level)
+        self.table_rows = torch.cat(table_rows) if two_d else None
         self._ends = ends
         self.level_of_row = torch.cat(level_of_row)
         self._wt_rows = torch.cat(wts, 1).contiguous()  # (T, n_rows) upper time weights
@@ -279,7 +302,7 @@ class GridPlan:
         }
         # the gathered rows of every frame, kept when they take at most 256 MB
         self._rows = None
-        if self.n_rows * self.n_frames * 8 <= 2**28:
+        if not two_d and self.n_rows * self.n_frames * 8 <= 2**28:
             self._rows = self._rows_of(torch.arange(self.n_frames, device=dev))
 
     def rows(self, frames: torch.Tensor, n_active: int | None = None) -> torch.Tensor:

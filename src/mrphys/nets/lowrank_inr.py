@@ -21,32 +21,20 @@ import torch
 from torch import nn
 
 from mrphys.errors import check
-from mrphys.nets.hash_encoding import HashEncoding, _Axis, _GatherBlend
+from mrphys.nets.hash_encoding import GridPlan, HashEncoding, _active_prefix, _Interp
 from mrphys.nets.mlp import relu_mlp, relu_sequential
 
 __all__ = ["FactorisedInr", "PixelPlan"]
 
 
-def _interp_matrix(coords: torch.Tensor, res: int) -> torch.Tensor:
-    """Linear interpolation weights ``(n, res + 1)`` of points ``coords (n,)`` in ``[0, 1]`` on
-    the ``res + 1`` vertices of a grid of ``res`` cells (cells as in :class:`HashEncoding`)."""
-    axis = _Axis(coords, res)  # the cells of HashEncoding's convention
-    i0, frac = axis.vertices[axis.pos], axis.frac
-    w = torch.zeros(coords.numel(), res + 1, dtype=frac.dtype, device=frac.device)
-    rows = torch.arange(coords.numel(), device=frac.device)
-    w[rows, i0] = 1 - frac
-    w[rows, i0 + 1] += frac
-    return w
-
-
-class PixelPlan:
+class PixelPlan(GridPlan):
     """Interpolation of a 2-D hash encoding on a fixed pixel grid, computed once.
 
-    On a product grid bilinear interpolation separates: a level whose grid vertices fit in the
-    table (dense, row-major index ``y (R + 1) + x``) is the matrix product
-    ``W_y T W_x^T`` of its ``(R + 1) x (R + 1)`` vertex grid ``T`` with two interpolation
-    matrices (a few dense products instead of ``4 Y X`` gathers and a scatter-add); a hashed level
-    keeps the per-pixel gather (``index, weight (1, Y * X, 4)``).
+    The 2-D case of :class:`~mrphys.nets.hash_encoding.GridPlan`: per level, the table rows the
+    pixels touch (:attr:`rows`, dense or hashed, level by level) are gathered once and
+    interpolated bilinearly to the pixels by one sparse matrix (4 non-zeros per pixel and
+    level); the gradient goes back through its transpose. While only the coarsest ``k`` levels
+    are on, only their rows and matrix rows are used.
 
     Args:
         encoding: the 2-D :class:`HashEncoding` the plan indexes.
@@ -55,46 +43,27 @@ class PixelPlan:
     """
 
     def __init__(self, encoding: HashEncoding, xs: torch.Tensor, ys: torch.Tensor):
-        check(encoding.n_dims == 2, f"PixelPlan needs a 2-D encoding; got {encoding.n_dims}-D.")
-        dev = encoding.table.device
-        xs = xs.detach().to(dev, torch.float32).reshape(-1)
-        ys = ys.detach().to(dev, torch.float32).reshape(-1)
-        self.size = (int(ys.numel()), int(xs.numel()))
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # (P, 2) as (x, y)
-        index, weight = encoding.vertex_index_and_weight(pts)  # (L, P, 4)
-        # per level: ("dense", first row in `rows`, R + 1, W_y, W_x) or ("hash", index, weight)
-        self.levels: list[tuple] = []
-        rows, start = [], 0
-        for lv, res in enumerate(encoding.resolutions):
-            if bool(encoding._dense[lv]):
-                n = (res + 1) ** 2
-                rows.append(lv * encoding.table_size + torch.arange(n, device=dev))
-                wy, wx = _interp_matrix(ys, res), _interp_matrix(xs, res)
-                self.levels.append(("dense", start, res + 1, wy, wx.t().contiguous()))
-                start += n
-            else:
-                self.levels.append(("hash", index[lv : lv + 1], weight[lv : lv + 1]))
-        self.rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=dev)
-        self.rows_w = torch.zeros(self.rows.numel(), 1, device=dev)
-        self.hashed = any(spec[0] == "hash" for spec in self.levels)
-        #: the dense levels' vertex rows as their own leaf ``(F, n)`` while lifted (:meth:`lift`)
+        super().__init__(encoding, xs, ys, None)
+        self.rows: torch.Tensor = self.table_rows  # (n_rows,) rows of the flattened table
+        self.hashed = not bool(encoding._dense.all())
+        #: the gathered rows as their own leaf ``(n_rows, F)`` while lifted (:meth:`lift`)
         self.lifted: nn.Parameter | None = None
 
     def lift(self, encoding: HashEncoding) -> nn.Parameter | None:
-        """Copy the dense levels' vertex rows out of the table into a leaf ``(F, n)`` that
-        :meth:`FactorisedInr.spatial` reads instead of the table, and return it (None: no dense
-        level).
+        """Copy the table rows this plan reads into a leaf ``(n_rows, F)`` that
+        :meth:`FactorisedInr.spatial` reads instead of the table, and return it; None (and
+        nothing lifted) when two pixels' vertices hash to the same row, where separate copies
+        would no longer be one parameter.
 
         The table's other rows never get a gradient from this plan, so Adam never moves them;
-        optimising the lifted rows (and the table only when a level is hashed) is the same update
-        without a table-sized gradient, zero fill and Adam step (8x the rows here) every step.
-        :meth:`lower` writes them back.
+        optimising the lifted rows is the same update without a table-sized gradient, zero fill
+        and Adam step every step (8x the rows at the CPU defaults). :meth:`lower` writes them
+        back.
         """
-        if not self.rows.numel():
+        if torch.unique(self.rows).numel() != self.rows.numel():
             return None
         flat = encoding.table.detach().reshape(-1, encoding.n_features)
-        self.lifted = nn.Parameter(flat.index_select(0, self.rows).t().contiguous())
+        self.lifted = nn.Parameter(flat.index_select(0, self.rows))
         return self.lifted
 
     @torch.no_grad()
@@ -103,7 +72,7 @@ class PixelPlan:
         if self.lifted is None:
             return
         flat = encoding.table.data.view(-1, encoding.n_features)
-        flat.index_copy_(0, self.rows, self.lifted.detach().t().to(flat.dtype))
+        flat.index_copy_(0, self.rows, self.lifted.detach().to(flat.dtype))
         if release:
             self.lifted = None
 
@@ -167,29 +136,23 @@ class FactorisedInr(nn.Module):
     def spatial(self, plan: PixelPlan) -> torch.Tensor:
         """Spatial factors ``U (Y * X, K)`` complex on the plan's pixels."""
         enc = self.encoding
-        flat = enc.table.reshape(-1, enc.n_features)
-        sub = plan.lifted  # the dense levels' vertex rows (F, n)
-        if sub is None and plan.rows.numel():  # from the table; the gradient is one index_add_
-            rows = plan.rows[:, None, None].expand(-1, 1, 2)  # both "time corners" the same row
-            sub = _GatherBlend.apply(flat, rows, plan.rows_w)[:, 0].t()
         mask = enc.level_mask
-        ny, nx = plan.size
-        out: list[torch.Tensor] = []
-        for lv, spec in enumerate(plan.levels):
-            if float(mask[lv]) == 0:  # coarse-to-fine: a switched-off level gives zeros
-                out.append(flat.new_zeros(ny * nx, enc.n_features))
-            elif spec[0] == "dense":
-                _, start, n, wy, wx_t = spec
-                grid = sub[:, start : start + n * n].reshape(-1, n, n)  # (F, y, x)
-                f = torch.matmul(torch.matmul(wy, grid), wx_t)  # (F, Y, X)
-                out.append(f.permute(1, 2, 0).reshape(ny * nx, -1))
-            else:
-                _, index, weight = spec
-                feats = nn.functional.embedding(index[0], flat)  # (P, 4, F)
-                out.append((feats * weight[0, :, :, None].to(flat.dtype)).sum(1))
-        feats = torch.stack(out, dim=1).reshape(ny * nx, -1)  # (P, L * F)
-        out = relu_mlp(feats, self.mlp)  # (P, 2K)
-        return torch.complex(out[:, : self.rank], out[:, self.rank :])
+        k = _active_prefix(mask)  # coarse-to-fine: only the active levels' rows and features
+        n = enc.n_levels if k is None else k
+        end = plan._ends[n]
+        if plan.lifted is not None:
+            rows = plan.lifted[:end]
+        else:  # gathered from the table; the gradient is one index_add_
+            rows = enc.table.reshape(-1, enc.n_features)[plan.rows[:end]]
+        if k is None:  # an arbitrary mask: every level, switched-off ones multiplied by zero
+            rows = rows * mask.to(rows.dtype)[plan.level_of_row][:, None]
+        feats = _Interp.apply(rows[:, None], plan, n)[0]  # (P, n F)
+        # outputs 0..K-1 are the real parts, K..2K-1 the imaginary ones; computed interleaved
+        # (re_0, im_0, re_1, ...) so that they view as complex without a copy
+        k_idx = torch.arange(self.rank, device=feats.device)
+        order = torch.stack([k_idx, k_idx + self.rank], dim=1).reshape(-1)
+        out = relu_mlp(feats, self.mlp, out_index=order)  # (P, 2K) interleaved
+        return torch.view_as_complex(out.view(-1, self.rank, 2))
 
     def temporal_at(self, positions: torch.Tensor) -> torch.Tensor:
         """Temporal factors ``V (B, K)`` complex at frame positions ``(B,)`` in acquired-frame

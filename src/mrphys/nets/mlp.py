@@ -156,7 +156,12 @@ class _ChunkedReluMlp(torch.autograd.Function):
 KEEP_BYTES = 64 * 2**20
 
 
-def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch.Tensor:
+def relu_mlp(
+    x: torch.Tensor,
+    layers: nn.Sequential,
+    chunk: int = 4096,
+    out_index: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``layers(x)`` for a ``Linear, ReLU, ..., Linear`` stack, faster on a CPU for many rows.
 
     The rows ``(N, n_in)`` are processed in chunks of ``chunk`` so that the hidden activations
@@ -170,6 +175,10 @@ def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch
     are zeros (only the first ``n_in`` columns of the first weight are used; the rest get a
     zero gradient). A coarse-to-fine encoding with its finer levels switched off passes only
     the active levels' features this way.
+
+    ``out_index`` (long ``(n_out,)``): the output columns in this order, ``layers(x)[:,
+    out_index]``, computed by the reordered output layer (no copy of the output); e.g. real and
+    imaginary parts interleaved so that the output views as complex for free.
     """
     mods = list(layers)
     linear = mods[0::2]
@@ -189,14 +198,18 @@ def relu_mlp(x: torch.Tensor, layers: nn.Sequential, chunk: int = 4096) -> torch
     )
     if not ok:
         if params0 is None:
-            return layers(x)
-        h = nn.functional.linear(x, *params0)
-        return nn.Sequential(*mods[1:])(h) if len(mods) > 1 else h
+            out = layers(x)
+        else:
+            out = nn.functional.linear(x, *params0)
+            out = nn.Sequential(*mods[1:])(out) if len(mods) > 1 else out
+        return out if out_index is None else out[:, out_index]
     params: list[torch.Tensor] = []
     for m in linear:
         params += [m.weight, m.bias]
     if params0 is not None:
         params[:2] = params0
+    if out_index is not None:
+        params[-2:] = [params[-2].index_select(0, out_index), params[-1].index_select(0, out_index)]
     hidden = sum(int(m.out_features) for m in linear[:-1])
     keep = torch.is_grad_enabled() and x.shape[0] * hidden * x.element_size() <= KEEP_BYTES
     return _ChunkedReluMlp.apply(x, int(chunk), keep, *params)
