@@ -186,3 +186,25 @@ def test_fast_preset_is_the_factorised_inr_in_two_threads(tmp_path, cli):
     cli.fails("dynamic", "recon", "--input", tmp_path / "none", "--method", "grasp",
               "--inr-preset", "fast", "--out", bad, out=bad,
               says="--inr-preset is only available")  # fmt: skip
+
+
+@pytest.mark.parametrize("coarse_to_fine", [False, True])
+def test_tail_average_is_the_mean_of_the_last_iterates_with_every_level_on(coarse_to_fine):
+    x = synthetic_cine(4, 16, seed=0)
+    data = simulate_radial(x, 4, coils=2, snr=None, seed=0)
+    cfg = replace(_TINY, iterations=12, rank=2, coarse_to_fine=coarse_to_fine)
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(it, model, info):
+        seen[it] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    args = (data.kspace, data.traj, data.maps)
+    fit_inr(*args, config=cfg, progress=False, callback=keep, callback_every=1)
+    model, _ = fit_inr(*args, config=replace(cfg, average_tail=0.5), progress=False)
+    # the last half (steps 6..11), from step 10 on with coarse-to-fine (the finest level's start)
+    first = 10 if coarse_to_fine else 6
+    for k, v in model.state_dict().items():
+        want = torch.stack([seen[it + 1][k] for it in range(first, 12)]).mean(0)
+        torch.testing.assert_close(v, want, atol=1e-6, rtol=1e-5)
+    with pytest.raises(MrphysError, match="average_tail"):
+        replace(cfg, average_tail=1.0).validate()
