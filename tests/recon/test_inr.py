@@ -136,6 +136,19 @@ def test_casorati_nuclear_closed_form_and_gradient():
     # differentiable (distinct singular values)
     xr = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.autograd.gradcheck(casorati_nuclear, (xr.requires_grad_(True),))
+    # complex float32 against the SVD: value and gradient; a zero series: 0 and no NaN
+    z = torch.randn(5, 6, 7, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    z.requires_grad_(True)
+    ref = torch.linalg.svdvals(z.detach().reshape(5, -1).requires_grad_(True))
+    val = casorati_nuclear(z)
+    zr = z.detach().reshape(5, -1).requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(torch.linalg.svdvals(zr).sum() / 5, zr)
+    (g,) = torch.autograd.grad(val, z)
+    torch.testing.assert_close(val, ref.sum().detach() / 5, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g.reshape(5, -1), g_ref, rtol=1e-4, atol=1e-5)
+    zero = torch.zeros(3, 4, 4, dtype=torch.complex64, requires_grad=True)
+    (g0,) = torch.autograd.grad(casorati_nuclear(zero), zero)
+    assert float(casorati_nuclear(zero.detach())) == 0.0 and torch.all(g0 == 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -302,7 +302,32 @@ def casorati_nuclear(x: torch.Tensor) -> torch.Tensor:
     """
     check(x.dim() >= 2, f"casorati_nuclear needs (T, ...); got {tuple(x.shape)}.")
     m = x.reshape(x.shape[0], -1)
-    return torch.linalg.svdvals(m).sum() / x.shape[0]
+    return _NuclearNorm.apply(m) / x.shape[0]
+
+
+class _NuclearNorm(torch.autograd.Function):
+    """Nuclear norm of a wide matrix ``m (T, P)`` (``T`` small) from the eigenvalues of its
+    ``T x T`` Gram matrix in double precision (about 10x faster than an SVD of the wide matrix
+    on a CPU). Singular values below ``sqrt(1e3 eps) * s_max`` (rounding of the Gram matrix) count
+    as zero. The gradient is the polar factor ``U V^H = U S^-1 U^H m`` on the other ones (the
+    SVD's gradient; zero, a valid subgradient, on the null space)."""
+
+    @staticmethod
+    def forward(ctx, m):  # type: ignore[override]
+        wide = m.to(torch.complex128 if m.is_complex() else torch.float64)
+        lam, u = torch.linalg.eigh(wide @ wide.mH)
+        keep = lam > 1e3 * torch.finfo(torch.float64).eps * lam.max().clamp_min(0)
+        sv = torch.where(keep, lam.clamp_min(0).sqrt(), torch.zeros_like(lam))
+        ctx.save_for_backward(wide, u, sv, keep)
+        ctx.dtype = m.dtype
+        return sv.sum().to(m.real.dtype if m.is_complex() else m.dtype)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        wide, u, sv, keep = ctx.saved_tensors
+        inv = torch.where(keep, 1.0 / torch.where(keep, sv, torch.ones_like(sv)), 0.0)
+        polar = (u * inv.to(u.dtype)) @ (u.mH @ wide)
+        return (g.to(polar.real.dtype) * polar).to(ctx.dtype)
 
 
 # --------------------------------------------------------------------------------------------
