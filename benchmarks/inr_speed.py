@@ -26,6 +26,8 @@ after. The INR / GRASP wall and CPU ratios are computed from the rows. Prints ON
     .venv/bin/python benchmarks/inr_speed.py                        # all cells, 2 threads
     .venv/bin/python benchmarks/inr_speed.py --only inr-new+grasp
     .venv/bin/python benchmarks/inr_speed.py --inr-iterations 100   # per-step timing probe
+    .venv/bin/python benchmarks/inr_speed.py --only inr-fast --data-seed 1 --inr-seed 2 \
+        --inr-set average_tail=0                                   # a tuning-case cell
 """
 
 from __future__ import annotations
@@ -65,7 +67,14 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
+def run_cell(
+    cell: str,
+    iterations: int | None,
+    baseline: bool,
+    data_seed: int = 0,
+    inr_seed: int = 0,
+    inr_set: dict | None = None,
+) -> dict:
     """One cell in this process: simulate, reconstruct, score."""
     import torch
 
@@ -76,7 +85,7 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
 
     x = load_series(DATA).to(torch.complex64)
     x = x / x.abs().max()
-    data = simulate_radial(x, 5, coils=8, snr=20.0, seed=0)
+    data = simulate_radial(x, 5, coils=8, snr=20.0, seed=data_seed)
     options: dict = {}
     extra: dict = {}
     if cell.startswith("inr"):
@@ -97,7 +106,9 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
             cfg = InrConfig.fast()
         if iterations:
             cfg = replace(cfg, iterations=int(iterations))
-        options = {"config": cfg, "seed": 0, "device": "cpu"}
+        if inr_set:
+            cfg = replace(cfg, **inr_set)
+        options = {"config": cfg, "seed": inr_seed, "device": "cpu"}
         extra = {"config": asdict(cfg)}
     load0 = os.getloadavg()[0]
     c0, t0 = _cpu(), time.perf_counter()
@@ -119,6 +130,20 @@ def run_cell(cell: str, iterations: int | None, baseline: bool) -> dict:
         "load_1min_before_after": [load0, os.getloadavg()[0]],
         **extra,
     }
+
+
+def _inr_set(pairs: list[str]) -> dict:
+    """``["average_tail=0", ...]`` -> ``{"average_tail": 0, ...}`` (values parsed as JSON)."""
+    out = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--inr-set takes KEY=VALUE; got {kv!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--inr-set {key}: VALUE must be JSON; got {value!r}") from None
+    return out
 
 
 def markdown(rows: list[dict]) -> str:
@@ -144,6 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", help="cells joined by +, e.g. inr-new+grasp")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per cell (default 2)")
     ap.add_argument("--inr-iterations", type=int, default=None, help="override INR steps")
+    ap.add_argument("--data-seed", type=int, default=0, help="noise seed of the data (0: bar case)")
+    ap.add_argument("--inr-seed", type=int, default=0, help="seed of the INR's start and windows")
+    ap.add_argument(
+        "--inr-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an InrConfig field of every INR cell (VALUE as JSON), e.g. average_tail=0",
+    )
     ap.add_argument("--baseline-src", help="src/ of mrphys before the change (inr-old runs it)")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
@@ -154,7 +188,11 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
         baseline = args.cell == "inr-old" and bool(args.baseline_src)
-        print(json.dumps(run_cell(args.cell, args.inr_iterations, baseline)))
+        row = run_cell(
+            args.cell, args.inr_iterations, baseline, args.data_seed, args.inr_seed,
+            _inr_set(args.inr_set),
+        )  # fmt: skip
+        print(json.dumps(row))
         return
 
     cells = [c for c in CELLS if not args.only or c in args.only.split("+")]
@@ -169,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ["--threads", str(args.threads)]
         if args.inr_iterations:
             cmd += ["--inr-iterations", str(args.inr_iterations)]
+        cmd += ["--data-seed", str(args.data_seed), "--inr-seed", str(args.inr_seed)]
+        for kv in args.inr_set:
+            cmd += ["--inr-set", kv]
         # this tree's src/ first (an editable install elsewhere must not win), or the baseline's
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT / "src"))
         if cell == "inr-old" and args.baseline_src:
@@ -193,8 +234,11 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(rows)
     out = {
         "benchmark": "inr_speed",
-        "case": "PINCAT 128x128x50, 5 spokes, 8 coils, SNR 20, seed 0",
+        "case": f"PINCAT 128x128x50, 5 spokes, 8 coils, SNR 20, data seed {args.data_seed}",
         "inr_iterations_override": args.inr_iterations,
+        "data_seed": args.data_seed,
+        "inr_seed": args.inr_seed,
+        "inr_set": _inr_set(args.inr_set),
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
