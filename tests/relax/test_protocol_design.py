@@ -3,9 +3,7 @@ computation, the learnable protocol, Pulseq round trip, networks and their check
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,14 +23,6 @@ INCS = (10.0, 100.0, 170.0, 260.0)
 
 def _protocol() -> Protocol:
     return Protocol.custom([math.radians(v) for v in INCS], [math.radians(v) for v in FLIPS])
-
-
-def _bench():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "protocol.py"
-    spec = importlib.util.spec_from_file_location("bench_protocol", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_signal_gradcheck_in_flips_increments_and_tr():
@@ -118,8 +108,8 @@ def test_bound_matches_monte_carlo_of_gauss_newton_fits_without_b1_map():
     assert torch.allclose(mc[order], cr.variance, rtol=0.12)
 
 
-def test_independent_finite_difference_bound_agrees():
-    bench = _bench()
+def test_independent_finite_difference_bound_agrees(load_benchmark):
+    bench = load_benchmark("protocol")
     pts = [a[:200] for a in bench.evaluation_points(n_tissue=4)]
     p = _protocol()
     smp = {k: torch.tensor(v) for k, v in zip(("t1", "t2", "b1", "theta"), pts, strict=True)}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +15,8 @@ D = torch.float64
 
 
 @pytest.fixture(scope="module")
-def pb():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "protocol_bayes.py"
-    spec = importlib.util.spec_from_file_location("bench_protocol_bayes", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def pb(load_benchmark):
+    return load_benchmark("protocol_bayes")
 
 
 def test_prior_density_is_the_samplers(pb):
