@@ -64,7 +64,7 @@ def test_lifted_rows_give_the_same_factors_and_gradients_and_write_back(
     )  # fmt: skip
     plan = pixel_plan(model, size)
     assert plan.hashed == hashed
-    assert (torch.unique(plan.rows).numel() < plan.rows.numel()) == shared
+    assert (torch.unique(plan.table_rows).numel() < plan.table_rows.numel()) == shared
     ref = model.spatial(plan)
     w = torch.randn(ref.shape, dtype=torch.complex64, generator=g)
     g_table = torch.autograd.grad((ref * w).real.sum(), model.encoding.table)[0]
@@ -75,9 +75,9 @@ def test_lifted_rows_give_the_same_factors_and_gradients_and_write_back(
     got = model.spatial(plan)
     assert torch.equal(got, ref)
     g_lift = torch.autograd.grad((got * w).real.sum(), lifted)[0]
-    assert torch.equal(g_lift, g_table.reshape(-1, 2)[plan.rows])  # the same gradient, moved
+    assert torch.equal(g_lift, g_table.reshape(-1, 2)[plan.table_rows])  # the same gradient, moved
     rest = g_table.reshape(-1, 2).clone()
-    rest[plan.rows] = 0
+    rest[plan.table_rows] = 0
     assert float(rest.abs().max()) == 0.0  # the table's other rows get none
     before = model.encoding.table.detach().clone().reshape(-1, 2)
     with torch.no_grad():
@@ -86,8 +86,8 @@ def test_lifted_rows_give_the_same_factors_and_gradients_and_write_back(
     plan.lower(model.encoding, release=True)
     assert plan.lifted is None
     after = model.encoding.table.detach().reshape(-1, 2)
-    assert torch.equal(after[plan.rows], new)
-    after[plan.rows] = before[plan.rows]
+    assert torch.equal(after[plan.table_rows], new)
+    after[plan.table_rows] = before[plan.table_rows]
     assert torch.equal(after, before)  # no other row touched
 
 

@@ -31,7 +31,7 @@ class PixelPlan(GridPlan):
     """Interpolation of a 2-D hash encoding on a fixed pixel grid, computed once.
 
     The 2-D case of :class:`~mrphys.nets.hash_encoding.GridPlan`: per level, the table rows the
-    pixels touch (:attr:`rows`, dense or hashed, level by level) are gathered once and
+    pixels touch (:attr:`table_rows`, dense or hashed, level by level) are gathered once and
     interpolated bilinearly to the pixels by one sparse matrix (4 non-zeros per pixel and
     level); the gradient goes back through its transpose. While only the coarsest ``k`` levels
     are on, only their rows and matrix rows are used.
@@ -44,7 +44,6 @@ class PixelPlan(GridPlan):
 
     def __init__(self, encoding: HashEncoding, xs: torch.Tensor, ys: torch.Tensor):
         super().__init__(encoding, xs, ys, None)
-        self.rows: torch.Tensor = self.table_rows  # (n_rows,) rows of the flattened table
         self.hashed = not bool(encoding._dense.all())
         #: the gathered rows as their own leaf ``(n_rows, F)`` while lifted (:meth:`lift`)
         self.lifted: nn.Parameter | None = None
@@ -60,10 +59,10 @@ class PixelPlan(GridPlan):
         and Adam step every step (8x the rows at the CPU defaults). :meth:`lower` writes them
         back.
         """
-        if torch.unique(self.rows).numel() != self.rows.numel():
+        if torch.unique(self.table_rows).numel() != self.table_rows.numel():
             return None
         flat = encoding.table.detach().reshape(-1, encoding.n_features)
-        self.lifted = nn.Parameter(flat.index_select(0, self.rows))
+        self.lifted = nn.Parameter(flat.index_select(0, self.table_rows))
         return self.lifted
 
     @torch.no_grad()
@@ -72,7 +71,7 @@ class PixelPlan(GridPlan):
         if self.lifted is None:
             return
         flat = encoding.table.data.view(-1, encoding.n_features)
-        flat.index_copy_(0, self.rows, self.lifted.detach().to(flat.dtype))
+        flat.index_copy_(0, self.table_rows, self.lifted.detach().to(flat.dtype))
         if release:
             self.lifted = None
 
@@ -143,7 +142,7 @@ class FactorisedInr(nn.Module):
         if plan.lifted is not None:
             rows = plan.lifted[:end]
         else:  # gathered from the table; the gradient is one index_add_
-            rows = enc.table.reshape(-1, enc.n_features)[plan.rows[:end]]
+            rows = enc.table.reshape(-1, enc.n_features)[plan.table_rows[:end]]
         if k is None:  # an arbitrary mask: every level, switched-off ones multiplied by zero
             rows = rows * mask.to(rows.dtype)[plan.level_of_row][:, None]
         feats = _Interp.apply(rows[:, None], plan, n)[0]  # (P, n F)
